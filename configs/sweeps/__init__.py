@@ -1,0 +1,1 @@
+"""Sweep files: `get_sweep()` returns a list of config override dicts (see lusjax.sweep)."""

@@ -1,0 +1,1 @@
+"""Turn ultrasound clips (real files or synthetic) into sharded frame datasets."""

@@ -1,0 +1,3 @@
+"""lusjax: self-supervised learning on lung ultrasound video, in JAX/Flax."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,184 @@
+"""`lusjax`: the one command-line entry point. It parses and dispatches, nothing more.
+
+    lusjax quickstart                     synthetic data -> SimCLR -> linear probe table
+    lusjax prep --synthetic 64 --out DIR  build a dataset (or --input FOLDER|CSV for real clips)
+    lusjax train --config configs/simclr_r18.py --config.batch_size=512 --config.workdir=DIR
+    lusjax probe WORKDIR                  quick linear probe of a run's encoder
+    lusjax eval --config configs/eval.py --config.encoder=WORKDIR
+    lusjax predict --encoder WORKDIR --heads EVAL_OUT --input FOLDER
+    lusjax bench input|step ...           throughput benchmarks (JSON lines)
+    lusjax report WORKDIR                 plots of a run's metrics (PNG)
+
+Bad input is reported as one line `lusjax: error: ...` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from lusjax.errors import UserError
+
+CONFIG_HELP = ("config file, optionally with an argument: configs/simclr_r18.py[:arg]; "
+               "override any key with --config.KEY=VALUE (e.g. --config.batch_size=512, "
+               "--config.optim.lr=0.3)")
+
+
+def _load_config(args, overrides):
+    from lusjax import config as config_lib
+
+    return config_lib.load(args.config, overrides)
+
+
+def cmd_train(args, overrides) -> int:
+    from lusjax import train
+
+    cfg = _load_config(args, overrides)
+    summary = train.train(cfg, progress=not args.quiet)
+    final = summary.get("final", {})
+    print(f"done: step {summary['step']}  loss {final.get('loss', float('nan')):.4f}  "
+          f"workdir {cfg.workdir}")
+    return 0
+
+
+def cmd_prep(args, rest) -> int:
+    from data_prep import cli as prep_cli
+
+    return prep_cli.main(rest)
+
+
+def cmd_probe(args, overrides) -> int:
+    import json
+
+    from lusjax.quickstart import probe_workdir
+
+    result = probe_workdir(args.workdir, data_dir=args.data_dir,
+                           train_split=args.train_split, test_split=args.test_split)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_eval(args, overrides) -> int:
+    from lusjax.eval import protocol
+
+    cfg = _load_config(args, overrides)
+    results = protocol.run(cfg)
+    print(f"results written to {results.get('out_dir', cfg.out_dir)}")
+    return 0
+
+
+def cmd_predict(args, rest) -> int:
+    from lusjax.eval import predict
+
+    return predict.main(rest)
+
+
+def cmd_bench(args, rest) -> int:
+    if args.what == "input":
+        from lusjax.data import bench
+
+        return bench.main(rest)
+    from lusjax import bench_step
+
+    return bench_step.main(rest)
+
+
+def cmd_report(args, overrides) -> int:
+    from lusjax import report
+
+    paths = report.render(args.workdir)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_quickstart(args, overrides) -> int:
+    from lusjax import quickstart
+
+    return quickstart.main(workdir=args.workdir, overrides=overrides, quiet=args.quiet)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lusjax", description=__doc__.split("\n\n")[0],
+        epilog="Run `lusjax COMMAND --help` for the options of each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, fn: Callable, help_: str, passthrough: bool = False):
+        sp = sub.add_parser(name, help=help_, description=help_, add_help=not passthrough)
+        sp.set_defaults(fn=fn, passthrough=passthrough)
+        return sp
+
+    sp = add("quickstart", cmd_quickstart,
+             "generate synthetic LUS clips, pretrain SimCLR on CPU, and compare a linear probe "
+             "of the pretrained encoder with a random-init one (a few minutes on 2 cores)")
+    sp.add_argument("--workdir", default=os.path.join("runs", "quickstart"),
+                    help="where the run goes (default: runs/quickstart)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.epilog = "Any key of configs/quickstart.py can be overridden: --config.total_steps=100"
+
+    add("prep", cmd_prep, "build a sharded frame dataset from real clips or synthetic ones "
+        "(see `lusjax prep --help`)", passthrough=True)
+
+    sp = add("train", cmd_train, "SSL pretraining from a config file (resumes from the "
+             "latest checkpoint in the workdir)")
+    sp.add_argument("--config", required=True, help=CONFIG_HELP)
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("probe", cmd_probe, "quick linear probe (frame and clip accuracy) of a run's "
+             "pretrained encoder, next to the same probe on a random-init encoder")
+    sp.add_argument("workdir", help="a finished `lusjax train` workdir")
+    sp.add_argument("--data-dir", default=None, help="dataset (default: the run's own)")
+    sp.add_argument("--train-split", default="train")
+    sp.add_argument("--test-split", default="test")
+
+    sp = add("eval", cmd_eval, "evaluation protocols (linear, MLP, kNN, fine-tune; label "
+             "fractions; k-fold CV) from a config file")
+    sp.add_argument("--config", default="configs/eval.py", help=CONFIG_HELP)
+
+    add("predict", cmd_predict, "per-clip predictions for a folder of clips "
+        "(see `lusjax predict --help`)", passthrough=True)
+
+    sp = add("bench", cmd_bench, "throughput benchmarks: `input` (data pipeline) or `step` "
+             "(jitted train step); JSON lines on stdout")
+    sp.add_argument("what", choices=("input", "step"))
+
+    sp = add("report", cmd_report, "render a run's metrics (loss, probe accuracy, throughput, "
+             "energy) as PNG plots in WORKDIR/plots")
+    sp.add_argument("workdir")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lusjax` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    try:
+        from lusjax import config as config_lib
+
+        # Everything after a passthrough command goes to that command's own parser.
+        if argv and argv[0] in ("prep", "predict"):
+            args = parser.parse_args(argv[:1])
+            return args.fn(args, argv[1:])
+        if len(argv) >= 2 and argv[0] == "bench":
+            args = parser.parse_args(argv[:2])
+            return args.fn(args, argv[2:])
+        overrides, rest = config_lib.split_overrides(argv)
+        args = parser.parse_args(rest)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return args.fn(args, overrides)
+    except UserError as e:
+        print(f"lusjax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lusjax: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The one config system: ml-collections `get_config(arg)` files + CLI overrides.
+
+    lusjax train --config configs/simclr_r18.py:arg --config.batch_size=512 \
+        --config.optim.lr 0.3 --config.workdir=/tmp/run
+
+`load(spec, overrides)` imports the file, calls `get_config(arg)`, applies each
+`--config.a.b=value` override (typed by the existing field: bool, int, float,
+str, tuple/list via Python literals), and locks the config so a mistyped key
+is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+
+from lusjax.errors import UserError
+
+PREFIX = "--config."
+
+
+def _import_file(path: Path):
+    spec = importlib.util.spec_from_file_location(f"_lusjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    # Config files may import their siblings (e.g. `from configs import common`).
+    root = str(path.resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    spec.loader.exec_module(module)
+    return module
+
+
+def resolve_path(spec: str) -> tuple[Path, str | None]:
+    """'configs/x.py:arg' -> (path, 'arg'). Bare names look in the packaged configs/."""
+    path_str, _, arg = spec.partition(":")
+    path = Path(path_str)
+    if not path.exists():
+        packaged = Path(__file__).resolve().parent.parent / "configs" / path.name
+        if not path.suffix:
+            packaged = packaged.with_suffix(".py")
+        if packaged.exists():
+            path = packaged
+        else:
+            raise UserError(f"config file not found: {path_str}")
+    return path, (arg or None)
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        low = text.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise UserError(f"--config.{key} expects true/false, got {text!r}")
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            try:  # allow 1e3 style for ints when exact
+                value = float(text)
+                if value.is_integer():
+                    return int(value)
+            except ValueError:
+                pass
+            raise UserError(f"--config.{key} expects an integer, got {text!r}") from None
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise UserError(f"--config.{key} expects a number, got {text!r}") from None
+    if isinstance(current, str):
+        return text
+    if isinstance(current, (tuple, list)):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = tuple(v.strip() for v in text.split(",") if v.strip())
+        if not isinstance(value, (tuple, list)):
+            value = (value,)
+        return type(current)(value)
+    # None or other: best effort literal, else the string.
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        out.append(prefix + k)
+        if isinstance(v, ml_collections.ConfigDict):
+            out.extend(_keys(v, prefix + k + "."))
+    return out
+
+
+def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Sets `cfg.<key>` from its command-line text, typed by the current value."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            close = difflib.get_close_matches(key, _keys(cfg), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"unknown config key {key!r}{hint}")
+        if i < len(parts) - 1:
+            node = node[part]
+    last = parts[-1]
+    current = node[last]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise UserError(f"--config.{key} is a group of settings; set one of its keys")
+    value = _parse_value(text, current, key)
+    with node.unlocked():
+        node[last] = value
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Separates `--config.k=v` / `--config.k v` pairs from the other arguments."""
+    overrides, rest = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith(PREFIX):
+            body = a[len(PREFIX):]
+            if "=" in body:
+                k, v = body.split("=", 1)
+            elif i + 1 < len(argv):
+                k, v = body, argv[i + 1]
+                i += 1
+            else:
+                raise UserError(f"{a} needs a value")
+            overrides.append((k, v))
+        else:
+            rest.append(a)
+        i += 1
+    return overrides, rest
+
+
+def load(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+    """Loads `path[:arg]`, applies overrides, returns a locked ConfigDict."""
+    path, arg = resolve_path(spec)
+    module = _import_file(path)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"{path} has no get_config()")
+    cfg = module.get_config(arg) if arg is not None else module.get_config()
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        cfg = ml_collections.ConfigDict(cfg)
+    for k, v in overrides:
+        apply_override(cfg, k, v)
+    cfg.lock()
+    return cfg
+
+
+def to_dict(cfg: ml_collections.ConfigDict) -> dict:
+    """A JSON-able plain dict of the config."""
+    return json.loads(cfg.to_json_best_effort())
+
+
+def save(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
+    """Writes the resolved config to `<workdir>/config.json`."""
+    path = Path(workdir) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """Reads a run's resolved config back from `<workdir>/config.json`."""
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise UserError(f"no config.json in {workdir}: not a lusjax run directory")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))

@@ -1,0 +1,1 @@
+"""Data side of training: shard format, readers, pair sampling, augmentation."""

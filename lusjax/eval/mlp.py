@@ -1,0 +1,20 @@
+"""MLP heads on frozen features: the linear probe's trainer with hidden layers.
+
+Same objective and optimiser as `linear.fit_probe` (class-balanced
+cross-entropy, L2 on kernels, Adam with cosine decay), with ReLU hidden layers
+and dropout between them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lusjax.eval import linear
+
+
+def fit_predict(train_x, train_y, test_x, num_classes: int, seed: int = 0, *,
+                hidden: tuple[int, ...] = (256,), dropout: float = 0.2, **kw) -> np.ndarray:
+    """MLP probe: fit on train, [M, K] probabilities on test."""
+    probe = linear.fit_probe(train_x, train_y, num_classes, hidden=tuple(hidden),
+                             dropout=dropout, seed=seed, **kw)
+    return probe.predict_proba(test_x)

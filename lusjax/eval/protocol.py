@@ -1,0 +1,516 @@
+"""The evaluation protocol: `run(config) -> results`, driven by `configs/eval.py`.
+
+    lusjax eval --config configs/eval.py --config.encoder=WORKDIR --config.data_dir=DATA
+
+Reads top to bottom: data -> tasks -> folds -> encoders -> features -> for each
+encoder x fold x label fraction x seed: fit every protocol on the training
+clips, predict the test clips -> metrics per fold and pooled over folds ->
+results.json, results.md, PNG plots (and the heads `lusjax predict` uses).
+
+Frozen protocols (linear, MLP, kNN) fit one head per task on the shared
+features; fine-tuning trains one backbone with all task heads at once. Folds
+and label fractions are drawn once per clip, stratified by the clip label, so
+every task and protocol sees exactly the same clips.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lusjax.errors import UserError
+from lusjax.eval import features as feats_lib
+from lusjax.eval import finetune, knn, linear, metrics, mlp, plots, splits
+
+log = logging.getLogger(__name__)
+
+FROZEN = {"linear": linear.fit_predict, "mlp": mlp.fit_predict, "knn": knn.fit_predict}
+PROTOCOLS = (*FROZEN, "finetune")
+PRETRAINED, RANDOM = "pretrained", "random-init"
+
+
+def run(config) -> dict:
+    """Runs the whole protocol of `config`; writes and returns the results dict."""
+    t0 = time.time()
+    out_dir = Path(config.out_dir).expanduser()
+    protocols = parse_protocols(config.protocol)
+    notes: list[str] = []
+
+    # Data: per-frame arrays, pooled over the CV splits (+ a fixed test split).
+    data_dir = resolve_data_dir(config)
+    data, fixed_test = load_frames(data_dir, config)
+    tasks = usable_tasks(data.clips, parse_list(config.tasks), config.min_clips_per_class, notes)
+
+    # Folds by clip, grouped by patient, stratified by the first task.
+    strat, _ = data.clips.targets(next(iter(tasks)))
+    groups = splits.groups_of(data.clips.video_id, data.clips.patient_id)
+    known_any = np.any([data.clips.targets(t)[0] >= 0 for t in tasks], axis=0)
+    if fixed_test is None:
+        cv = np.flatnonzero(known_any)
+        folds, fold_notes = splits.kfold(strat[cv], groups[cv], config.folds, config.fold_seed,
+                                         data.clips.targets(next(iter(tasks)))[1])
+        folds = [splits.Fold(cv[f.train], cv[f.test]) for f in folds]
+        notes += fold_notes
+    else:
+        folds = [splits.Fold(np.flatnonzero(known_any & ~fixed_test),
+                             np.flatnonzero(known_any & fixed_test))]
+    for f in folds:  # the leakage gate, before anything is fitted
+        splits.check_disjoint(f.train, f.test, data.clips.video_id, data.clips.patient_id)
+
+    encoders = build_encoders(config)
+    frozen = [p for p in protocols if p in FROZEN]
+    feats = {}
+    for name, enc in encoders.items():
+        if frozen or config.plots.embeddings:
+            feats[name] = feats_lib.extract(enc, data, config.batch_size, config.progress,
+                                            desc=f"features ({name})")
+
+    # Every fit, collected into test-frame probabilities per run key.
+    pooled: dict[tuple, np.ndarray] = {}
+    per_fold: dict[tuple, list] = collections.defaultdict(list)
+    crosscheck: dict[tuple, np.ndarray] = {}
+    fractions = [float(f) for f in config.label_fractions]
+    bar = _progress(config, len(encoders) * len(folds) * len(fractions) * config.seeds)
+    for enc_name, enc in encoders.items():
+        for fi, fold in enumerate(folds):
+            test_frames = splits.frames_of(data.frame_clip, fold.test)
+            for fraction in fractions:
+                for seed in range(config.seeds):
+                    train_clips = splits.label_fraction(fold.train, strat, fraction, seed)
+                    splits.check_disjoint(train_clips, fold.test, data.clips.video_id,
+                                          data.clips.patient_id)
+                    train_frames = splits.frames_of(data.frame_clip, train_clips)
+                    fit_args = dict(fold=fi, n_train_clips=len(train_clips))
+                    for proto in frozen:
+                        for task, names in tasks.items():
+                            key = (enc_name, proto, task, fraction, seed)
+                            probs, te = fit_frozen(proto, feats[enc_name], data, task,
+                                                   len(names), train_frames, test_frames,
+                                                   seed, config)
+                            _record(pooled, per_fold, key, data, task, names, te, probs,
+                                    fit_args)
+                            if (proto == "linear" and config.linear.sklearn_check
+                                    and fraction == 1.0 and seed == 0):
+                                crosscheck.setdefault((enc_name, task), np.full(
+                                    (len(data), len(names)), np.nan))[te] = fit_frozen(
+                                    "sklearn", feats[enc_name], data, task, len(names),
+                                    train_frames, test_frames, seed, config)[0]
+                    if "finetune" in protocols and seed < config.finetune.seeds:
+                        ft = run_finetune(enc, data, tasks, train_frames, test_frames, seed,
+                                          config)
+                        for task, names in tasks.items():
+                            te = test_frames[data.frame_targets(task)[test_frames] >= 0]
+                            probs = ft[0][task][data.frame_targets(task)[test_frames] >= 0]
+                            _record(pooled, per_fold, (enc_name, "finetune", task, fraction,
+                                                       seed), data, task, names, te, probs,
+                                    {**fit_args, "chosen": ft[1]})
+                    bar.update(1)
+    bar.close()
+
+    # Metrics pooled over folds (every labelled clip is tested exactly once).
+    runs = []
+    for key, probs in pooled.items():
+        enc_name, proto, task, fraction, seed = key
+        names = tasks[task]
+        tested = ~np.isnan(probs[:, 0])
+        y = data.frame_targets(task)
+        runs.append({
+            "encoder": enc_name, "protocol": proto, "task": task, "fraction": fraction,
+            "seed": seed, "per_fold": per_fold[key],
+            "pooled": metrics.evaluate(probs[tested], y[tested], data.frame_clip[tested], names),
+        })
+    results = {
+        "out_dir": str(out_dir),
+        "config": _config_dict(config),
+        "hardware": hardware(),
+        "dataset": dataset_summary(data, data_dir, tasks, folds),
+        "folds": [{"train": data.clips.video_id[f.train].tolist(),
+                   "test": data.clips.video_id[f.test].tolist()} for f in folds],
+        "runs": runs,
+        "summary": summarize(runs),
+        "crosscheck": crosscheck_table(crosscheck, data, tasks, pooled),
+        "notes": sorted(set(notes)),
+    }
+    if config.save_heads:
+        results["heads"] = save_heads(out_dir, encoders, feats, data, tasks, config)
+    results["seconds"] = round(time.time() - t0, 1)
+    results["plots"] = plots.render(
+        out_dir, results["summary"], pooled, data, tasks, feats, metric=config.plots.metric,
+        embeddings_plot=config.plots.embeddings, use_umap=config.plots.umap, seed=config.fold_seed)
+    write_outputs(out_dir, results)
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Fitting.
+# ---------------------------------------------------------------------------
+
+
+def fit_frozen(proto: str, x: np.ndarray, data, task: str, k: int, train_frames, test_frames,
+               seed: int, config) -> tuple[np.ndarray, np.ndarray]:
+    """Fits `proto` on the training frames with a known target, predicts the test frames
+    with a known target. Returns (probs [M, k], the test frame indices)."""
+    y = data.frame_targets(task)
+    tr = train_frames[y[train_frames] >= 0]
+    te = test_frames[y[test_frames] >= 0]
+    if len(te) == 0:
+        return np.zeros((0, k)), te
+    present = np.unique(y[tr])
+    if len(present) < 2:  # nothing to learn: predict the one class seen (or uniform)
+        probs = np.full((len(te), k), 1.0 / k)
+        if len(present) == 1:
+            probs = np.eye(k)[np.full(len(te), present[0])]
+        return probs, te
+    if proto == "sklearn":
+        return linear.sklearn_probe(x[tr], y[tr], x[te], k, l2=config.linear.l2), te
+    kwargs = dict(config[proto])
+    kwargs.pop("sklearn_check", None)
+    if "hidden" in kwargs:
+        kwargs["hidden"] = tuple(kwargs["hidden"])
+    return FROZEN[proto](x[tr], y[tr], x[te], k, seed, **kwargs), te
+
+
+def run_finetune(encoder, data, tasks: dict, train_frames, test_frames, seed: int, config):
+    ft = config.finetune
+    cfg = finetune.FinetuneConfig(
+        steps=ft.steps, batch_size=ft.batch_size, optimizer=ft.optimizer,
+        lrs=tuple(float(v) for v in ft.lrs), wds=tuple(float(v) for v in ft.wds),
+        warmup_frac=ft.warmup_frac, val_fraction=ft.val_fraction,
+        eval_batch_size=config.batch_size)
+    return finetune.fit_predict(encoder, data, train_frames, test_frames,
+                                {t: len(n) for t, n in tasks.items()}, cfg, seed,
+                                stratify_task=next(iter(tasks)))
+
+
+def _record(pooled, per_fold, key, data, task, names, te, probs, fit_args):
+    if len(te) == 0:
+        return
+    arr = pooled.setdefault(key, np.full((len(data), len(names)), np.nan))
+    arr[te] = probs
+    m = metrics.evaluate(probs, data.frame_targets(task)[te], data.frame_clip[te], names)
+    per_fold[key].append({
+        **fit_args, "n_test_clips": len(np.unique(data.frame_clip[te])), "n_test_frames": len(te),
+        **{level: {s: m[level][s] for s in metrics.SCALARS} for level in ("frame", "clip")},
+        "notes": sorted(set(m["frame"]["notes"] + m["clip"]["notes"])),
+    })
+
+
+def _progress(config, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="eval fits", unit="fit", disable=not config.progress)
+
+
+# ---------------------------------------------------------------------------
+# Setup: protocols, data, tasks, encoders.
+# ---------------------------------------------------------------------------
+
+
+def parse_list(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def parse_protocols(value) -> list[str]:
+    names = parse_list(value)
+    if "all" in names:
+        return list(PROTOCOLS)
+    bad = [n for n in names if n not in PROTOCOLS]
+    if bad or not names:
+        raise UserError(f"unknown protocol {', '.join(bad) or repr(value)}; choose from "
+                        f"{', '.join(PROTOCOLS)} or all")
+    return names
+
+
+def resolve_data_dir(config) -> str:
+    """config.data_dir, else the dataset the encoder was pretrained on."""
+    if config.data_dir:
+        return str(Path(config.data_dir).expanduser())
+    if config.encoder != "random":
+        from lusjax import config as config_lib
+        from lusjax.data import default
+
+        saved = config_lib.load_saved(config.encoder)
+        if "data" in saved:
+            return default.ensure_data(saved.data)
+    raise UserError("set --config.data_dir (a dataset made by `lusjax prep`)")
+
+
+def load_frames(data_dir: str, config):
+    """(frames of the CV splits [+ the test split], bool [C] marking test-split clips or None)."""
+    data = feats_lib.load(data_dir, config.splits, config.frames_per_clip)
+    if not config.test_split:
+        return data, None
+    test = feats_lib.load(data_dir, config.test_split, config.frames_per_clip)
+    merged = feats_lib.concat(data, test)
+    return merged, np.arange(len(merged.clips)) >= len(data.clips)
+
+
+def usable_tasks(clips, names: list[str], min_clips: int, notes: list) -> dict[str, list[str]]:
+    """The tasks with at least two classes of `min_clips` clips each; others get a note."""
+    out = {}
+    for task in names:
+        y, class_names = clips.targets(task)
+        counts = np.bincount(y[y >= 0], minlength=len(class_names))
+        if (counts >= min_clips).sum() < 2:
+            notes.append(f"task {task!r} skipped: clips per class {counts.tolist()} "
+                         f"({', '.join(class_names)}); needs 2 classes with >= {min_clips}")
+            continue
+        out[task] = class_names
+    if not out:
+        raise UserError(f"no usable task among {', '.join(names)}: " + "; ".join(notes))
+    return out
+
+
+def build_encoders(config) -> dict:
+    """{"pretrained": the encoder of config.encoder, "random-init": same architecture} ."""
+    from lusjax.encoder import Encoder
+
+    if config.encoder == "random":
+        m = config.model
+        return {RANDOM: Encoder.random_init(
+            m.name, {"num_channels": m.num_channels, "width": m.width, "dtype": m.dtype},
+            config.image_size, seed=config.init_seed)}
+    from lusjax.checkpoint import load_encoder
+
+    enc = load_encoder(config.encoder)
+    out = {PRETRAINED: enc}
+    if config.baseline:
+        out[RANDOM] = Encoder.random_init(enc.model_name, enc.model_kwargs, enc.image_size,
+                                          seed=config.init_seed)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Summaries.
+# ---------------------------------------------------------------------------
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Mean ± std over seeds of the pooled metrics, per (encoder, protocol, task, fraction)."""
+    groups = collections.defaultdict(list)
+    for r in runs:
+        groups[(r["encoder"], r["protocol"], r["task"], r["fraction"])].append(r)
+    rows = []
+    for (enc, proto, task, fraction), rs in groups.items():
+        row = {"encoder": enc, "protocol": proto, "task": task, "fraction": fraction,
+               "seeds": len(rs),
+               "n_train_clips": float(np.mean([f["n_train_clips"] for r in rs
+                                                for f in r["per_fold"]]))}
+        for level in ("frame", "clip"):
+            for s in metrics.SCALARS:
+                vals = np.array([r["pooled"][level][s] for r in rs], float)
+                fold_vals = np.array([f[level][s] for r in rs for f in r["per_fold"]], float)
+                row[f"{level}_{s}"] = _mean_std(vals)
+                row[f"{level}_{s}_folds"] = _mean_std(fold_vals)
+        rows.append(row)
+    return rows
+
+
+def _mean_std(vals: np.ndarray) -> list[float]:
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return [math.nan, math.nan]
+    return [float(vals.mean()), float(vals.std())]
+
+
+def crosscheck_table(sk: dict, data, tasks, pooled) -> list[dict]:
+    """JAX linear probe vs sklearn LogisticRegression, pooled, fraction 1.0, seed 0."""
+    rows = []
+    for (enc, task), probs in sk.items():
+        jx = pooled[(enc, "linear", task, 1.0, 0)]
+        tested = ~np.isnan(probs[:, 0])
+        y = data.frame_targets(task)[tested]
+        a_sk = float((probs[tested].argmax(1) == y).mean())
+        a_jx = float((jx[tested].argmax(1) == y).mean())
+        agree = float((probs[tested].argmax(1) == jx[tested].argmax(1)).mean())
+        rows.append({"encoder": enc, "task": task, "frame_accuracy_jax": a_jx,
+                     "frame_accuracy_sklearn": a_sk, "prediction_agreement": agree})
+    return rows
+
+
+def dataset_summary(data, data_dir, tasks, folds) -> dict:
+    counts = {}
+    for task, names in tasks.items():
+        y = data.clips.targets(task)[0]
+        counts[task] = {n: int((y == i).sum()) for i, n in enumerate(names)}
+    return {"data_dir": str(data_dir), "n_clips": len(data.clips), "n_frames": len(data),
+            "n_patients": len(np.unique(splits.groups_of(data.clips.video_id,
+                                                         data.clips.patient_id))),
+            "clips_per_class": counts, "n_folds": len(folds)}
+
+
+def hardware() -> dict:
+    import os
+    import platform
+
+    import jax
+
+    cpu = platform.processor() or ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "backend": jax.default_backend(),
+            "devices": sorted({d.device_kind for d in jax.devices()}),
+            "n_devices": jax.device_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "jax": jax.__version__}
+
+
+def _config_dict(config) -> dict:
+    try:
+        return json.loads(config.to_json_best_effort())
+    except AttributeError:
+        return dict(config)
+
+
+# ---------------------------------------------------------------------------
+# Heads for `lusjax predict`, and the quick probe for the quickstart.
+# ---------------------------------------------------------------------------
+
+
+def save_heads(out_dir: Path, encoders, feats, data, tasks, config) -> dict:
+    """Fits one linear head per task on every labelled clip (the encoder of
+    config.encoder) and saves them for `lusjax predict`."""
+    from lusjax.eval import predict
+
+    name = PRETRAINED if PRETRAINED in encoders else RANDOM
+    x = feats[name] if name in feats else feats_lib.extract(encoders[name], data,
+                                                             config.batch_size)
+    heads = {}
+    for task, names in tasks.items():
+        y = data.frame_targets(task)
+        known = y >= 0
+        kw = {k: v for k, v in dict(config.linear).items() if k != "sklearn_check"}
+        heads[task] = (linear.fit_probe(x[known], y[known], len(names), **kw), names)
+    return predict.save_heads(out_dir, heads, encoder=encoders[name], encoder_spec=config.encoder,
+                              encoder_name=name, init_seed=config.init_seed)
+
+
+def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
+                          test_split: str = "test", frames_per_clip: int = 0,
+                          seed: int = 0) -> dict:
+    """Frame- and clip-level accuracy of a linear probe (fast; for the quickstart).
+
+    Trains the JAX linear probe on the clip labels of `train_split`, tests on
+    `test_split`; clips must not overlap (leakage gate).
+    """
+    t0 = time.time()
+    train = feats_lib.load(data_dir, train_split, frames_per_clip)
+    test = feats_lib.load(data_dir, test_split, frames_per_clip)
+    data = feats_lib.concat(train, test)
+    tr_clips = np.arange(len(train.clips))
+    te_clips = np.arange(len(train.clips), len(data.clips))
+    splits.check_disjoint(tr_clips, te_clips, data.clips.video_id, data.clips.patient_id)
+    x = feats_lib.extract(encoder, data)
+    y = data.frame_targets("label")
+    tr = splits.frames_of(data.frame_clip, tr_clips)
+    te = splits.frames_of(data.frame_clip, te_clips)
+    tr, te = tr[y[tr] >= 0], te[y[te] >= 0]
+    if len(tr) == 0 or len(te) == 0:
+        raise UserError(f"linear probe needs labelled clips in {train_split!r} and {test_split!r}")
+    k = len(data.clips.class_names)
+    probs = linear.fit_predict(x[tr], y[tr], x[te], k, seed)
+    m = metrics.evaluate(probs, y[te], data.frame_clip[te], data.clips.class_names)
+    return {
+        "frame_accuracy": m["frame"]["accuracy"], "clip_accuracy": m["clip"]["accuracy"],
+        "frame_balanced_accuracy": m["frame"]["balanced_accuracy"],
+        "clip_balanced_accuracy": m["clip"]["balanced_accuracy"],
+        "n_train_clips": len(np.unique(data.frame_clip[tr])), "n_train_frames": len(tr),
+        "n_test_clips": len(np.unique(data.frame_clip[te])), "n_test_frames": len(te),
+        "seconds": round(time.time() - t0, 2),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Outputs: results.json (everything) and results.md (the table).
+# ---------------------------------------------------------------------------
+
+
+def write_outputs(out_dir: Path, results: dict) -> None:
+    """results.json (NaN written as null) and results.md in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    tmp.replace(out_dir / "results.json")
+    (out_dir / "results.md").write_text(markdown(results))
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _pm(ms, pct: bool = True) -> str:
+    mean, std = ms
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    scale = 100 if pct else 1
+    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+
+
+def markdown(results: dict) -> str:
+    """The human summary: one table per task (pooled over folds, mean ± std over seeds)."""
+    cfg, ds, hw = results["config"], results["dataset"], results["hardware"]
+    seeds = max([r["seeds"] for r in results["summary"]] or [0])
+    lines = [
+        "# Evaluation results", "",
+        f"- Encoder: `{cfg.get('encoder')}`"
+        + (" vs a random-init baseline of the same architecture" if cfg.get("baseline") else ""),
+        f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} patients/groups, "
+        f"{ds['n_frames']} frames (≤ {cfg.get('frames_per_clip') or 'all'} per clip)",
+        f"- {ds['n_folds']} fold(s) by clip, grouped by patient, stratified by clip label; "
+        "label fractions count training clips (at least one per class); metrics pooled over "
+        f"the test folds, mean ± std over {seeds} seed(s); clip level = mean of frame "
+        "probabilities",
+        f"- Hardware: {hw['cpu']} ({hw['cpu_cores']} cores), JAX {hw['backend']} "
+        f"{', '.join(hw['devices'])}; total time {results.get('seconds', 0):.0f} s", "",
+    ]
+    for task, counts in ds["clips_per_class"].items():
+        lines += [f"## Task `{task}` (clips: {', '.join(f'{k} {v}' for k, v in counts.items())})",
+                  "", "| protocol | encoder | labels | train clips | clip acc | clip bal. acc | "
+                  "clip ROC AUC | frame acc | frame bal. acc | frame ROC AUC |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        rows = [r for r in results["summary"] if r["task"] == task]
+        rows.sort(key=lambda r: (PROTOCOLS.index(r["protocol"]), r["fraction"], r["encoder"]))
+        for r in rows:
+            lines.append(
+                f"| {r['protocol']} | {r['encoder']} | {r['fraction'] * 100:g}% | "
+                f"{r['n_train_clips']:.1f} | {_pm(r['clip_accuracy'])} | "
+                f"{_pm(r['clip_balanced_accuracy'])} | {_pm(r['clip_roc_auc'])} | "
+                f"{_pm(r['frame_accuracy'])} | {_pm(r['frame_balanced_accuracy'])} | "
+                f"{_pm(r['frame_roc_auc'])} |")
+        lines.append("")
+    if results.get("crosscheck"):
+        lines += ["## Linear probe: JAX vs scikit-learn (100% labels, seed 0, pooled)", "",
+                  "| encoder | task | JAX frame acc | sklearn frame acc | same prediction |",
+                  "|---|---|---|---|---|"]
+        for r in results["crosscheck"]:
+            lines.append(f"| {r['encoder']} | {r['task']} | {r['frame_accuracy_jax'] * 100:.1f} "
+                         f"| {r['frame_accuracy_sklearn'] * 100:.1f} | "
+                         f"{r['prediction_agreement'] * 100:.1f}% |")
+        lines.append("")
+    if results.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    if results.get("plots"):
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})"
+                                     for p in results["plots"]] + [""]
+    return "\n".join(lines)

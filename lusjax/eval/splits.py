@@ -1,0 +1,146 @@
+"""Evaluation splits by clip: grouped stratified k-fold, label fractions, leakage gate.
+
+Everything here works on per-clip numpy arrays (one entry per clip): labels,
+patient ids, clip ids. Frames follow their clip (`frames_of`), so frames of one
+clip never land on both sides. The group of a clip is its patient when known,
+else the clip itself. All functions are deterministic for a seed and do not
+depend on the order clips come in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+
+import numpy as np
+
+from lusjax.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """Clip indices (into the per-clip arrays) of one train/test split."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+def groups_of(clip_ids: np.ndarray, patient_ids: np.ndarray | None) -> np.ndarray:
+    """The grouping key of each clip: its patient when known, else the clip id."""
+    clip_ids = np.asarray(clip_ids).astype(str)
+    if patient_ids is None:
+        return clip_ids
+    patient_ids = np.asarray(patient_ids).astype(str)
+    known = (patient_ids != "") & (patient_ids != clip_ids)
+    return np.where(known, np.char.add("patient:", patient_ids), np.char.add("clip:", clip_ids))
+
+
+def kfold(labels: np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0,
+          class_names: list[str] | None = None) -> tuple[list[Fold], list[str]]:
+    """Stratified k-fold over clips with whole groups (patients) on one side.
+
+    `labels` [C] int (-1 = unlabeled, its own stratum), `groups` [C] (see
+    `groups_of`). When there are fewer groups than `k`, k shrinks to the number
+    of groups; when a class has fewer groups than folds it cannot appear in every
+    test fold: both give a warning and a note (returned), not an error.
+
+    Returns (folds, notes).
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups).astype(str)
+    notes: list[str] = []
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise UserError(f"cross-validation needs at least 2 clips/patients, got {n_groups}")
+    if n_groups < k:
+        notes.append(f"only {n_groups} clips/patients: using {n_groups} folds instead of {k}")
+        k = n_groups
+    for c in np.unique(labels):
+        n_c = len(np.unique(groups[labels == c]))
+        if n_c < k and c >= 0:
+            name = class_names[c] if class_names is not None else str(c)
+            notes.append(f"class {name!r} has {n_c} clips/patients for {k} folds: it is absent "
+                         f"from {k - n_c} test fold(s); its per-fold metrics there are NaN")
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold  # slow import
+
+    # Sort by (group, label) so the result does not depend on the input order.
+    order = np.lexsort((labels, groups))
+    largest = max(len(np.unique(groups[labels == c])) for c in np.unique(labels))
+    if largest >= k:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:  # sklearn refuses to stratify when no class fills every fold
+        note = f"no class has {k} clips/patients: folds are grouped but not stratified"
+        warnings.warn(note, stacklevel=2)
+        notes.append(note)
+        splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds = []
+    with warnings.catch_warnings():  # our note above says it more clearly
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        for tr, te in splitter.split(np.zeros(len(order)), labels[order], groups[order]):
+            if len(tr) and len(te):
+                folds.append(Fold(np.sort(order[tr]), np.sort(order[te])))
+    return folds, notes
+
+
+def label_fraction(train: np.ndarray, labels: np.ndarray, fraction: float,
+                   seed: int = 0) -> np.ndarray:
+    """A seeded subset of the training clips `train` holding `fraction` of them.
+
+    Counted in clips, not frames, per class (stratified): class c keeps
+    max(1, round(fraction * n_c)) of its n_c clips, so every class seen in
+    training stays represented even at 1%. Returns sorted clip indices.
+    """
+    if not 0 < fraction <= 1:
+        raise UserError(f"label fraction must be in (0, 1], got {fraction}")
+    train = np.sort(np.asarray(train))
+    if fraction >= 1:
+        return train
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)[train]
+    keep = []
+    for c in np.unique(labels):
+        members = train[labels == c]
+        n = max(1, int(round(fraction * len(members))))
+        keep.append(rng.choice(members, size=n, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def check_disjoint(train: np.ndarray, test: np.ndarray, clip_ids: np.ndarray,
+                   patient_ids: np.ndarray | None = None) -> None:
+    """The leakage gate: raises UserError if a clip or a known patient is on both sides."""
+    clip_ids = np.asarray(clip_ids).astype(str)
+    both = sorted(set(clip_ids[train]) & set(clip_ids[test]))
+    if both:
+        raise UserError(f"leakage: {len(both)} clip(s) in both train and test: "
+                        f"{', '.join(both[:10])}")
+    if patient_ids is not None:
+        groups = groups_of(clip_ids, patient_ids)
+        both = sorted(g.split(":", 1)[1] for g in set(groups[train]) & set(groups[test])
+                      if g.startswith("patient:"))
+        if both:
+            raise UserError(f"leakage: {len(both)} patient(s) in both train and test: "
+                            f"{', '.join(both[:10])}")
+
+
+def frames_of(frame_clip: np.ndarray, clips: np.ndarray) -> np.ndarray:
+    """Indices of the frames whose clip (`frame_clip` [N], a clip index) is in `clips`."""
+    return np.flatnonzero(np.isin(frame_clip, clips))
+
+
+def inner_split(train: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                val_fraction: float = 0.2, seed: int = 0) -> Fold:
+    """One grouped, stratified train/validation split of `train` (for choosing
+    hyper-parameters without touching the test fold). Clip indices are global."""
+    train = np.sort(np.asarray(train))
+    k = max(2, int(round(1 / val_fraction)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folds, _ = kfold(np.asarray(labels)[train], np.asarray(groups)[train], k, seed)
+    f = folds[0]
+    return Fold(train[f.train], train[f.test])

@@ -1,0 +1,85 @@
+"""BYOL: an online predictor regresses an EMA target's projection of the other view.
+
+Grill et al., "Bootstrap Your Own Latent", 2020. https://arxiv.org/abs/2006.07733
+
+method_state: {"target": EMA variables of backbone + head}. The target head
+also holds (and computes) a predictor, which is never trained and never read:
+it keeps the target's variables the same structure as the online ones.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from lusjax.sharding import pmean
+from lusjax.ssl import Method
+from lusjax.ssl.heads import (
+    Head,
+    MLPHead,
+    copy_target,
+    ema_momentum,
+    ema_update,
+    embedding_std,
+    l2_normalize,
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "proj_hidden_dim": 4096,
+            "proj_dim": 256,
+            "proj_layers": 2,
+            "pred_hidden_dim": 4096,  # predictor: Linear-BN-ReLU-Linear back to proj_dim
+            "base_momentum": 0.99,  # tau at step 0, cosine to final_momentum
+            "final_momentum": 1.0,
+        }
+    )
+
+
+def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
+    mlp = {"bn_axis_name": bn_axis_name, "dtype": dtype}
+    return Head(
+        projector=MLPHead(cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers, **mlp),
+        predictor=MLPHead(cfg.pred_hidden_dim, cfg.proj_dim, 2, **mlp),
+    )
+
+
+def normalized_mse(p: jax.Array, z: jax.Array, axis_name=None) -> jax.Array:
+    """|| p/|p| - z/|z| ||^2 = 2 - 2 cos(p, z), mean over the global batch; z is
+    a target (no gradient)."""
+    z = jax.lax.stop_gradient(z)
+    cos = jnp.sum(l2_normalize(p) * l2_normalize(z), axis=-1)
+    return pmean(jnp.mean(2.0 - 2.0 * cos), axis_name)
+
+
+def init_state(variables, cfg) -> dict:
+    return {"target": copy_target(variables)}
+
+
+def loss(online, target, method_state, *, cfg, axis_name):
+    del method_state
+    p1, p2 = online["view1"]["p"], online["view2"]["p"]
+    value = normalized_mse(p1, target["view2"]["z"], axis_name) + normalized_mse(
+        p2, target["view1"]["z"], axis_name
+    )
+    z = (online["view1"]["z"], online["view2"]["z"])
+    return value, {"byol": value, "z_std": embedding_std(z, axis_name)}, {}
+
+
+def update_state(method_state, variables, step, total_steps, cfg) -> dict:
+    tau = ema_momentum(step, total_steps, cfg.base_momentum, cfg.final_momentum)
+    return {**method_state, "target": ema_update(method_state["target"], variables, tau)}
+
+
+METHOD = Method(
+    name="byol",
+    make_head=make_head,
+    loss=loss,
+    init_state=init_state,
+    update_state=update_state,
+    needs_target=True,
+    paper="https://arxiv.org/abs/2006.07733",
+)

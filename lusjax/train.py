@@ -1,0 +1,377 @@
+"""The one SSL pretraining loop, for every method and backbone.
+
+Reads top to bottom: config -> mesh -> data -> model -> state -> restore ->
+loop {step, log, eval, checkpoint} -> export. The per-device step runs under
+`shard_map` over the mesh's data axis (`lusjax.sharding.AXIS`): the method
+plug-in (`lusjax.ssl.get(name)`) computes global-batch quantities with that
+axis name, BatchNorm syncs over it when `model.sync_bn`, and gradients are
+averaged over it. Augmentation happens here, on the device, from uint8 views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from lusjax import carbon, checkpoint, models, optim, sharding, ssl
+from lusjax import config as config_lib
+from lusjax.data import augment, pipeline, preprocess
+from lusjax.data.default import ensure_data
+from lusjax.data.shards import open_split
+from lusjax.errors import UserError
+from lusjax.metrics import MetricsWriter, console_line
+
+# ----------------------------------------------------------------------------
+# Model: backbone + method head, and the online probe.
+# ----------------------------------------------------------------------------
+
+
+class Network(nn.Module):
+    """Backbone features and the method's head outputs for a batch of images."""
+
+    backbone: nn.Module
+    head: nn.Module
+
+    def __call__(self, x, train: bool):
+        feats = self.backbone(x, train=train)
+        return feats, self.head(feats, train=train)
+
+
+def build_network(cfg: ml_collections.ConfigDict, method: ssl.Method) -> Network:
+    axis = sharding.AXIS if cfg.model.sync_bn else None
+    backbone = models.get(cfg.model.name, num_channels=cfg.model.num_channels,
+                          dtype=cfg.model.dtype, width=cfg.model.width, bn_axis_name=axis)
+    head = method.make_head(cfg.ssl, dtype=jnp.dtype(cfg.model.dtype), bn_axis_name=axis)
+    return Network(backbone=backbone, head=head)
+
+
+def init_state(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx, rng) -> dict:
+    """The whole train state as one pytree: what orbax saves."""
+    r_net, r_probe, r_train = jax.random.split(rng, 3)
+    x = jnp.zeros((2, cfg.image_size, cfg.image_size, cfg.model.num_channels), jnp.float32)
+    variables = net.init(r_net, x, train=False)
+    feats = jnp.zeros((2, net.backbone.num_features), jnp.float32)
+    params = {**variables["params"], "probe": probe.init(r_probe, feats)["params"]}
+    online = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    return {
+        "params": params,
+        "batch_stats": online["batch_stats"],
+        "opt_state": tx.init(params),
+        "method_state": method.init_state(online, cfg.ssl),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": r_train,
+    }
+
+
+
+# ----------------------------------------------------------------------------
+# The train step (per device, under shard_map).
+# ----------------------------------------------------------------------------
+
+
+def _masked_probe_loss(logits, labels, axis):
+    """Cross-entropy and accuracy of the online probe over the labelled examples of the
+    global batch (the same value on every device)."""
+    valid = labels >= 0
+    safe = jnp.where(valid, labels, 0)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+    n = sharding.psum(valid.sum(), axis)
+    denom = jnp.maximum(n, 1)
+    loss = sharding.psum(jnp.where(valid, ce, 0.0).sum(), axis) / denom
+    correct = sharding.psum(jnp.where(valid, logits.argmax(-1) == safe, False).sum(), axis)
+    return loss, correct / denom, n
+
+
+def _global_norm(tree):
+    return optax.tree.norm(tree)
+
+
+def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
+                    total_steps: int, axis: str | None):
+    """The per-device step: (state, batch) -> (state, metrics). Pure; jit/shard_map it."""
+    ch = cfg.model.num_channels
+
+    def step_fn(state, batch):
+        step = state["step"]
+        r1, r2 = jax.random.split(jax.random.fold_in(state["rng"], step))
+        b = batch["view1"].shape[0]
+        # Augmentation keys follow the example's position in the *global* batch, so
+        # the result does not depend on how the batch is split over devices.
+        ids = sharding.device_index(axis) * b + jnp.arange(b)
+        x1 = preprocess.normalize(augment.augment_batch(r1, batch["view1"], ids, cfg.aug), ch)
+        x2 = preprocess.normalize(augment.augment_batch(r2, batch["view2"], ids, cfg.aug), ch)
+        x = jnp.concatenate([x1, x2])
+
+        def halves(out):
+            # Both views went through the network as one batch: split them again.
+            # Outputs that are not per example (method.global_outputs) go to both whole.
+            def half(sl):
+                return {k: v if k in method.global_outputs else v[sl] for k, v in out.items()}
+            return {"view1": half(slice(None, b)), "view2": half(slice(b, None))}
+
+        target = None
+        if method.needs_target:
+            (_, t_out), _ = net.apply(state["method_state"]["target"], x, train=True,
+                                      mutable=["batch_stats"])
+            target = jax.lax.stop_gradient(halves(t_out))
+
+        def loss_fn(params):
+            variables = {"params": {"backbone": params["backbone"], "head": params["head"]},
+                         "batch_stats": state["batch_stats"]}
+            (feats, out), mutated = net.apply(variables, x, train=True, mutable=["batch_stats"])
+            loss, metrics, updates = method.loss(halves(out), target, state["method_state"],
+                                                 cfg=cfg.ssl, axis_name=axis)
+            logits = probe.apply({"params": params["probe"]}, jax.lax.stop_gradient(feats[:b]))
+            p_loss, p_acc, p_n = _masked_probe_loss(logits, batch["label"], axis)
+            aux = (metrics, updates, mutated["batch_stats"], p_loss, p_acc, p_n)
+            return loss + p_loss, (loss, aux)
+
+        grads, (loss, aux) = jax.grad(loss_fn, has_aux=True)(state["params"])
+        metrics, updates, batch_stats, p_loss, p_acc, p_n = aux
+        # Params are replicated (unvarying over the axis): under shard_map's vma typing
+        # their gradient is already the global one, and pmean of it is a no-op. Kept
+        # so the step stays right if the params' typing ever changes.
+        grads = sharding.pmean(grads, axis)
+        upd, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], upd)
+        # Without synced BN each replica has its own statistics: average the running
+        # statistics so the replicated state stays identical everywhere.
+        batch_stats = sharding.pmean(batch_stats, axis)
+        method_state = {**state["method_state"], **updates}
+        online = {"params": {"backbone": params["backbone"], "head": params["head"]},
+                  "batch_stats": batch_stats}
+        method_state = method.update_state(method_state, online, step, total_steps, cfg.ssl)
+        new_state = {**state, "params": params, "batch_stats": batch_stats,
+                     "opt_state": opt_state, "method_state": method_state, "step": step + 1}
+        out = {"loss": loss, **metrics}
+        out = jax.tree.map(lambda v: sharding.pmean(jnp.asarray(v, jnp.float32), axis), out)
+        out.update(probe_loss=p_loss, probe_acc=p_acc,
+                   probe_labelled=p_n, grad_norm=_global_norm(grads),
+                   param_norm=_global_norm(params), update_norm=_global_norm(upd))
+        return new_state, out
+
+    return step_fn
+
+
+def compile_step(step_fn, mesh):
+    """jit(shard_map(step)) with the state replicated and the batch split on the data axis."""
+    f = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(sharding.AXIS)),
+                      out_specs=(P(), P()), check_vma=True)
+    return jax.jit(f, donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------
+# Online probe evaluation on held-out frames (eval-mode features).
+# ----------------------------------------------------------------------------
+
+
+def _load_eval_frames(data_dir: str, split: str, limit: int):
+    try:
+        src = open_split(data_dir, split)
+    except UserError:
+        return None
+    idx = np.linspace(0, len(src) - 1, num=min(limit, len(src))).astype(int)
+    examples = [src[int(i)] for i in idx]
+    images = np.stack([e["image"] for e in examples])
+    labels = np.array([e["label"] for e in examples], np.int32)
+    return (images, labels) if (labels >= 0).any() else None
+
+
+def make_probe_eval(cfg, net: Network, probe: nn.Module):
+    """Accuracy of the online probe on held-out frames, with eval-mode features."""
+    size, ch = cfg.image_size, cfg.model.num_channels
+
+    @jax.jit
+    def predict(params, batch_stats, images):
+        variables = {"params": params["backbone"],
+                     "batch_stats": batch_stats.get("backbone", {})}
+        feats = net.backbone.apply(variables, preprocess.eval_input(images, size, ch),
+                                   train=False)
+        return probe.apply({"params": params["probe"]}, feats).argmax(-1)
+
+    def evaluate(state, frames):
+        images, labels = frames
+        preds = np.concatenate([np.asarray(predict(state["params"], state["batch_stats"],
+                                                   images[i:i + 256]))
+                                for i in range(0, len(images), 256)])
+        valid = labels >= 0
+        return float((preds[valid] == labels[valid]).mean())
+
+    return evaluate
+
+
+# ----------------------------------------------------------------------------
+# Main.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Parts:
+    """What the loop is made of, built once from the config (see `build`)."""
+
+    net: Network
+    method: ssl.Method
+    probe: nn.Module
+    tx: optax.GradientTransformation
+    lr_schedule: optax.Schedule
+    init_state: Any   # rng -> replicated train state
+    step: Any         # jitted (state, global batch) -> (state, metrics)
+
+
+def build(cfg: ml_collections.ConfigDict, num_classes: int, mesh) -> Parts:
+    """Network, method, optimizer, state initialiser and the compiled step for `mesh`."""
+    method = ssl.get(cfg.method)
+    net = build_network(cfg, method)
+    probe = nn.Dense(num_classes, name="probe")
+    tx, lr_schedule = optim.make(cfg.optim, cfg.total_steps, cfg.batch_size)
+    init = jax.jit(functools.partial(init_state, cfg, net, method, probe, tx),
+                   out_shardings=sharding.replicated(mesh))
+    step_fn = make_train_step(cfg, net, method, probe, tx, cfg.total_steps, sharding.AXIS)
+    return Parts(net, method, probe, tx, lr_schedule, init, compile_step(step_fn, mesh))
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside tests): no handler
+            pass
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
+    """Pretrains per `cfg` in `cfg.workdir`, resuming if it holds a checkpoint.
+
+    Returns a summary dict (final step and metrics, throughput, carbon).
+    """
+    workdir = cfg.workdir
+    if not workdir:
+        raise UserError("config.workdir is empty: say where the run goes (--config.workdir=DIR)")
+    is_main = jax.process_index() == 0
+    if is_main:
+        config_lib.save(cfg, workdir)
+    writer = MetricsWriter(workdir, enabled=is_main)
+    tracker = carbon.Tracker(country=cfg.carbon.country, measure=cfg.carbon.measure)
+
+    # --- Mesh -----------------------------------------------------------------
+    mesh = sharding.make_mesh()
+    n_dev = mesh.size
+    if cfg.batch_size % n_dev:
+        raise UserError(f"batch_size {cfg.batch_size} is not divisible by {n_dev} devices")
+
+    # --- Input ----------------------------------------------------------------
+    data_dir = ensure_data(cfg.data)
+    train_src = open_split(data_dir, cfg.data.train_split)
+    num_classes = max(1, len(train_src.class_names))
+    total_steps = cfg.total_steps
+    it = pipeline.train_iterator(data_dir, cfg.data.train_split, cfg.data,
+                                 global_batch_size=cfg.batch_size, seed=cfg.seed)
+
+    # --- Model, optimizer, state ----------------------------------------------
+    parts = build(cfg, num_classes, mesh)
+    state = parts.init_state(jax.random.PRNGKey(cfg.seed))
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]["backbone"]))
+
+    # --- Restore --------------------------------------------------------------
+    ckpt = checkpoint.Checkpointer(workdir, every=cfg.ckpt_every, keep=cfg.keep_ckpts,
+                                   async_save=cfg.async_ckpt)
+    start = ckpt.latest_step()
+    if start is not None:
+        state, data_state = ckpt.restore(start, state)
+        if data_state:
+            it.set_state(data_state)
+        print(f"resumed from step {start} in {workdir}", flush=True)
+    start = int(state["step"])
+
+    step_fn, lr_schedule = parts.step, parts.lr_schedule
+    probe_eval = make_probe_eval(cfg, parts.net, parts.probe)
+    eval_frames = (_load_eval_frames(data_dir, cfg.data.val_split, cfg.probe.eval_frames)
+                   if cfg.probe.eval_every > 0 else None)
+    batch_sharding = sharding.batch_sharding(mesh)
+    preempt = _Preemption()
+
+    # --- Loop -----------------------------------------------------------------
+    bar = None
+    if progress and is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=start, desc=f"{cfg.method}/{cfg.model.name}",
+                   unit="step", dynamic_ncols=True)
+    last = {}
+    t_log, steps_since_log, compile_s = time.time(), 0, None
+    with tracker.phase("pretrain"):
+        for step in range(start, total_steps):
+            batch = next(it)
+            batch = jax.make_array_from_process_local_data(batch_sharding, batch)
+            t0 = time.time()
+            state, metrics = step_fn(state, batch)
+            if compile_s is None:
+                jax.block_until_ready(metrics["loss"])
+                compile_s = time.time() - t0
+                t_log = time.time()
+            else:
+                steps_since_log += 1
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+            if done % cfg.log_every == 0 or done == total_steps:
+                metrics = jax.device_get(metrics)
+                loss = float(metrics["loss"])
+                if not np.isfinite(loss):
+                    ckpt.wait()
+                    raise UserError(
+                        f"loss became {loss} at step {done}; stopped. The last good checkpoint "
+                        f"(step {ckpt.latest_step()}) is kept in {workdir}. Lower optim.lr?")
+                elapsed = time.time() - t_log
+                ips = 2 * cfg.batch_size * steps_since_log / elapsed if steps_since_log else 0.0
+                rec = {k: float(v) for k, v in metrics.items()}
+                rec.update(lr=float(lr_schedule(done // cfg.optim.grad_accum)),
+                           images_per_s=ips, compile_s=compile_s, **tracker.snapshot())
+                if eval_frames is not None and (done % cfg.probe.eval_every == 0
+                                                or done == total_steps):
+                    rec["probe_val_acc"] = probe_eval(state, eval_frames)
+                last = writer.write(done, rec)
+                if bar is not None:
+                    bar.set_postfix_str(console_line(last, ("loss", "probe_acc", "images_per_s")))
+                t_log, steps_since_log = time.time(), 0
+            ckpt.save(done, state, it.get_state(), force=done == total_steps or preempt.requested)
+            if preempt.requested:
+                print(f"SIGTERM: saved step {done}, exiting", flush=True)
+                break
+    if bar is not None:
+        bar.close()
+    ckpt.close()
+
+    done = int(state["step"])
+    if done >= total_steps and is_main:
+        enc_vars = {"params": state["params"]["backbone"],
+                    "batch_stats": state["batch_stats"].get("backbone", {})}
+        checkpoint.export_encoder(
+            workdir, enc_vars, model_name=cfg.model.name,
+            model_kwargs=encoder_kwargs(cfg), image_size=cfg.image_size, step=done)
+    summary = {"step": done, "backbone_params": int(n_params), "devices": n_dev,
+               "final": last, "carbon": tracker.summary()}
+    tracker.close()
+    return summary
+
+
+def encoder_kwargs(cfg) -> dict[str, Any]:
+    """Backbone kwargs for evaluation: same architecture, float32, no BN axis."""
+    return {"num_channels": cfg.model.num_channels, "width": cfg.model.width,
+            "dtype": "float32"}

@@ -1,0 +1,83 @@
+"""Config loading, typed overrides, locking, and the saved resolved config."""
+
+import json
+
+import ml_collections
+import pytest
+
+from lusjax import config as config_lib
+from lusjax.errors import UserError
+
+CONFIG = '''
+import ml_collections
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.batch_size = 64
+    c.lr = 0.1
+    c.name = "simclr"
+    c.flag = False
+    c.sizes = (1, 2)
+    c.arg = arg or ""
+    c.optim = ml_collections.ConfigDict({"name": "lars", "momentum": 0.9})
+    return c
+'''
+
+
+@pytest.fixture
+def cfg_file(tmp_path):
+    p = tmp_path / "c.py"
+    p.write_text(CONFIG)
+    return p
+
+
+def test_overrides_are_typed_by_the_existing_field(cfg_file):
+    argv = ["train", "--config.batch_size=512", "--config.lr", "3e-4",
+            "--config.flag=true", "--config.sizes=(4,5,6)", "--config.optim.name=adamw"]
+    overrides, rest = config_lib.split_overrides(argv)
+    assert rest == ["train"]
+    cfg = config_lib.load(str(cfg_file), overrides)
+    assert cfg.batch_size == 512 and isinstance(cfg.batch_size, int)
+    assert cfg.lr == pytest.approx(3e-4)
+    assert cfg.flag is True
+    assert cfg.sizes == (4, 5, 6)
+    assert cfg.optim.name == "adamw"
+
+
+def test_config_arg_is_passed_to_get_config(cfg_file):
+    assert config_lib.load(f"{cfg_file}:small").arg == "small"
+
+
+def test_unknown_key_is_a_user_error_with_a_suggestion(cfg_file):
+    with pytest.raises(UserError, match="unknown config key 'batch_sise'.*batch_size"):
+        config_lib.load(str(cfg_file), [("batch_sise", "3")])
+    with pytest.raises(UserError, match="unknown config key"):
+        config_lib.load(str(cfg_file), [("optim.nope", "3")])
+
+
+def test_bad_values_are_user_errors(cfg_file):
+    with pytest.raises(UserError, match="expects an integer"):
+        config_lib.load(str(cfg_file), [("batch_size", "many")])
+    with pytest.raises(UserError, match="true/false"):
+        config_lib.load(str(cfg_file), [("flag", "maybe")])
+    with pytest.raises(UserError, match="group of settings"):
+        config_lib.load(str(cfg_file), [("optim", "x")])
+
+
+def test_missing_file_is_a_user_error():
+    with pytest.raises(UserError, match="config file not found"):
+        config_lib.load("configs/does_not_exist.py")
+
+
+def test_loaded_config_is_locked(cfg_file):
+    cfg = config_lib.load(str(cfg_file))
+    with pytest.raises(AttributeError):
+        cfg.new_key = 1
+
+
+def test_save_and_load_saved_roundtrip(cfg_file, tmp_path):
+    cfg = config_lib.load(str(cfg_file), [("lr", "0.5")])
+    path = config_lib.save(cfg, tmp_path / "run")
+    assert json.loads(path.read_text())["lr"] == 0.5
+    back = config_lib.load_saved(tmp_path / "run")
+    assert isinstance(back, ml_collections.ConfigDict) and back.optim.name == "lars"

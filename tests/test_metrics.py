@@ -1,0 +1,28 @@
+"""The JSONL metrics writer."""
+
+import json
+
+import numpy as np
+
+from lusjax import metrics
+
+
+def test_writer_appends_json_lines_with_step_and_wall_time(tmp_path):
+    w = metrics.MetricsWriter(tmp_path)
+    w.write(1, {"loss": np.float32(2.5)})
+    w.write(2, {"loss": float("nan")}, lr=0.1)
+    lines = (tmp_path / metrics.METRICS_FILE).read_text().splitlines()
+    recs = [json.loads(line) for line in lines]
+    assert [r["step"] for r in recs] == [1, 2]
+    assert recs[0]["loss"] == 2.5 and "wall_time" in recs[0]
+    assert recs[1]["loss"] == "nan" and recs[1]["lr"] == 0.1
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+    metrics.MetricsWriter(tmp_path, enabled=False).write(1, {"loss": 1.0})
+    assert not (tmp_path / metrics.METRICS_FILE).exists()
+
+
+def test_read_skips_a_torn_last_line(tmp_path):
+    (tmp_path / metrics.METRICS_FILE).write_text('{"step": 1}\n{"step": 2, "lo')
+    assert metrics.read(tmp_path) == [{"step": 1}]

@@ -1,0 +1,189 @@
+"""Writer + reader: frames come back bit-identical, in (clip, frame) order, by both readers."""
+
+import json
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from data_prep import synthetic, write
+from data_prep.clip import Clip
+from data_prep.store import ClipStore
+from lusjax.data import shards
+from lusjax.data.format import DATASET_JSON, FINDINGS
+from lusjax.errors import UserError
+
+N_CLIPS, N_FRAMES, SIZE, SEED = 24, 8, 64, 5
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """24 synthetic clips; a tiny shard size so train spans several shards."""
+    out = tmp_path_factory.mktemp("ds")
+    info = write.write_synthetic(out, N_CLIPS, N_FRAMES, SIZE, SEED, shard_mb=0.1)
+    return out, info
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return {c.video_id: c for c in synthetic.generate_clips(N_CLIPS, N_FRAMES, SIZE, SEED,
+                                                            clips_per_patient=1)}
+
+
+def test_summary_and_json(dataset):
+    out, info = dataset
+    on_disk = json.loads((out / DATASET_JSON).read_text())
+    assert on_disk == info
+    assert info["total"]["clips"] == N_CLIPS and info["total"]["frames"] == N_CLIPS * N_FRAMES
+    assert info["class_names"] == list(synthetic.CLASS_NAMES)
+    assert info["image_shape"] == [SIZE, SIZE, 1]
+    assert len(info["splits"]["train"]["files"]) > 1  # sharded
+    assert all((out / f).is_file() for s in info["splits"].values() for f in s["files"])
+    assert "train" in info["summary"] and "skipped 0 clips" in info["summary"]
+    assert shards.list_splits(out) == ["train", "val", "test"]
+
+
+def test_frames_bit_identical_with_metadata(dataset, clips):
+    out, _ = dataset
+    seen = set()
+    for split in shards.list_splits(out):
+        src = shards.open_split(out, split)
+        assert src.image_shape == (SIZE, SIZE, 1) and src.class_names == list(synthetic.CLASS_NAMES)
+        for c, vid in enumerate(src.clips.video_id):
+            clip = clips[vid]
+            seen.add(vid)
+            records = src.__getitems__(range(src.clips.start[c], src.clips.start[c] + N_FRAMES))
+            np.testing.assert_array_equal(np.stack([r["image"][..., 0] for r in records]),
+                                          clip.frames)
+            r = records[3]
+            assert r["image"].dtype == np.uint8 and r["image"].shape == (SIZE, SIZE, 1)
+            assert (r["patient_id"], r["probe"], r["label_name"]) == (
+                clip.patient_id, clip.probe, clip.label_name)
+            assert r["label"] == synthetic.CLASS_NAMES.index(clip.label_name) == src.clips.label[c]
+            assert r["frame_idx"] == 3 and r["n_frames"] == N_FRAMES
+            assert r["timestamp"] == pytest.approx(float(clip.timestamp[3]))
+            assert {k: r[k] for k in FINDINGS} == clip.findings
+            assert {k: int(src.clips.findings[k][c]) for k in FINDINGS} == clip.findings
+    assert seen == set(clips)
+
+
+def test_record_order_matches_dataset_json(dataset):
+    out, info = dataset
+    for split, entry in info["splits"].items():
+        src = shards.open_split(out, split)
+        expected = [(c["video_id"], k) for c in entry["clips"] for k in range(c["n_frames"])]
+        got = [(r["video_id"], r["frame_idx"]) for r in src.__getitems__(range(len(src)))]
+        assert got == expected
+        assert [c["start"] for c in entry["clips"]] == list(src.clips.start)
+        assert list(src.clips.clip_of(src.clips.start + 1)) == list(range(len(src.clips)))
+
+
+def test_tfds_data_source_reads_the_same(dataset):
+    import tensorflow_datasets as tfds
+
+    out, info = dataset
+    builder = tfds.builder_from_directory(os.fspath(out / info["tfds_dir"]))
+    for split in info["splits"]:
+        ours = shards.open_split(out, split)
+        theirs = builder.as_data_source(split=split)
+        assert len(theirs) == len(ours)
+        for i in range(0, len(ours), 5):
+            a, b = ours[i], theirs[i]
+            np.testing.assert_array_equal(a["image"], b["image"])
+            assert a["video_id"] == b["video_id"].decode() and a["frame_idx"] == b["frame_idx"]
+
+
+def test_joined_splits_pickle_and_grain(dataset):
+    import grain
+
+    out, info = dataset
+    src = shards.open_split(out, "val+test")
+    assert len(src) == info["splits"]["val"]["n_frames"] + info["splits"]["test"]["n_frames"]
+    assert src.clips.start[len(info["splits"]["val"]["clips"])] == info["splits"]["val"]["n_frames"]
+    clone = pickle.loads(pickle.dumps(src))
+    assert clone._source is None  # reopened lazily in the worker
+    np.testing.assert_array_equal(clone[len(src) - 1]["image"], src[len(src) - 1]["image"])
+    batch = next(iter(grain.MapDataset.source(src).batch(4)))
+    assert batch["image"].shape == (4, SIZE, SIZE, 1) and batch["image"].dtype == np.uint8
+    with pytest.raises(IndexError):
+        src[len(src)]
+
+
+def test_errors_are_user_errors(dataset, tmp_path):
+    out, _ = dataset
+    with pytest.raises(UserError, match="does not exist"):
+        shards.open_split(tmp_path / "nope", "train")
+    with pytest.raises(UserError, match="no dataset.json"):
+        shards.open_split(tmp_path, "train")
+    with pytest.raises(UserError, match="available: train, val, test"):
+        shards.open_split(out, "validation")
+
+
+def test_mismatched_index_and_damaged_shard(dataset, tmp_path):
+    out, info = dataset
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    bad = json.loads((copy / DATASET_JSON).read_text())
+    clips = bad["splits"]["train"]["clips"]
+    clips[0], clips[-1] = clips[-1], clips[0]
+    (copy / DATASET_JSON).write_text(json.dumps(bad))
+    with pytest.raises(UserError, match="do not match"):
+        shards.open_split(copy, "train")
+
+    shard = copy / info["splits"]["test"]["files"][0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3:len(data) // 3 + 500] = bytes(500)  # zero a stretch of records
+    shard.write_bytes(bytes(data))
+    src = shards.open_split(copy, "test", check=False)
+    with pytest.raises(RuntimeError, match=str(shard)):
+        for i in range(len(src)):
+            src[i]
+
+
+def test_write_dataset_skips_and_empty_splits(tmp_path):
+    store = ClipStore(tmp_path / "store")
+    for clip in synthetic.generate_clips(3, n_frames=2, size=32, seed=0, clips_per_patient=1):
+        store.put(clip.video_id, clip)
+    odd = Clip("odd", np.zeros((2, 16, 16), np.uint8), np.arange(2), np.zeros(2))
+    store.put("odd", odd)
+    info = write.write_dataset(store, tmp_path / "ds", splits="train=0.9,val=0.1", image_size=32,
+                               skipped=[{"source": "x.mp4", "reason": "no fan found"}],
+                               verbose=False)
+    assert info["total"]["clips"] == 3 and info["empty_splits"] == ["val"]
+    reasons = {s["source"]: s["reason"] for s in info["skipped"]}
+    assert reasons["x.mp4"] == "no fan found" and "16x16" in reasons["odd"]
+    assert "no fan found" in info["summary"]
+    with pytest.raises(UserError, match="empty"):
+        shards.open_split(tmp_path / "ds", "val")
+    raw = write.write_dataset(store, tmp_path / "raw", splits=None, image_size=32, verbose=False)
+    assert list(raw["splits"]) == ["train"] and raw["class_names"] == sorted(synthetic.CLASS_NAMES)
+    with pytest.raises(UserError, match="No usable clips"):
+        write.write_dataset(ClipStore(tmp_path / "empty"), tmp_path / "none", verbose=False)
+
+
+def test_tfrecord_needs_tensorflow(tmp_path):
+    pytest.importorskip("tensorflow", reason="") if False else None
+    if write._has_tensorflow():
+        pytest.skip("TensorFlow is installed")
+    store = ClipStore(tmp_path / "store")
+    clip = next(synthetic.generate_clips(1, n_frames=2, size=32))
+    store.put(clip.video_id, clip)
+    with pytest.raises(UserError, match="TensorFlow"):
+        write.write_dataset(store, tmp_path / "ds", file_format="tfrecord", verbose=False)
+
+
+def test_cli_synthetic(tmp_path, capsys):
+    from data_prep import cli
+
+    out = tmp_path / "cli"
+    assert cli.main(["--synthetic", "6", "--frames", "3", "--size", "32", "--out", str(out),
+                     "--splits", "train=0.5,test=0.5", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 clips, 18 frames of 32x32" in printed and str(out.resolve()) in printed
+    assert shards.list_splits(out) == ["train", "test"]
+    assert len(shards.open_split(out, "train+test")) == 18
+    assert cli.main(["--out", str(out)]) == 2  # neither --synthetic nor --input
+    assert "exactly one of" in capsys.readouterr().err
+    assert cli.main(["--synthetic", "4", "--out", str(out), "--splits", "a=2"]) == 2
