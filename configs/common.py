@@ -120,3 +120,28 @@ def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.Co
     c.probe = dict(eval_every=1_000, eval_frames=2048)   # online probe on data.val_split
     c.carbon = dict(country="WORLD", measure=True)
     return c
+
+
+RESNETS = {"r18": "resnet18", "r50": "resnet50"}
+MOBILENETS = {"small": "mobilenetv3_small", "large": "mobilenetv3_large"}
+
+
+def _pick(table: dict, arg, default: str) -> str:
+    arg = arg or default
+    if arg not in table:
+        from lusjax.errors import UserError
+
+        raise UserError(f"config argument {arg!r} is not one of {', '.join(table)}")
+    return table[arg]
+
+
+def resnet(method: str, arg=None) -> ml_collections.ConfigDict:
+    """`method` on ResNet-18 (arg "r18", default) or ResNet-50 ("r50") at 224 px."""
+    return base(method, _pick(RESNETS, arg, "r18"))
+
+
+def mobilenet(method: str, arg=None) -> ml_collections.ConfigDict:
+    """`method` on MobileNetV3-Small (arg "small", default) or -Large ("large") at 224 px."""
+    c = base(method, _pick(MOBILENETS, arg, "small"))
+    c.batch_size = 512           # light backbone: a larger batch keeps the GPU busy
+    return c

@@ -33,44 +33,83 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lusjax prep",
         description="Turn lung-ultrasound clips (or synthetic ones) into a sharded frame "
-                    "dataset: one record per frame, split by video.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "dataset: one record per frame, split by video.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_argument_group("input (one of)")
-    src.add_argument("--synthetic", type=int, metavar="N",
-                     help="generate N synthetic LUS clips instead of reading files")
-    src.add_argument("--input", metavar="PATH",
-                     help="folder of clips (searched recursively) or a CSV manifest of clips")
-    src.add_argument("--metadata", metavar="CSV",
-                     help="per-clip labels/probe/patient/findings, joined on file name")
+    src.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="generate N synthetic LUS clips instead of reading files",
+    )
+    src.add_argument(
+        "--input",
+        metavar="PATH",
+        help="folder of clips (searched recursively) or a CSV manifest of clips",
+    )
+    src.add_argument(
+        "--metadata",
+        metavar="CSV",
+        help="per-clip labels/probe/patient/findings, joined on file name",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
-    p.add_argument("--store", metavar="DIR",
-                   help="where processed clips are kept for resuming (default: OUT/clips)")
-    p.add_argument("--size", type=int, default=None,
-                   help="frame size in pixels, square (default 224; 64 with --synthetic)")
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        help="where processed clips are kept for resuming (default: OUT/clips)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="frame size in pixels, square (default 224; 64 with --synthetic)",
+    )
     frames = p.add_argument_group("frame selection (real clips)")
     frames.add_argument("--stride", type=int, default=1, help="keep every k-th frame (default 1)")
-    frames.add_argument("--fps", type=float, default=None,
-                        help="resample to this frame rate instead of --stride")
+    frames.add_argument(
+        "--fps", type=float, default=None, help="resample to this frame rate instead of --stride"
+    )
     syn = p.add_argument_group("synthetic clips")
     syn.add_argument("--frames", type=int, default=16, help="frames per synthetic clip (16)")
-    syn.add_argument("--clips-per-patient", type=int, default=3,
-                     help="synthetic clips sharing a patient id (3)")
-    syn.add_argument("--nuisance", type=float, default=1.0,
-                     help="strength of gain/depth/position variation (1.0)")
+    syn.add_argument(
+        "--clips-per-patient", type=int, default=3, help="synthetic clips sharing a patient id (3)"
+    )
+    syn.add_argument(
+        "--nuisance",
+        type=float,
+        default=1.0,
+        help="strength of gain/depth/position variation (1.0)",
+    )
     split = p.add_argument_group("splits (by video)")
-    split.add_argument("--splits", default="train=0.7,val=0.15,test=0.15",
-                       help="fractions, e.g. train=0.8,test=0.2; 'none' puts every clip in "
-                            "train (raw frames for pretraining)")
-    split.add_argument("--folds", type=int, default=None,
-                       help="k folds (splits fold0..fold{k-1}) instead of --splits")
-    p.add_argument("--format", dest="file_format", default="array_record",
-                   choices=("array_record", "tfrecord"),
-                   help="record format (tfrecord needs TensorFlow)")
+    split.add_argument(
+        "--splits",
+        default="train=0.7,val=0.15,test=0.15",
+        help="fractions, e.g. train=0.8,test=0.2; 'none' puts every clip in "
+        "train (raw frames for pretraining)",
+    )
+    split.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="k folds (splits fold0..fold{k-1}) instead of --splits",
+    )
+    p.add_argument(
+        "--format",
+        dest="file_format",
+        default="array_record",
+        choices=("array_record", "tfrecord"),
+        help="record format (tfrecord needs TensorFlow)",
+    )
     p.add_argument("--shard-mb", type=float, default=128, help="target shard size in MB (128)")
     p.add_argument("--workers", type=int, default=1, help="processes for decoding clips (1)")
-    p.add_argument("--preview", action="store_true",
-                   help="save a contact sheet of the crops as OUT/preview.png (real clips)")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="save a contact sheet as OUT/preview.png: the crop of every real clip, or "
+        "the first synthetic clips (first and middle frame)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the generator")
     return p
 
@@ -105,12 +144,25 @@ def run(args: argparse.Namespace) -> dict:
     if args.synthetic is not None:
         if args.synthetic < 1 or args.frames < 1:
             raise UserError("--synthetic and --frames must be at least 1.")
-        return write.write_synthetic(
-            args.out, n_clips=args.synthetic, n_frames=args.frames, size=args.size or 64,
-            seed=args.seed, splits=splits, clips_per_patient=args.clips_per_patient,
-            nuisance=args.nuisance, file_format=args.file_format, shard_mb=args.shard_mb,
-            workers=args.workers, verbose=True, progress=True,
+        gen = {"clips_per_patient": args.clips_per_patient, "nuisance": args.nuisance}
+        info = write.write_synthetic(
+            args.out,
+            n_clips=args.synthetic,
+            n_frames=args.frames,
+            size=args.size or 64,
+            seed=args.seed,
+            splits=splits,
+            file_format=args.file_format,
+            shard_mb=args.shard_mb,
+            workers=args.workers,
+            verbose=True,
+            progress=True,
+            **gen,
         )
+        if args.preview:
+            sheet = _synthetic_preview(Path(args.out) / "preview.png", args, gen)
+            print(f"preview: {sheet}")
+        return info
 
     from data_prep import ingest  # PyAV & co. only when reading real clips
     from data_prep.store import ClipStore
@@ -119,17 +171,60 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError(f"--input {args.input} does not exist.")
     size = args.size or 224
     store = ClipStore(args.store or Path(args.out) / "clips")
+    keys: list[str] = []  # this input's clips: the store may hold others (other options)
     skipped = ingest.ingest(
-        args.input, store, metadata_csv=args.metadata, size=size, stride=args.stride,
-        fps=args.fps, workers=args.workers,
+        args.input,
+        store,
+        metadata_csv=args.metadata,
+        size=size,
+        stride=args.stride,
+        fps=args.fps,
+        workers=args.workers,
         preview_path=str(Path(args.out) / "preview.png") if args.preview else None,
+        keys=keys,
     )
     return write.write_dataset(
-        store, args.out, splits=splits, image_size=size, file_format=args.file_format,
-        seed=args.seed, skipped=skipped, shard_mb=args.shard_mb, verbose=True, progress=True,
-        extra={"ingest": {"input": str(args.input), "metadata": args.metadata,
-                          "stride": args.stride, "fps": args.fps}},
+        store,
+        args.out,
+        keys=keys,
+        splits=splits,
+        image_size=size,
+        file_format=args.file_format,
+        seed=args.seed,
+        skipped=skipped,
+        shard_mb=args.shard_mb,
+        verbose=True,
+        progress=True,
+        extra={
+            "ingest": {
+                "input": str(args.input),
+                "metadata": args.metadata,
+                "stride": args.stride,
+                "fps": args.fps,
+            }
+        },
     )
+
+
+def _synthetic_preview(path: Path, args: argparse.Namespace, gen: dict, n: int = 24) -> Path:
+    """Contact sheet of the first clips' first and middle frames, fan outlined."""
+    from scipy import ndimage
+
+    from data_prep import preview, synthetic
+
+    tiles = []
+    for clip in synthetic.generate_clips(
+        min(n, args.synthetic), args.frames, args.size or 64, args.seed, **gen
+    ):
+        first, middle = clip.frames[0], clip.frames[len(clip.frames) // 2]
+        size = first.shape[0]
+        # The fan: pixels lit in some frame, closed over the dark spots of the lung.
+        fan = ndimage.binary_fill_holes(
+            ndimage.binary_closing(clip.frames.max(0) > 0, iterations=3)
+        )
+        name = f"{clip.label_name} {clip.probe} {clip.video_id.rsplit('/', 1)[-1]}"
+        tiles.append(preview.render_tile(first, fan, (0, 0, size, size), middle, name))
+    return preview.save_contact_sheet(tiles, path)
 
 
 if __name__ == "__main__":

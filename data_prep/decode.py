@@ -9,9 +9,9 @@ skips that clip and carries on.
 Sources:
   video   mp4/m4v/avi/mov/mpeg/mpg/mkv/webm/wmv/ogv/gif through PyAV (one decoder
           thread; frames are counted by decoding, container counts are hints).
-          Gray is the raw luma: `to_ndarray(format="gray")` with JPEG (full)
-          range in and out, else clips with unspecified range get stretched.
-          GIFs decode to bgra; the same call converts them to luma.
+          Gray is the raw luma, never range-stretched: the Y plane itself for
+          8-bit YUV, else `to_ndarray(format="gray")` with JPEG range in and out
+          (GIFs decode to bgra; that converts them to BT.601 luma).
   dicom   .dcm/.dicom or any file with the DICM preamble, through pydicom
           (optional extra). Multi-frame MONOCHROME1/2, RGB, YBR, PALETTE COLOR;
           fps from CineRate, RecommendedDisplayFrameRate, FrameTime or
@@ -22,6 +22,7 @@ Sources:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -41,6 +42,8 @@ DEFAULT_FPS = 30.0
 # 8-bit YUV layouts whose first plane is the luma (read directly, no conversion).
 _YUV8 = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
                    "yuv440p", "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
+# Uncompressed DICOM transfer syntaxes (implicit LE, explicit LE, explicit BE).
+_NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 _ISO_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"})
 
 
@@ -124,7 +127,7 @@ def clip_info(path: str | os.PathLike, *, default_fps: float = DEFAULT_FPS) -> C
         fps, _ = _dicom_timing(ds, default_fps)
         return ClipInfo("dicom", fps, int(getattr(ds, "NumberOfFrames", 1) or 1))
     _check_file(path)
-    with _open_video(path) as (container, stream):
+    with _open_video(path) as (_, stream):
         return ClipInfo("video", _stream_fps(stream, default_fps), int(stream.frames or 0))
 
 
@@ -222,8 +225,15 @@ def _raw_dicom(path: Path, default_fps: float) -> _RawFrames:
     from pydicom.pixels import iter_pixels
 
     ds = _read_dicom_header(path)
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ClipError("DICOM file has no pixel data")
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?"))
+    if syntax in _NATIVE_SYNTAXES:  # uncompressed: the size is known up front
+        need = (int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "SamplesPerPixel", 1))
+                * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1))
+        have = path.stat().st_size
+        if have < need:
+            raise ClipError(f"truncated DICOM (pixel data needs {need} bytes, file has {have})")
     fps, times = _dicom_timing(ds, default_fps)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     bits_stored = int(getattr(ds, "BitsStored", 8) or 8)
@@ -240,10 +250,9 @@ def _raw_dicom(path: Path, default_fps: float) -> _RawFrames:
             yield index, float(t), (lambda want, g=gray, c=color: (g, c if want else None))
     except ClipError:
         raise
-    except Exception as e:  # pydicom raises many types for undecodable pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        raise ClipError(f"DICOM pixel data not decodable (transfer syntax {syntax}): "
-                        f"{_short(e)}") from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types for bad pixel data
+        raise ClipError(f"DICOM pixel data not decodable (transfer syntax {syntax}; "
+                        f"compressed syntaxes may need pylibjpeg or gdcm): {_short(e)}") from None
 
 
 def _raw_folder(path: Path, default_fps: float) -> _RawFrames:
@@ -302,7 +311,7 @@ def _check_file(path: Path) -> None:
             raise ClipError("empty file")
         with open(path, "rb") as f:
             head = f.read(12)
-            reason = _truncation(f, head, size, path.suffix.lower())
+            reason = _truncation(f, head, size)
     except PermissionError:
         raise ClipError("unreadable (permission denied)") from None
     except OSError as e:
@@ -311,7 +320,7 @@ def _check_file(path: Path) -> None:
         raise ClipError(reason)
 
 
-def _truncation(f, head: bytes, size: int, ext: str) -> str | None:
+def _truncation(f, head: bytes, size: int) -> str | None:
     """A reason when the container's own sizes say the file was cut short."""
     if head[4:8] in _ISO_BMFF_BOXES:
         # ISO BMFF (mp4/mov): top-level boxes must tile the file; 'moov' is the index.
@@ -339,39 +348,67 @@ def _truncation(f, head: bytes, size: int, ext: str) -> str | None:
         if riff_size and riff_size + 8 > size:
             return f"truncated file (RIFF header says {riff_size + 8} bytes, file has {size})"
         return None
-    if head[:4] in (b"GIF8",):
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # Matroska / WebM (EBML)
+        return _ebml_truncation(f, size)
+    if head[:4] == b"GIF8":
         f.seek(max(0, size - 64))
         if not f.read().rstrip(b"\x00").endswith(b";"):
             return "truncated file (no GIF trailer)"
     return None
 
 
-class _open_video:
-    """Context manager: (container, first video stream), errors as ClipError."""
+def _ebml_truncation(f, size: int) -> str | None:
+    """Matroska: the Segment element's declared size must fit in the file."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.container = None
+    def vint(keep_marker: bool) -> tuple[int, int]:
+        first = f.read(1)
+        if not first:
+            raise EOFError
+        n = 9 - first[0].bit_length()  # leading zeros + 1 = length in bytes
+        if n > 8:
+            raise ValueError("bad EBML length")
+        value = first[0] if keep_marker else first[0] & (0xFF >> n)
+        for b in f.read(n - 1):
+            value = (value << 8) | b
+        return value, n
 
-    def __enter__(self):
-        import av
+    try:
+        f.seek(0)
+        for _ in range(2):  # the EBML header, then the Segment
+            element, _ = vint(keep_marker=True)
+            length, n = vint(keep_marker=False)
+            if element == 0x18538067:
+                if length == (1 << (7 * n)) - 1:  # "unknown size" (live streams)
+                    return None
+                end = f.tell() + length
+                if end > size:
+                    return f"truncated file (Segment needs {end} bytes, file has {size})"
+                return None
+            f.seek(f.tell() + length)
+    except (EOFError, ValueError):
+        return "truncated or corrupt file (bad Matroska header)"
+    return None
 
-        try:
-            self.container = av.open(str(self.path))
-        except av.error.FFmpegError as e:
-            raise ClipError(f"corrupt or unsupported data ({_short(e)})") from None
-        except OSError as e:
-            raise ClipError(f"unreadable ({_short(e)})") from None
-        if not self.container.streams.video:
-            self.container.close()
+
+@contextlib.contextmanager
+def _open_video(path: Path):
+    """(container, first video stream), with FFmpeg's errors as ClipError."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise ClipError(f"corrupt or unsupported data ({_short(e)})") from None
+    except OSError as e:
+        raise ClipError(f"unreadable ({_short(e)})") from None
+    try:
+        if not container.streams.video:
             raise ClipError("no video stream")
-        stream = self.container.streams.video[0]
+        stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # one clip per core; workers parallelise
-        return self.container, stream
-
-    def __exit__(self, *exc):
-        self.container.close()
-        return False
+        yield container, stream
+    finally:
+        container.close()
 
 
 def _video_gray(frame) -> np.ndarray:
@@ -400,12 +437,13 @@ def _read_dicom_header(path: Path):
     try:
         if path.stat().st_size == 0:
             raise ClipError("empty file")
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        # Deferred: large values (the pixels) stay on disk, but their tags are listed.
+        return pydicom.dcmread(path, defer_size=4096)
     except ClipError:
         raise
     except PermissionError:
         raise ClipError("unreadable (permission denied)") from None
-    except Exception as e:  # InvalidDicomError, EOFError, struct errors, ...
+    except Exception as e:  # noqa: BLE001 - InvalidDicomError, EOFError, struct errors...
         raise ClipError(f"corrupt or truncated DICOM ({_short(e)})") from None
 
 
@@ -453,7 +491,9 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def _short(e: BaseException, limit: int = 120) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
+    """A one-line message: FFmpeg's own words without errno and path, else str(e)."""
+    text = getattr(e, "strerror", None) if type(e).__module__.startswith("av") else None
+    text = " ".join(str(text or e).split()) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -8,12 +8,14 @@ gray while markers are often coloured. So, over the frames of a clip:
   1. `FanStats` accumulates, on a downsampled grid, per-pixel temporal mean,
      standard deviation and max of the luma, and how often the pixel is
      coloured (from the RGB of a few frames).
-  2. `detect_fan` marks pixels that vary over time (or, for clips too short or
-     too still for that, pixels that are bright and textured), drops coloured
-     and perfectly static pixels, cleans the map with a closing and an
-     opening (the opening removes text strokes, tick marks and thin lines),
-     keeps the largest connected component and fills its convex hull: a binary
-     mask at full resolution, its bounding box and how it was found.
+  2. `detect_fan` marks pixels that vary over time more than the background's
+     noise and more than compression noise on bright static text would (or,
+     for clips too short or too still for that, pixels that are bright and
+     textured), drops statically coloured pixels, cleans the map with a
+     closing and an opening (the opening removes text strokes, tick marks and
+     thin lines), keeps the largest connected component and fills its convex
+     hull: a binary mask at full resolution, its bounding box, how it was
+     found and the background's black level.
   3. `FanField.crop` cuts a frame to the bounding box, zeroes everything
      outside the mask and resizes to size x size, padding to keep the aspect.
 
@@ -44,6 +46,9 @@ STATIC_STD, STATIC_REL = 0.5, 0.02
 # The background noise is this percentile of the temporal std; static means below
 # NOISE_MULT times it.
 NOISE_PERCENTILE, NOISE_MULT = 5, 2.5
+# Dim parts of the field are at least this much brighter than the darkest pixels
+# (compression ringing next to the field is not).
+DIM = 2.0
 # Max luma above which a pixel can be part of the field when the clip is still.
 BRIGHT = 24
 # Fewer frames than this: too few for motion, use brightness + texture.
@@ -71,7 +76,6 @@ class FanStats:
         self.max = np.zeros(grid, np.uint8)
         self.n_color = 0
         self.colored = np.zeros(grid, np.int32)
-        self.first = None  # one frame kept for the still-clip fallback (texture)
 
     def add(self, gray: np.ndarray, color: np.ndarray | None = None) -> None:
         """Adds one frame (uint8 [H, W]) and optionally its RGB (uint8 [H, W, 3])."""
@@ -82,13 +86,16 @@ class FanStats:
         self.sum += gf
         self.sumsq += gf * gf
         np.maximum(self.max, g, out=self.max)
-        if self.first is None or self.n == 0:
-            self.first = g.copy()
         self.n += 1
         if color is not None:
-            c = color[:: self.step, :: self.step].astype(np.int16)
-            spread = c.max(-1) - c.min(-1)
-            self.colored += (spread >= COLOR_SPREAD) & (spread >= COLOR_RATIO * c.max(-1))
+            # A 3x3 mean first, so palette dithering (gray GIFs with a colour
+            # palette) averages back to gray while solid markers stay coloured.
+            c = ndimage.uniform_filter(color[:: self.step, :: self.step].astype(np.float32),
+                                       size=(3, 3, 1))
+            r, g, b = c[..., 0], c[..., 1], c[..., 2]  # (max(-1) over 3 is slow in numpy)
+            top = np.maximum(np.maximum(r, g), b)
+            spread = top - np.minimum(np.minimum(r, g), b)
+            self.colored += (spread >= COLOR_SPREAD) & (spread >= COLOR_RATIO * top)
             self.n_color += 1
 
     def mean(self) -> np.ndarray:
@@ -149,7 +156,9 @@ def detect_fan(stats: FanStats) -> FanField:
     if stats.n == 0:
         raise ClipError("no frames decoded")
     std, mean, peak = stats.std(), stats.mean(), stats.max
-    colored = (stats.colored > 0) if stats.n_color else np.zeros(std.shape, bool)
+    # Static colour is framing (markers, logos); colour that comes and goes
+    # (Doppler boxes) lies inside the field and stays.
+    colored = stats.colored >= max(1, STATIC_COLOR_FRAC * stats.n_color)
     moving = std > MOTION_STD
     # Motion needs enough frames and enough moving area; a frozen or very short
     # clip falls back to bright, textured pixels (text is removed by the opening).
@@ -161,9 +170,10 @@ def detect_fan(stats: FanStats) -> FanField:
         # black (dim parts of the field of clips with noisy borders).
         noise = float(np.percentile(std, NOISE_PERCENTILE))
         floor = min(max(STATIC_STD, NOISE_MULT * noise), MOTION_STD)
+        dark = float(np.percentile(mean, NOISE_PERCENTILE))
         relative = STATIC_REL * mean
-        signal = (std > np.maximum(floor, relative)) | (
-            (std > np.maximum(STATIC_STD, relative)) & (peak > BRIGHT))
+        signal = (std > np.maximum(MOTION_STD, relative)) | (
+            (std > np.maximum(floor, relative)) & (mean > dark + DIM))
     else:
         signal = (peak > BRIGHT) & (_local_std(mean) > MOTION_STD)
     signal &= ~colored
@@ -171,11 +181,8 @@ def detect_fan(stats: FanStats) -> FanField:
     if component is None:
         raise ClipError("no detectable fan")
     mask = _hull_mask(component, stats.step, stats.shape)
-    if stats.n_color:
-        # Static coloured markers inside the hull (orientation marks, logos) go too.
-        marker = stats.colored >= max(1, STATIC_COLOR_FRAC * stats.n_color)
-        if marker.any():
-            mask &= ~_to_full(ndimage.binary_dilation(marker), stats.step, stats.shape)
+    if colored.any():  # static coloured markers inside the hull go too
+        mask &= ~_to_full(ndimage.binary_dilation(colored), stats.step, stats.shape)
     ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     h, w = stats.shape
     if (mask.mean() < MIN_AREA_FRAC or len(ys) < MIN_SIDE_FRAC * h
@@ -192,7 +199,7 @@ def _black_level(mean: np.ndarray, inside: np.ndarray) -> int:
     if outside.size < 0.01 * mean.size:
         return 0
     level = float(np.median(outside))
-    return int(round(level)) if level <= MAX_BLACK else 0
+    return round(level) if level <= MAX_BLACK else 0
 
 
 def _to_full(grid_mask: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
@@ -231,7 +238,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray | None:
 
 def _hull_mask(component: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
     """Filled convex hull of a grid component, drawn at full resolution."""
-    ys, xs = np.nonzero(component)
+    ys, xs = np.nonzero(component & ~ndimage.binary_erosion(component))  # the outline
     # Corners of each grid cell in full-resolution pixels, so the hull covers the cells.
     pts = np.concatenate([np.stack([xs * step + dx, ys * step + dy], 1)
                           for dx in (0, step - 1) for dy in (0, step - 1)])

@@ -1,26 +1,22 @@
 """Real-clip ingest: find clips, join metadata, decode -> fan crop -> resize -> `ClipStore`.
 
-    specs, skips = discover("clips/", "clips/metadata.csv")
     skips = ingest("clips/", ClipStore("out/clips"), metadata_csv="clips/metadata.csv",
                    size=224, workers=4, preview_path="out/preview.png")
 
-Inputs: a folder (searched recursively for video files, DICOM files and folders
-of image frames), a CSV manifest (column `path`, relative to the CSV; its other
-columns count as metadata when no metadata CSV is given) or a single clip.
+Input: a folder (recursive: video files, DICOM files, folders of image frames),
+a CSV manifest (column `path`, relative to the CSV; its other columns are the
+metadata unless a metadata CSV is given) or one clip. Metadata CSV (like
+pocus_dev's): `path` plus any of `probe`, `label`, `patient_id`, `b_lines`,
+`a_lines`, `effusion`, `consolidation(s)`, `pleural_irregular` (0/1, empty =
+unknown), joined by path (relative to the CSV or the input), else by unique file
+name. A row without a file is a skip; a file without a row is ingested unlabeled
+with a warning (skipped with `require_metadata=True`).
 
-Metadata (optional CSV, like pocus_dev's metadata.csv): `path` plus any of
-`probe`, `label`, `patient_id` and the findings (`b_lines`, `a_lines`,
-`effusion`, `consolidation(s)`, `pleural_irregular`; 0/1, empty = unknown).
-Rows are joined to files by path (relative to the CSV, or to the input root),
-else by unique file name. A row without a file is reported as a skip. A file
-without a row is ingested unlabeled with a warning, or skipped when
-`require_metadata=True`.
-
-Each clip is stored under a key = sha256(content [+ frame-folder listing] +
-ingest options), so a re-run decodes only clips not stored yet (and only
-rewrites the metadata of stored clips whose CSV row changed). A bad clip is
-skipped with its reason and a warning line; `UserError` only when nothing
-usable remains.
+Each clip is stored under sha256(content [+ frame names] + options): a re-run
+decodes only what is not stored yet (a changed CSV row only rewrites metadata).
+A bad clip is skipped with its reason and a warning line; `UserError` only when
+nothing usable remains. With workers > 1, call from under `if __name__ ==
+"__main__":` (spawned workers re-import the caller's main module).
 """
 
 from __future__ import annotations
@@ -114,19 +110,17 @@ def discover(input_path: str | os.PathLike, metadata_csv: str | os.PathLike | No
     if not root.exists():
         raise UserError(f"Input {input_path} does not exist.")
     skips: list[Skip] = []
-    manifest_rows = None
     if root.is_file() and root.suffix.lower() in (".csv", ".tsv"):
-        manifest_rows = _read_csv(root, required=("path",), meta_required=False)
-        root_dir = root.parent
-        paths = []
-        for row in manifest_rows:
+        rows = _read_csv(root, required=("path",), meta_required=False)
+        root_dir, paths = root.parent, []
+        for row in rows:
             p = (root_dir / row["path"]).resolve()
             if p.exists():
                 paths.append(p)
             else:
-                skips.append(Skip(row["path"], "file not found (manifest row)"))
-        if metadata_csv is None and set(manifest_rows[0]) & set(META_COLUMNS):
-            metadata_csv = root
+                skips.append(Skip(row["path"], "file not found"))
+        if metadata_csv is None and set(rows[0]) & set(META_COLUMNS):
+            metadata_csv = root  # the manifest carries the metadata
     elif root.is_file():
         root_dir, paths = root.parent, [root.resolve()]
     else:
@@ -147,7 +141,7 @@ def discover(input_path: str | os.PathLike, metadata_csv: str | os.PathLike | No
             skips.append(Skip(str(p), "no metadata row (metadata required)"))
             continue
         specs.append(spec)
-    if index is not None:
+    if index is not None and Path(metadata_csv) != root:  # a manifest's rows: reported above
         skips += [Skip(r["path"], "metadata row without a file") for r in index.unused()]
     return specs, skips
 
@@ -211,10 +205,8 @@ def ingest(input_path: str | os.PathLike, store: ClipStore, *,
         else:
             todo.append((spec, key))
 
-    failed: set[str] = set()
     for result in _run(todo, opts, workers, progress):
         if isinstance(result, Skip):
-            failed.add(result.source)
             skips.append(_skip(result.source, result.reason))
             continue
         key, clip, tile = result
@@ -222,7 +214,7 @@ def ingest(input_path: str | os.PathLike, store: ClipStore, *,
         tiles_dir.mkdir(exist_ok=True)
         preview.save_tile(tile, tiles_dir / f"{key[:16]}.png")
 
-    done = [k for k, vid in run_keys.items() if store.has(k)]
+    done = [k for k in run_keys if store.has(k)]
     if not done:
         reasons = "; ".join(f"{Path(s.source).name}: {s.reason}" for s in skips[:4])
         raise UserError(f"No usable clips in {input_path}"
@@ -230,8 +222,10 @@ def ingest(input_path: str | os.PathLike, store: ClipStore, *,
     if keys is not None:
         keys.extend(done)
     if preview_path is not None:
-        tiles = [_tile_for(store, k, tiles_dir) for k in done]
-        path = preview.save_contact_sheet(tiles, preview_path)
+        recs = [store.meta(k) for k in done]
+        path = preview.save_contact_sheet(
+            [_tile_for(store, k, tiles_dir) for k in done], preview_path,
+            [f"{r['video_id']} ({r['n_frames']} fr)" for r in recs])
         _warn(f"preview: {path}", prefix="")
     return skips
 
@@ -266,14 +260,16 @@ def process_clip(spec: ClipSpec, opts: Options) -> tuple[Clip, np.ndarray]:
         expected = min(expected, opts.max_frames) if expected else opts.max_frames
     color_every = max(1, expected // COLOR_SAMPLES) if expected else 8
     stats_every = max(1, expected // STATS_FRAMES) if expected else 1
-    select = dict(stride=opts.stride, fps=opts.fps, max_frames=opts.max_frames,
-                  default_fps=opts.default_fps)
+    select = {"stride": opts.stride, "fps": opts.fps, "max_frames": opts.max_frames,
+              "default_fps": opts.default_fps}
 
     stats, buffer, nbytes = None, [], 0
     idx, ts, samples = [], [], []  # samples: (position, frame as decoded) for the preview
     for frame in decode.iter_frames(spec.source, color_every=color_every, **select):
         if stats is None:
             stats = fan.FanStats(frame.gray.shape)
+        elif frame.gray.shape != stats.shape:
+            raise ClipError(f"frame size changes within the clip (frame {frame.index})")
         if len(idx) % stats_every == 0 or frame.color is not None:
             stats.add(frame.gray, frame.color)
         if len(idx) % color_every == 0:
@@ -295,9 +291,9 @@ def process_clip(spec: ClipSpec, opts: Options) -> tuple[Clip, np.ndarray]:
     n = 0
     for n, gray in enumerate(buffer, 1):
         if n > len(idx) or gray.shape != stats.shape:
-            raise ClipError("clip changed between decoding passes")
+            break
         frames[n - 1] = field.crop(gray, opts.size)
-    if n != len(idx):
+    if n != len(idx):  # only a second decoding pass can disagree with the first
         raise ClipError("clip changed between decoding passes")
 
     keep = dedupe_frames(frames) if opts.dedupe else np.arange(len(frames))
@@ -305,9 +301,7 @@ def process_clip(spec: ClipSpec, opts: Options) -> tuple[Clip, np.ndarray]:
                 frame_idx=np.asarray(idx, np.int32)[keep],
                 timestamp=np.asarray(ts, np.float32)[keep], source=spec.source, **spec.meta)
     pos, original = samples[len(samples) // 2]
-    tile = preview.render_tile(original, field.mask, field.bbox, frames[pos],
-                               f"{spec.video_id} ({clip.n_frames} fr)")
-    return clip, tile
+    return clip, preview.render_tile(original, field.mask, field.bbox, frames[pos])
 
 
 def dedupe_frames(frames: np.ndarray, threshold: float = DUPLICATE_MAD) -> np.ndarray:
@@ -342,36 +336,33 @@ def _process_or_skip(args: tuple[ClipSpec, str, Options]):
         return Skip(spec.source, e.reason)
     except MemoryError:
         return Skip(spec.source, "out of memory (try --max-frames or --stride)")
-    except Exception as e:  # a decoder library failing on odd input must not stop the run
+    except Exception as e:  # noqa: BLE001 - a library failing on odd input must not stop the run
         return Skip(spec.source, f"unexpected error: {type(e).__name__}: {decode._short(e)}")
 
 
 def _run(todo, opts: Options, workers: int, progress: bool):
+    """Yields each clip's result as it completes, with a progress bar."""
     from tqdm import tqdm
 
     tasks = [(spec, key, opts) for spec, key in todo]
-    bar = tqdm(total=len(tasks), desc="ingest", unit="clip", disable=not progress or not tasks,
-               file=sys.stderr)
-    try:
-        if workers == 1 or len(tasks) <= 1:
-            yield from _with_bar(map(_process_or_skip, tasks), bar)
-            return
-        # spawn, not fork: the parent may have JAX (and its threads) loaded.
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(workers, len(tasks))) as pool:
-            yield from _with_bar(pool.imap_unordered(_process_or_skip, tasks), bar)
-    finally:
-        bar.close()
-
-
-def _with_bar(results, bar):
     frames = 0
-    for r in results:
-        if not isinstance(r, Skip):
-            frames += r[1].n_frames
-            bar.set_postfix(frames=frames, refresh=False)
-        bar.update(1)
-        yield r
+    with tqdm(total=len(tasks), desc="ingest", unit="clip", file=sys.stderr,
+              disable=not progress or not tasks) as bar:
+        if workers == 1 or len(tasks) <= 1:
+            results, pool = map(_process_or_skip, tasks), None
+        else:  # spawn, not fork: the parent may have JAX (and its threads) loaded
+            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(tasks)))
+            results = pool.imap_unordered(_process_or_skip, tasks)
+        try:
+            for r in results:
+                frames += 0 if isinstance(r, Skip) else r[1].n_frames
+                bar.set_postfix(frames=frames, refresh=False)
+                bar.update(1)
+                yield r
+        finally:
+            if pool is not None:
+                pool.terminate()  # all results are in (or we were interrupted)
+                pool.join()
 
 
 # --- store bookkeeping ---
@@ -401,10 +392,9 @@ def _tile_for(store: ClipStore, key: str, tiles_dir: Path) -> np.ndarray:
     path = tiles_dir / f"{key[:16]}.png"
     if path.exists():
         return preview.load_tile(path)
-    clip = store.load(key)  # stored before tiles were kept: show the crop only
+    clip = store.load(key)  # its tile is gone: show the stored crop on both sides
     mid = clip.frames[clip.n_frames // 2]
-    full = np.ones(mid.shape, bool)
-    return preview.render_tile(mid, full, (0, 0, *mid.shape), mid, f"{clip.video_id} (stored)")
+    return preview.render_tile(mid, np.ones(mid.shape, bool), (0, 0, *mid.shape), mid)
 
 
 # --- finding clips and metadata ---
@@ -438,10 +428,6 @@ def _rel(p: Path, root: Path) -> str:
     return p.name if rel in ("", ".") else rel
 
 
-def _norm_col(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
-
-
 def _read_csv(path: Path, *, required: Sequence[str], meta_required: bool) -> list[dict]:
     """Rows of a CSV with normalised column names; UserError on bad encoding/columns."""
     try:
@@ -457,10 +443,8 @@ def _read_csv(path: Path, *, required: Sequence[str], meta_required: bool) -> li
             from None
     except (OSError, csv.Error) as e:
         raise UserError(f"Cannot read {path}: {e}") from None
-    if not header:
-        raise UserError(f"{path} is empty; expected a header with columns: "
-                        f"{', '.join(required + META_COLUMNS) if meta_required else 'path'}.")
-    cols = [_norm_col(c) for c in header]
+    header = header or []
+    cols = [c.strip().lower().replace("-", "_").replace(" ", "_") for c in header]
     for canonical, aliases in FINDING_ALIASES.items():
         cols = [canonical if c in aliases else c for c in cols]
     missing = [c for c in required if c not in cols]
@@ -505,14 +489,16 @@ def _finding(row: dict, name: str) -> int:
 
 
 class _MetaIndex:
-    """Metadata rows, found by absolute path, by path relative to the input, or by name."""
+    """Metadata rows, found by path: absolute (relative to the CSV), else the longest
+    unambiguous common tail of the path (so a CSV one folder up still matches; a
+    tail of one component is a match by file name)."""
 
     def __init__(self, csv_path: str | os.PathLike):
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise UserError(f"Metadata CSV {csv_path} does not exist.")
         self.rows = _read_csv(csv_path, required=("path",), meta_required=True)
-        self.by_abs, self.by_rel, self.by_name = {}, {}, {}
+        self.by_abs, self.by_tail, self.used = {}, {}, set()
         for row in self.rows:
             for k in FINDINGS:
                 try:
@@ -526,18 +512,20 @@ class _MetaIndex:
                 raise UserError(f"{csv_path} lists {row['path']} twice (lines "
                                 f"{self.by_abs[absolute]['_line']} and {row['_line']}).")
             self.by_abs[absolute] = row
-            self.by_rel[rel] = row
-            self.by_name.setdefault(Path(rel).name, []).append(row)
-        self.used: set[int] = set()
+            parts = rel.split("/")
+            for k in range(1, len(parts) + 1):
+                self.by_tail.setdefault("/".join(parts[-k:]), []).append(row)
 
     def find(self, path: Path, video_id: str) -> dict | None:
-        row = self.by_abs.get(path) or self.by_rel.get(video_id)
-        if row is None:
-            # The CSV may be relative to another root: match on a path suffix, then name.
-            tails = [r for rel, r in self.by_rel.items()
-                     if rel.endswith("/" + video_id) or video_id.endswith("/" + rel)]
-            named = self.by_name.get(path.name, [])
-            row = tails[0] if len(tails) == 1 else named[0] if len(named) == 1 else None
+        row = self.by_abs.get(path)
+        parts = video_id.split("/")
+        for k in range(len(parts), 0, -1):
+            if row is not None:
+                break
+            rows = self.by_tail.get("/".join(parts[-k:]), [])
+            if len(rows) > 1:
+                break  # ambiguous; shorter tails only more so
+            row = rows[0] if rows else None
         if row is not None:
             self.used.add(id(row))
         return row

@@ -33,6 +33,13 @@ Patients hold one class and body traits (chest-wall depth, tissue layers), so
 clips of a patient are alike; a clip adds probe, depth, gain, findings' layout.
 
 Everything is deterministic: clip `i` of seed `s` depends only on (s, i).
+
+Learnability (600 clips x 16 frames, 64x64, patient-grouped 70/30 split,
+linear probe on frozen ResNet-18 features of every 4th frame; one H100):
+random init 44-47% (chance 33%); SimCLR on temporal pairs + crop/gain/
+contrast/gamma augmentation, 1,500 steps of batch 256 (~100 s), 92-93%;
+supervised ResNet-18, 750 steps, 92%. The class is visible in single frames,
+but gain, depth, fan and speckle hide it from random features.
 """
 
 from __future__ import annotations
@@ -46,53 +53,57 @@ from scipy import ndimage
 
 from data_prep.clip import Clip
 from lusjax.data.format import FINDINGS
+from lusjax.errors import UserError
 
 CLASS_NAMES = ("regular", "b_lines", "consolidation")
+# Bump when the same (seed, index) would draw different frames, so caches of
+# generated datasets (keyed by their arguments) can tell.
+VERSION = 1
 FPS = 20.0  # nominal frame rate, for timestamps
 
 
 @dataclasses.dataclass
 class Scene:
-    """What one synthetic clip shows; drawn by `sample_scene`, drawn by `render`.
+    """What one synthetic clip shows: sampled by `sample_scene`, drawn by `render`.
 
     Depths are in scan units (0 = skin, 1 = bottom of the image), lateral
     positions in [-1, 1] across the fan, sizes in pixels where they say so.
     """
 
     label: int
-    probe: str                 # "convex" | "linear"
+    probe: str  # "convex" | "linear"
     # Fan geometry in pixels: apex/top, radius at the skin, depth, spread.
     center_x: float
-    top: float                 # y of the skin line (linear) / of the apex (convex)
-    radius0: float             # convex: radius at the skin (0 for linear)
+    top: float  # y of the skin line (linear) / of the apex (convex)
+    radius0: float  # convex: radius at the skin (0 for linear)
     depth_px: float
-    half_width: float          # convex: half-angle (rad); linear: half-width (px)
+    half_width: float  # convex: half-angle (rad); linear: half-width (px)
     # Anatomy.
     pleura_depth: float
     pleura_tilt: float
     pleura_curve: float
     pleura_amp: float
-    pleura_px: float           # line thickness (pixels)
+    pleura_px: float  # line thickness (pixels)
     irregular: bool
     tissue_level: float
-    fascia: np.ndarray         # [k, 2] (depth, amplitude) of chest-wall layers
+    fascia: np.ndarray  # [k, 2] (depth, amplitude) of chest-wall layers
     lung_level: float
     a_amp: float
     a_decay: float
-    b_pos: np.ndarray          # [n_b] lateral positions
-    b_width: np.ndarray        # [n_b] half-widths (lateral units)
-    b_amp: np.ndarray          # [n_b]
+    b_pos: np.ndarray  # [n_b] lateral positions
+    b_width: np.ndarray  # [n_b] half-widths (lateral units)
+    b_amp: np.ndarray  # [n_b]
     consolidation: tuple | None  # (u0, u1, depth below pleura, level)
-    effusion: tuple | None       # (u0, u1, depth below pleura)
-    rib: tuple | None            # (u center, half-width)
+    effusion: tuple | None  # (u0, u1, depth below pleura)
+    rib: tuple | None  # (u center, half-width)
     # Motion.
-    slide_px: float            # lateral texture shift amplitude (pixels)
-    bob_px: float              # vertical breathing motion of the whole scene (pixels)
-    period: float              # breathing period (frames)
+    slide_px: float  # lateral texture shift amplitude (pixels)
+    bob_px: float  # vertical breathing motion of the whole scene (pixels)
+    period: float  # breathing period (frames)
     phase: float
     # Acquisition nuisance.
     gain: float
-    tgc: float                 # log-gain slope with depth
+    tgc: float  # log-gain slope with depth
     atten: float
     gamma: float
     speckle_px: float
@@ -125,14 +136,20 @@ def patient_traits(seed: int, patient: int, n_classes: int = 3) -> dict:
     rng = np.random.default_rng([seed, 2, patient])
     return {
         "label": int(block_perm[patient % n_classes]),
-        "wall_cm": float(rng.uniform(0.8, 3.0)),       # chest-wall thickness
+        "wall_cm": float(rng.uniform(0.8, 3.0)),  # chest-wall thickness
         "tissue_level": float(rng.uniform(0.25, 0.5)),
         "fascia": rng.uniform([0.15, 0.2], [0.9, 0.7], size=(int(rng.integers(1, 4)), 2)),
     }
 
 
-def sample_scene(rng: np.random.Generator, label: int, size: int, traits: dict,
-                 nuisance: float = 1.0, max_b_lines: int = 8) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    label: int,
+    size: int,
+    traits: dict,
+    nuisance: float = 1.0,
+    max_b_lines: int = 8,
+) -> Scene:
     """Draws a clip's content for class `label` (see the module docstring)."""
     nz = float(nuisance)
 
@@ -155,10 +172,13 @@ def sample_scene(rng: np.random.Generator, label: int, size: int, traits: dict,
         half_width = jitter(0.42 * size, 0.07 * size)
         depth_px = size - 1 - top - abs(jitter(0, 0.05 * size))
 
-    findings_n_b = {0: rng.choice(3, p=[0.6, 0.25, 0.15]),
-                    1: rng.integers(3, max_b_lines + 1),
-                    2: rng.choice(4, p=[0.4, 0.3, 0.2, 0.1])}[label]
-    n_b = int(findings_n_b)
+    # B-lines: a regular lung may show up to 2, >= 3 define the "b_lines" class.
+    if label == 0:
+        n_b = int(rng.choice(3, p=[0.6, 0.25, 0.15]))
+    elif label == 1:
+        n_b = int(rng.integers(3, max(max_b_lines, 3) + 1))
+    else:
+        n_b = int(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1]))
     b_pos = rng.uniform(-0.85, 0.85, n_b)
     b_width = rng.uniform(0.02, 0.06, n_b)
     b_amp = rng.uniform(0.45, 0.95, n_b)
@@ -181,22 +201,40 @@ def sample_scene(rng: np.random.Generator, label: int, size: int, traits: dict,
         rib = (side * rng.uniform(0.55, 0.9), rng.uniform(0.1, 0.22))
 
     return Scene(
-        label=label, probe=probe, center_x=jitter((size - 1) / 2, 0.06 * size), top=top,
-        radius0=radius0, depth_px=depth_px, half_width=half_width,
-        pleura_depth=pleura_depth, pleura_tilt=float(rng.uniform(-0.04, 0.04)),
-        pleura_curve=float(rng.uniform(-0.03, 0.03)), pleura_amp=float(rng.uniform(0.7, 1.0)),
-        pleura_px=float(rng.uniform(0.7, 1.4) * max(size / 64, 1) ** 0.5 * (1.6 if irregular else 1)),
-        irregular=irregular, tissue_level=traits["tissue_level"], fascia=traits["fascia"],
+        label=label,
+        probe=probe,
+        center_x=jitter((size - 1) / 2, 0.06 * size),
+        top=top,
+        radius0=radius0,
+        depth_px=depth_px,
+        half_width=half_width,
+        pleura_depth=pleura_depth,
+        pleura_tilt=float(rng.uniform(-0.04, 0.04)),
+        pleura_curve=float(rng.uniform(-0.03, 0.03)),
+        pleura_amp=float(rng.uniform(0.7, 1.0)),
+        pleura_px=float(
+            rng.uniform(0.7, 1.4) * max(size / 64, 1) ** 0.5 * (1.6 if irregular else 1)
+        ),
+        irregular=irregular,
+        tissue_level=traits["tissue_level"],
+        fascia=traits["fascia"],
         lung_level=float(rng.uniform(0.08, 0.2)),
         a_amp=float(rng.uniform(0.35, 0.8) * (1.0 if label == 0 else rng.uniform(0.2, 0.9))),
         a_decay=float(rng.uniform(0.45, 0.8)),
-        b_pos=b_pos, b_width=b_width, b_amp=b_amp,
-        consolidation=consolidation, effusion=effusion, rib=rib,
-        slide_px=float(rng.uniform(0.3, 2.0) * size / 64), bob_px=float(rng.uniform(0, 1) * size / 64),
+        b_pos=b_pos,
+        b_width=b_width,
+        b_amp=b_amp,
+        consolidation=consolidation,
+        effusion=effusion,
+        rib=rib,
+        slide_px=float(rng.uniform(0.3, 2.0) * size / 64),
+        bob_px=float(rng.uniform(0, 1) * size / 64),
         period=float(rng.uniform(20, 60)),
         phase=float(rng.uniform(0, 2 * np.pi)),
-        gain=float(np.exp(nz * rng.uniform(-0.45, 0.45))), tgc=jitter(0.0, 1.0),
-        atten=float(rng.uniform(0.3, 1.2)), gamma=float(np.exp(nz * rng.uniform(-0.35, 0.35))),
+        gain=float(np.exp(nz * rng.uniform(-0.45, 0.45))),
+        tgc=jitter(0.0, 1.0),
+        atten=float(rng.uniform(0.3, 1.2)),
+        gamma=float(np.exp(nz * rng.uniform(-0.35, 0.35))),
         speckle_px=float(rng.uniform(0.5, 1.3) * max(size / 64, 1) ** 0.5),
         noise=float(rng.uniform(0.01, 0.05) * nz),
     )
@@ -232,11 +270,12 @@ def _make_speckle(rng: np.random.Generator, shape: tuple[int, int], px: float) -
     return amp / amp.mean()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _speckle_bank(level: int) -> np.ndarray:
     """A large speckle texture, made once per process from a fixed seed."""
-    bank = _make_speckle(np.random.default_rng([7321, level]), (_BANK_SIZE,) * 2,
-                         _BANK_CELLS[level])
+    bank = _make_speckle(
+        np.random.default_rng([7321, level]), (_BANK_SIZE,) * 2, _BANK_CELLS[level]
+    )
     bank.flags.writeable = False
     return bank
 
@@ -253,7 +292,7 @@ def _speckle(rng: np.random.Generator, shape: tuple[int, int], px: float) -> np.
     level = int(np.argmin(np.abs(np.log(np.array(_BANK_CELLS) / px))))
     y, x = rng.integers(0, _BANK_SIZE - shape[0] + 1), rng.integers(0, _BANK_SIZE - shape[1] + 1)
     flip_y, flip_x = rng.integers(0, 2, size=2) * -2 + 1
-    return _speckle_bank(level)[y:y + shape[0], x:x + shape[1]][::flip_y, ::flip_x]
+    return _speckle_bank(level)[y : y + shape[0], x : x + shape[1]][::flip_y, ::flip_x]
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
@@ -271,8 +310,8 @@ def render_scan(rng: np.random.Generator, scene: Scene, n_frames: int, size: int
     so the per-frame cost is a handful of array passes.
     """
     T, N = n_frames, size
-    d = (np.arange(N, dtype=np.float32) / N)[:, None]                 # [N, 1] depth
-    u = np.linspace(-1, 1, N, dtype=np.float32)[None, :]              # [1, N] lateral
+    d = (np.arange(N, dtype=np.float32) / N)[:, None]  # [N, 1] depth
+    u = np.linspace(-1, 1, N, dtype=np.float32)[None, :]  # [1, N] lateral
     t = np.arange(T, dtype=np.float32)
     breath = np.sin(2 * np.pi * t / scene.period + scene.phase).astype(np.float32)  # [T]
 
@@ -283,7 +322,7 @@ def render_scan(rng: np.random.Generator, scene: Scene, n_frames: int, size: int
         pleura = pleura + 0.012 * _smooth_noise(rng, N, N / 24)[None, :]
         pleura_amp = pleura_amp * np.where(_smooth_noise(rng, N, N / 40) > 0.6, 0.25, 1.0)
     line_w = scene.pleura_px / N
-    below = d > pleura                                                # [N, N]
+    below = d > pleura  # [N, N]
     depth_below = np.maximum(d - pleura, 0)
     wall_field = _speckle(rng, (N, N), scene.speckle_px)
 
@@ -296,9 +335,12 @@ def render_scan(rng: np.random.Generator, scene: Scene, n_frames: int, size: int
     # Lung: reverberation background plus A-lines, periodic in depth / pleura depth.
     ratio = d / pleura
     sharp = (pleura / (2 * np.pi * line_w)) ** 2  # cos peak width = the pleura's
-    a_lines = scene.a_amp * np.exp((ratio - 2) * np.log(scene.a_decay)
-                                   + sharp * (np.cos(2 * np.pi * ratio) - 1))
-    lung = scene.lung_level * (1 + 0.5 * np.exp(-8 * depth_below)) + np.where(ratio > 1.5, a_lines, 0)
+    a_lines = scene.a_amp * np.exp(
+        (ratio - 2) * np.log(scene.a_decay) + sharp * (np.cos(2 * np.pi * ratio) - 1)
+    )
+    lung = scene.lung_level * (1 + 0.5 * np.exp(-8 * depth_below)) + np.where(
+        ratio > 1.5, a_lines, 0
+    )
     # A B-line of strength b replaces the lung by a bright tail: lung + b * b_gain.
     b_gain = 0.55 + 0.45 * np.exp(-1.5 * depth_below) - 0.85 * lung
     lung, b_gain = lung * below, b_gain * below
@@ -312,7 +354,7 @@ def render_scan(rng: np.random.Generator, scene: Scene, n_frames: int, size: int
         bottom = pleura + depth * np.sqrt(across) * ragged
         inside = below & (across > 0) & (d < bottom)
         blobs = ndimage.gaussian_filter(rng.standard_normal((N, N)).astype(np.float32), N / 50)
-        bronchograms = (blobs > 2.0 * blobs.std()) * 0.6              # bright air spots
+        bronchograms = (blobs > 2.0 * blobs.std()) * 0.6  # bright air spots
         wall = np.where(inside, (level + bronchograms) * wall_field, wall)
         lung, b_gain = np.where(inside, 0.0, lung), np.where(inside, 0.0, b_gain)
         shred = (across > 0) & (np.abs(d - bottom) < 1.5 / N) & below
@@ -341,12 +383,12 @@ def render_scan(rng: np.random.Generator, scene: Scene, n_frames: int, size: int
     pleura_line, wall = pleura_line * static_gain, wall * static_gain
 
     # B-lines: lateral profiles [T, N], sliding a little and flickering.
-    shift_u = 2 * scene.slide_px * breath / N                          # lateral units
+    shift_u = 2 * scene.slide_px * breath / N  # lateral units
     b = np.zeros((T, N), np.float32)
     for k, (pos, width, amp) in enumerate(zip(scene.b_pos, scene.b_width, scene.b_amp)):
         flicker = 1 + 0.12 * np.sin(2 * np.pi * t / 7.0 + 2.3 * k)
         b += amp * flicker[:, None] * np.exp(-(((u - pos - 0.3 * shift_u[:, None]) / width) ** 2))
-    b = np.clip(b, 0, 1)[:, None, :]                                   # [T, 1, N]
+    b = np.clip(b, 0, 1)[:, None, :]  # [T, 1, N]
 
     # Lung speckle slides laterally with breathing (lung sliding); a second,
     # counter-moving layer makes it shimmer. The chest wall stays still.
@@ -363,9 +405,9 @@ def render_scan(rng: np.random.Generator, scene: Scene, n_frames: int, size: int
     for i, o in enumerate(offset):  # frame by frame: stays in cache
         frame = np.multiply(b[i], b_gain, out=scan[i])
         frame += base
-        frame *= slide[:, o:o + N] + shimmer[:, 2 * pad - o:2 * pad - o + N]
+        frame *= slide[:, o : o + N] + shimmer[:, 2 * pad - o : 2 * pad - o + N]
         frame += wall
-        frame += strip[211 * i:211 * i + N * N].reshape(N, N)
+        frame += strip[211 * i : 211 * i + N * N].reshape(N, N)
     return np.clip(scan, 0, 1, out=scan)
 
 
@@ -440,8 +482,20 @@ def generate_clips(
     Clip i depends only on (seed, i), so corpora of different sizes share their
     first clips and generation can be split across processes by `start`.
     """
+    if size < 16 or n_frames < 1 or clips_per_patient < 1:
+        raise UserError(
+            f"Synthetic clips need size >= 16, n_frames >= 1 and clips_per_patient "
+            f">= 1; got {size}, {n_frames}, {clips_per_patient}."
+        )
     for index in range(start, start + n_clips):
         rng = np.random.default_rng([seed, 0, index])
-        yield make_clip(rng, index, n_frames=n_frames, size=size, seed=seed,
-                        clips_per_patient=clips_per_patient, nuisance=nuisance,
-                        max_b_lines=max_b_lines)
+        yield make_clip(
+            rng,
+            index,
+            n_frames=n_frames,
+            size=size,
+            seed=seed,
+            clips_per_patient=clips_per_patient,
+            nuisance=nuisance,
+            max_b_lines=max_b_lines,
+        )

@@ -9,6 +9,7 @@ index that readers (`lusjax.data.shards`) rebuild the clip table from.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import io
@@ -90,12 +91,15 @@ def write_dataset(
     records = store.records() if keys is None else [store.meta(k) for k in keys]
     if not records:
         reasons = "; ".join(f"{s.source}: {s.reason}" for s in skipped_list[:5])
-        raise UserError(f"No usable clips to write{' (skipped: ' + reasons + ')' if reasons else ''}.")
+        raise UserError(
+            f"No usable clips to write{' (skipped: ' + reasons + ')' if reasons else ''}."
+        )
     if file_format not in FILE_FORMATS:
         raise UserError(f"Unknown file format {file_format!r}; choose one of {FILE_FORMATS}.")
     if file_format == "tfrecord" and not _has_tensorflow():
-        raise UserError("--format tfrecord needs TensorFlow (pip install 'lusjax[tf]'); "
-                        "use array_record.")
+        raise UserError(
+            "--format tfrecord needs TensorFlow (pip install 'lusjax[tf]'); use array_record."
+        )
 
     records, size_skips = _check_sizes(records, image_size)
     skipped_list += size_skips
@@ -109,8 +113,9 @@ def write_dataset(
     plan = {name: [records[i]["key"] for i in idx] for name, idx in assignment.items() if idx}
     empty = [name for name, idx in assignment.items() if not idx]
 
-    builder = _build(store, out_dir, plan, (height, width, 1), class_names, file_format, shard_mb,
-                     progress)
+    builder = _build(
+        store, out_dir, plan, (height, width, 1), class_names, file_format, shard_mb, progress
+    )
     tfds_dir = Path(builder.data_dir)
 
     info = {
@@ -126,8 +131,9 @@ def write_dataset(
         "skipped": [dataclasses.asdict(s) for s in skipped_list],
     }
     for name, keys_in_split in plan.items():
-        info["splits"][name] = _split_entry(store, keys_in_split, class_names,
-                                            builder.info.splits[name], out_dir)
+        info["splits"][name] = _split_entry(
+            store, keys_in_split, class_names, builder.info.splits[name], out_dir
+        )
     info["total"] = {
         "clips": sum(s["n_clips"] for s in info["splits"].values()),
         "frames": sum(s["n_frames"] for s in info["splits"].values()),
@@ -170,22 +176,46 @@ def write_synthetic(
     """
     from data_prep import synthetic
 
-    gen_kwargs = dict(n_frames=n_frames, size=size, seed=seed,
-                      clips_per_patient=clips_per_patient, **generator_kwargs)
-    with tempfile.TemporaryDirectory(prefix="lus_synth_") as tmp:
+    gen_kwargs = dict(
+        n_frames=n_frames,
+        size=size,
+        seed=seed,
+        clips_per_patient=clips_per_patient,
+        **generator_kwargs,
+    )
+    # The store sits inside out_dir, on the disk the user chose for the dataset
+    # (a big corpus may not fit in /tmp), and goes away afterwards.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".synthetic-clips-", dir=out_dir) as tmp:
         store = ClipStore(tmp)
-        with tqdm.tqdm(total=n_clips, desc="synthetic clips", unit="clip",
-                       disable=not progress) as bar:
+        with tqdm.tqdm(
+            total=n_clips, desc="synthetic clips", unit="clip", disable=not progress
+        ) as bar:
             for clip in _generate(n_clips, workers, gen_kwargs):
                 store.put(clip.video_id, clip)
                 bar.update()
         return write_dataset(
-            store, out_dir, splits=splits, image_size=size, file_format=file_format, seed=seed,
-            class_names=synthetic.CLASS_NAMES, shard_mb=shard_mb, verbose=verbose,
+            store,
+            out_dir,
+            splits=splits,
+            image_size=size,
+            file_format=file_format,
+            seed=seed,
+            class_names=synthetic.CLASS_NAMES,
+            shard_mb=shard_mb,
+            verbose=verbose,
             progress=progress,
-            extra={"synthetic": {"n_clips": n_clips, "n_frames": n_frames, "size": size,
-                                 "seed": seed, "clips_per_patient": clips_per_patient,
-                                 **generator_kwargs}},
+            extra={
+                "synthetic": {
+                    "version": synthetic.VERSION,
+                    "n_clips": n_clips,
+                    "n_frames": n_frames,
+                    "size": size,
+                    "seed": seed,
+                    "clips_per_patient": clips_per_patient,
+                    **generator_kwargs,
+                }
+            },
         )
 
 
@@ -217,16 +247,18 @@ def summary_text(info: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
     total = info["total"]
     h, w, _ = info["image_shape"]
     lines = [
-        f"Wrote {total['clips']} clips, {total['frames']} frames of {h}x{w}, "
-        f"{total['bytes'] / 1e6:.1f} MB ({info['file_format']}) to {out_dir}",
+        (
+            f"Wrote {total['clips']} clips, {total['frames']} frames of {h}x{w}, "
+            f"{total['bytes'] / 1e6:.1f} MB ({info['file_format']}) to {out_dir}"
+        )
     ]
     for name, s in info["splits"].items():
-        by_label: dict[str, int] = {}
-        for c in s["clips"]:
-            by_label[c["label_name"] or "unlabeled"] = by_label.get(c["label_name"] or "unlabeled", 0) + 1
+        by_label = collections.Counter(c["label_name"] or "unlabeled" for c in s["clips"])
         labels = ", ".join(f"{k} {v}" for k, v in sorted(by_label.items()))
-        lines.append(f"  {name:<8} {s['n_clips']:>6} clips {s['n_frames']:>9} frames "
-                     f"{len(s['files'])} shard(s)  [{labels}]")
+        lines.append(
+            f"  {name:<8} {s['n_clips']:>6} clips {s['n_frames']:>9} frames "
+            f"{len(s['files'])} shard(s)  [{labels}]"
+        )
     for name in info.get("empty_splits", []):
         lines.append(f"  {name:<8} empty (too few clips or patients); not written")
     if info["skipped"]:
@@ -271,16 +303,18 @@ def _check_sizes(records: list[dict], image_size) -> tuple[list[dict], list[Skip
         if (r["height"], r["width"]) == want:
             keep.append(r)
         else:
-            skips.append(Skipped(r.get("source") or r["video_id"],
-                                 f"frames are {r['height']}x{r['width']}, dataset is "
-                                 f"{want[0]}x{want[1]}"))
+            skips.append(
+                Skipped(
+                    r.get("source") or r["video_id"],
+                    f"frames are {r['height']}x{r['width']}, dataset is {want[0]}x{want[1]}",
+                )
+            )
     if not keep:
         raise UserError(f"No clip has frames of size {want[0]}x{want[1]}.")
     return keep, skips
 
 
-def _build(store, out_dir: Path, plan, image_shape, class_names, file_format, shard_mb,
-           progress):
+def _build(store, out_dir: Path, plan, image_shape, class_names, file_format, shard_mb, progress):
     import tensorflow_datasets as tfds
 
     from data_prep.lus_frames import lus_frames_builder
@@ -291,8 +325,13 @@ def _build(store, out_dir: Path, plan, image_shape, class_names, file_format, sh
     (out_dir / DATASET_JSON).unlink(missing_ok=True)
     shutil.rmtree(out_dir / lus_frames_builder.NAME, ignore_errors=True)
     builder = lus_frames_builder.LusFrames(
-        store=store, plan=plan, image_shape=image_shape, class_names=class_names,
-        data_dir=os.fspath(out_dir), file_format=file_format, progress=progress,
+        store=store,
+        plan=plan,
+        image_shape=image_shape,
+        class_names=class_names,
+        data_dir=os.fspath(out_dir),
+        file_format=file_format,
+        progress=progress,
     )
     config = _shard_size_config_cls()(shard_bytes=max(int(shard_mb * 2**20), 1))
     # TFDS's own bars and "Downloading..." lines would mislead here: we show a
@@ -346,16 +385,24 @@ def _split_entry(store, keys, class_names, split_info, out_dir: Path) -> dict:
     for key in keys:
         r = store.meta(key)
         label = class_names.index(r["label_name"]) if r["label_name"] in class_names else -1
-        clips.append({
-            "video_id": r["video_id"], "patient_id": r["patient_id"], "label": label,
-            "label_name": r["label_name"] if label >= 0 else "", "probe": r["probe"],
-            "findings": {k: int(r["findings"].get(k, -1)) for k in FINDINGS},
-            "n_frames": r["n_frames"], "start": start, "source": r.get("source", ""),
-        })
+        clips.append(
+            {
+                "video_id": r["video_id"],
+                "patient_id": r["patient_id"],
+                "label": label,
+                "label_name": r["label_name"] if label >= 0 else "",
+                "probe": r["probe"],
+                "findings": {k: int(r["findings"].get(k, -1)) for k in FINDINGS},
+                "n_frames": r["n_frames"],
+                "start": start,
+                "source": r.get("source", ""),
+            }
+        )
         start += r["n_frames"]
     if split_info.num_examples != start:  # would mean the builder and the store disagree
-        raise RuntimeError(f"split {split_info.name}: wrote {split_info.num_examples} records, "
-                           f"expected {start}")
+        raise RuntimeError(
+            f"split {split_info.name}: wrote {split_info.num_examples} records, expected {start}"
+        )
     files = [Path(os.fspath(p)) for p in split_info.filepaths]
     return {
         "n_clips": len(clips),

@@ -99,11 +99,12 @@ def main(argv=None) -> int:
     n = len(frames)
     cols = ["input"] + [f"draw {i + 1}" for i in range(args.draws)]
 
+    u8 = jnp.asarray(frames)
     for name, (key, title) in OPS.items():
-        cfg = us_augment.none_config()
-        cfg[key] = 1.0
-        fn = jax.jit(lambda k, x, cfg=cfg: us_augment.augment_batch(k, x, None, cfg))
-        draws = [fn(jax.random.key(100 + d), x) for d in range(args.draws)]
+        cfg = augment.none_config()  # resize to the input size = identity
+        cfg.us[key] = 1.0
+        fn = jax.jit(lambda k, im, cfg=cfg: augment.augment_batch(k, im, None, cfg))
+        draws = [fn(jax.random.key(100 + d), u8) for d in range(args.draws)]
         rows = [[x[i]] + [draws[d][i] for d in range(args.draws)] for i in range(n)]
         grid(rows, title, out / f"{name}.png", cols)
 
@@ -137,7 +138,6 @@ def main(argv=None) -> int:
     # The whole default view augmentation (generic ops after the US ones).
     cfg = augment.default_config()
     fn = jax.jit(lambda k, im: augment.augment_batch(k, im, None, cfg))
-    u8 = jnp.asarray(frames)
     draws = [fn(jax.random.key(200 + d), u8) for d in range(args.draws)]
     rows = [[x[i]] + [draws[d][i] for d in range(args.draws)] for i in range(n)]
     grid(

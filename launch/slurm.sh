@@ -21,8 +21,8 @@
 # "python -m lusjax.cli"); the job inherits the submitting shell's environment,
 # so activate lusjax's virtualenv before submitting.
 #
-# Defaults (sbatch reads these lines; the script must not be copied elsewhere
-# first because SLURM runs a spooled copy of it: nothing here depends on $0):
+# Defaults, read by sbatch (SLURM runs a spooled copy of this script, so the job
+# side below never looks for files next to it):
 #SBATCH --job-name=lusjax
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1

@@ -8,6 +8,7 @@
     lusjax predict --encoder WORKDIR --heads EVAL_OUT --input FOLDER
     lusjax bench input|step ...           throughput benchmarks (JSON lines)
     lusjax report WORKDIR                 plots of a run's metrics (PNG)
+    lusjax sweep --config C --sweep S     expand/run/emit a sweep; sweep-report ROOT
 
 Bad input is reported as one line `lusjax: error: ...` with exit status 2.
 """
@@ -85,6 +86,18 @@ def cmd_bench(args, rest) -> int:
     return bench_step.main(rest)
 
 
+def cmd_sweep(args, rest) -> int:
+    from lusjax import sweep
+
+    return sweep.main(rest)
+
+
+def cmd_sweep_report(args, rest) -> int:
+    from lusjax import sweep
+
+    return sweep.report_main(rest)
+
+
 def cmd_report(args, overrides) -> int:
     from lusjax import report
 
@@ -146,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
              "(jitted train step); JSON lines on stdout")
     sp.add_argument("what", choices=("input", "step"))
 
+    add("sweep", cmd_sweep, "expand a sweep (configs/sweeps/*.py) into runs and run them here "
+        "or emit SLURM / TPU VM / local launch commands (see `lusjax sweep --help`)",
+        passthrough=True)
+    add("sweep-report", cmd_sweep_report, "one table and plot of all runs of a sweep "
+        "(see `lusjax sweep-report --help`)", passthrough=True)
+
     sp = add("report", cmd_report, "render a run's metrics (loss, probe accuracy, throughput, "
              "energy) as PNG plots in WORKDIR/plots")
     sp.add_argument("workdir")
@@ -160,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lusjax import config as config_lib
 
         # Everything after a passthrough command goes to that command's own parser.
-        if argv and argv[0] in ("prep", "predict"):
+        if argv and argv[0] in ("prep", "predict", "sweep", "sweep-report"):
             args = parser.parse_args(argv[:1])
             return args.fn(args, argv[1:])
         if len(argv) >= 2 and argv[0] == "bench":

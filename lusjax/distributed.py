@@ -149,6 +149,13 @@ def initialize(env: Mapping[str, str] | None = None, *, timeout_s: int = 300) ->
             raise UserError("lusjax.distributed.initialize() must run before any JAX "
                             "computation (a device was already used in this process)")
         jax.distributed.initialize(initialization_timeout=timeout_s, **p.kwargs())
+        if jax.devices()[0].platform == "cpu":
+            # CPU collectives (gloo) set up their connections at the first collective and
+            # give the peers only 30 s to meet there: do it now, while the processes are
+            # in step, not after compilations that may end far apart on a loaded machine.
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("lusjax.distributed.initialize")
     _STATE["plan"] = p
     return p
 

@@ -68,7 +68,8 @@ def main(workdir: str, overrides=(), quiet: bool = False) -> int:
     summary = train.train(cfg, progress=not quiet)
     pretrain_s = time.time() - t0
     print("[3/3] linear probe on frozen features: pretrained vs random init", flush=True)
-    result = probe_workdir(cfg.workdir)
+    # Tested on every clip that pretraining did not see (val and test), by clip.
+    result = probe_workdir(cfg.workdir, test_split="val+test")
     table = _table(result, summary, pretrain_s)
     print()
     print(table)

@@ -8,12 +8,15 @@ handed to a launcher (SLURM array, TPU VM pod, local shell).
 
 A sweep file is Python next to the configs: `get_sweep()` (or `get_sweep(arg)`
 with `file.py:arg`) returns a list of override dicts whose keys are dotted
-config keys and whose values are typed (`{"method": "byol", "optim.lr": 0.3}`);
-`product()` builds the cross product of a few axes. `--config.KEY=VALUE`
+config keys and whose values are typed (`{"model.name": "resnet50",
+"optim.lr": 0.3}`); `product()` builds the cross product of a few axes. The key
+"config" gives a run its own config file (`{"config": "configs/x.py:byol"}`),
+e.g. to sweep methods, whose `ssl` sections differ. `--config.KEY=VALUE`
 arguments apply to every run. Each run gets its own workdir, ROOT/<name>, the
-name built from its overrides (`method=byol,optim.lr=0.3`), so re-running the
-same sweep finds the same directories: finished runs (an `encoder.json`) are
-skipped and partial ones resume from their latest checkpoint.
+name built from its overrides (`model.name=resnet50,optim.lr=0.3`), so
+re-running the same sweep finds the same directories: finished runs (an
+`encoder.json`) are skipped and partial ones resume from their latest
+checkpoint.
 
 Files the sweep writes (all runners follow the same convention):
     ROOT/sweep.json        the config, common overrides and every run's overrides
@@ -49,6 +52,7 @@ RUN_LOG = "run.log"
 RUN_RC = "run.rc"
 ENCODER_JSON = "encoder.json"  # == lusjax.checkpoint.ENCODER_JSON (no orbax import here)
 MAX_NAME = 100
+CONFIG_KEY = "config"  # a run's own config file[:arg] instead of --config
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 
 
@@ -81,6 +85,8 @@ def load_sweep(spec: str) -> list[dict[str, Any]]:
             raise UserError(f"{path}: run {i} is not a dict of dotted config keys: {r!r}")
         if "workdir" in r:
             raise UserError(f"{path}: run {i} sets workdir; the sweep names workdirs itself")
+        if CONFIG_KEY in r and not isinstance(r[CONFIG_KEY], str):
+            raise UserError(f"{path}: run {i}: '{CONFIG_KEY}' must be a config file[:arg] string")
     return [dict(r) for r in runs]
 
 
@@ -95,19 +101,26 @@ def override_text(value: Any) -> str:
     return str(value)
 
 
+def _name_value(key: str, value: Any) -> str:
+    if key == CONFIG_KEY:  # 'configs/pretrain.py:byol' -> 'pretrain-byol'
+        path, _, arg = str(value).partition(":")
+        return Path(path).stem + (f"-{arg}" if arg else "")
+    return override_text(value)
+
+
 def _clean(text: str) -> str:
     return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._+=-]", "-", text)).strip("-.") or "x"
 
 
 def run_name(overrides: Mapping[str, Any]) -> str:
-    """A stable, filesystem-safe directory name for a run: 'method=byol,optim.lr=0.3'.
+    """A stable, filesystem-safe directory name: 'model.name=resnet50,optim.lr=0.3'.
 
     Keys are sorted, so the name does not depend on how the dict was built. Long
     names are cut and end in a hash of the full overrides.
     """
     if not overrides:
         return "base"
-    name = ",".join(f"{_clean(k)}={_clean(override_text(overrides[k]))}"
+    name = ",".join(f"{_clean(k)}={_clean(_name_value(k, overrides[k]))}"
                     for k in sorted(overrides))
     if len(name) > MAX_NAME:
         name = name[:MAX_NAME - 9].rstrip(",.-") + "-" + _digest(overrides)
@@ -142,7 +155,7 @@ class Run:
         return [*train_cmd, *self.args]
 
 
-def expand(config_spec: str, sweep_spec: str, root: str,
+def expand(config_spec: str | None, sweep_spec: str, root: str,
            common: Sequence[tuple[str, str]] = ()) -> list[Run]:
     """The sweep's runs, each checked by loading its config (so a bad key or a
     mistyped value fails here, not in the 37th job)."""
@@ -154,16 +167,23 @@ def expand(config_spec: str, sweep_spec: str, root: str,
         raise UserError("--config.workdir does not apply to a sweep: use --root")
     runs, seen = [], {}
     for i, overrides in enumerate(load_sweep(sweep_spec)):
-        texts = [(k, override_text(v)) for k, v in overrides.items()]
-        key = json.dumps(sorted(texts))
+        spec = overrides.get(CONFIG_KEY, config_spec)
+        if not spec:
+            raise UserError(f"run {i} of the sweep has no config: give --config or a "
+                            f"'{CONFIG_KEY}' key")
+        texts = [(k, override_text(v)) for k, v in overrides.items() if k != CONFIG_KEY]
+        key = json.dumps([spec, sorted(texts)])
         if key in seen:
             raise UserError(f"runs {seen[key]} and {i} of the sweep have the same overrides")
         seen[key] = i
         name = run_name(overrides)
         workdir = _join(root, name)
         all_overrides = [*common, *texts, ("workdir", workdir)]
-        config_lib.load(config_spec, all_overrides)  # raises UserError on a bad run
-        args = ["--config", config_spec] + [f"{config_lib.PREFIX}{k}={v}" for k, v in all_overrides]
+        try:
+            config_lib.load(spec, all_overrides)
+        except UserError as e:
+            raise UserError(f"run {i} of the sweep ({name}): {e}") from None
+        args = ["--config", spec] + [f"{config_lib.PREFIX}{k}={v}" for k, v in all_overrides]
         runs.append(Run(i, name, dict(overrides), workdir, args))
     by_name: dict[str, list[Run]] = {}
     for r in runs:
@@ -399,7 +419,9 @@ def _parser() -> argparse.ArgumentParser:
                     "here one after another (--run), or write launch commands (--emit).",
         epilog="Any --config.KEY=VALUE applies to every run. Re-running skips finished "
                "runs and resumes partial ones. `lusjax sweep-report ROOT` summarises.")
-    p.add_argument("--config", required=True, help="base config file: configs/x.py[:arg]")
+    p.add_argument("--config", default=None,
+                   help="base config file: configs/x.py[:arg] (runs may name their own with "
+                        "a 'config' key)")
     p.add_argument("--sweep", required=True,
                    help="sweep file with get_sweep() -> list of override dicts: file.py[:arg]")
     p.add_argument("--root", default=None,

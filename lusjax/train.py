@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from lusjax import carbon, checkpoint, models, optim, sharding, ssl
+from lusjax import carbon, checkpoint, distributed, models, optim, sharding, ssl
 from lusjax import config as config_lib
 from lusjax.data import augment, pipeline, preprocess
 from lusjax.data.default import ensure_data
@@ -263,6 +263,7 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     workdir = cfg.workdir
     if not workdir:
         raise UserError("config.workdir is empty: say where the run goes (--config.workdir=DIR)")
+    distributed.initialize()  # multi-host (SLURM, TPU pod, explicit env); no-op otherwise
     is_main = jax.process_index() == 0
     if is_main:
         config_lib.save(cfg, workdir)
@@ -281,7 +282,8 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     num_classes = max(1, len(train_src.class_names))
     total_steps = cfg.total_steps
     it = pipeline.train_iterator(data_dir, cfg.data.train_split, cfg.data,
-                                 global_batch_size=cfg.batch_size, seed=cfg.seed)
+                                 global_batch_size=cfg.batch_size, seed=cfg.seed,
+                                 aug_cfg=cfg.aug)
 
     # --- Model, optimizer, state ----------------------------------------------
     parts = build(cfg, num_classes, mesh)

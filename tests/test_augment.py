@@ -201,6 +201,18 @@ def test_resample_matrix_equals_scale_and_translate(start, extent, n_out):
     np.testing.assert_allclose(ours.T, np.asarray(ref), atol=1e-5)
 
 
+def test_separable_blur_is_a_gaussian_filter():
+    from scipy import ndimage
+
+    x = np.random.default_rng(2).random((40, 50)).astype(np.float32)
+    r = us.radius_for(1.5)
+    ours = us.gaussian_blur(np, x, 1.5, 1.5, r, r)
+    ref = ndimage.gaussian_filter(x.astype(np.float64), 1.5, mode="constant", truncate=r / 1.5)
+    np.testing.assert_allclose(ours[r:-r, r:-r], ref[r:-r, r:-r], atol=1e-5)  # interior
+    ones = us.gaussian_blur(np, np.ones((12, 9), np.float32), 2.0, 1.0, 6, 3)
+    np.testing.assert_allclose(ones, 1.0, atol=1e-6)  # renormalised at the borders
+
+
 def test_no_augmentation_is_the_eval_resize():
     img = frames48()[2]
     out = augment.augment_example_np(img, np.random.default_rng(0), augment.none_config(32))
@@ -335,7 +347,7 @@ def test_all_us_augmentations_keep_range_and_black_outside_the_fan():
     rng = np.random.default_rng(0)
     for i in range(8):
         for _ in range(2):
-            out = us.augment_one(_unit(i), augment.NumpyRandom(rng), cfg, np)
+            out = augment._us_augment_one(_unit(i), augment.NumpyRandom(rng), cfg, np)
             assert out.dtype == np.float32 and out.shape == (96, 96, 1)
             assert out.min() >= 0 and out.max() <= 1
             assert np.abs(out[_outside(i)]).max() < 1e-6, i

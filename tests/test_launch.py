@@ -178,8 +178,21 @@ def test_names_that_clean_to_the_same_folder_get_a_hash(project):
 
 def test_example_sweeps_load():
     assert len(sweep.load_sweep(str(REPO / "configs/sweeps/quick_sweep.py"))) == 4
-    assert len(sweep.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py"))) == 56
-    assert len(sweep.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py") + ":small")) == 7
+    assert len(sweep.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py"))) == 8
+    assert len(sweep.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py") + ":small")) == 2
+
+
+def test_a_run_may_name_its_own_config(project):
+    (project / "configs" / "other.py").write_text(CONFIG.replace('"simclr"', '"byol"'))
+    (project / "per_run.py").write_text(
+        "def get_sweep():\n"
+        "    return [{'config': 'configs/other.py', 'seed': 1}, {'seed': 1}]\n")
+    a, b = sweep.expand("configs/tiny.py", "per_run.py", "runs/x")
+    assert (a.name, b.name) == ("config=other,seed=1", "seed=1")
+    assert a.args[:2] == ["--config", "configs/other.py"] and "--config.config" not in a.args[2]
+    assert b.args[:2] == ["--config", "configs/tiny.py"]
+    with pytest.raises(UserError, match="no config"):
+        sweep.expand(None, "per_run.py", "runs/x")
 
 
 # ----------------------------------------------------------------------------
@@ -428,13 +441,16 @@ def test_quick_sweep_end_to_end(tmp_path):
     root = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "lusjax.sweep", "--config", "configs/quickstart.py",
            "--sweep", "configs/sweeps/quick_sweep.py", "--root", str(root), "--run",
-           "--config.total_steps=4", "--config.log_every=2"]
+           "--config.total_steps=4", "--config.log_every=2", "--config.batch_size=32",
+           "--config.probe.eval_every=4", "--config.probe.eval_frames=64"]
     env = {**os.environ, "LUSJAX_CACHE": str(tmp_path / "cache")}
     r = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = sweep_report.collect(str(root))
     assert [row["status"] for row in rows] == ["done"] * 4
     assert all(row["final"]["step"] == 4 for row in rows)
+    assert all(0 <= row["final"]["probe_val_acc"] <= 1 and row["final"]["model_kwh"] > 0
+               for row in rows)
     r = subprocess.run([sys.executable, "-m", "lusjax.sweep_report", str(root)], cwd=REPO,
                        check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "4 runs: 4 done" in r.stdout

@@ -64,8 +64,10 @@ def test_num_features_before_init_and_grayscale_only_changes_first_conv(name):
     assert flat1.keys() == flat3.keys()
     diff = [k for k in flat1 if flat1[k] != flat3[k]]
     assert len(diff) == 1 and "conv" in diff[0] and "kernel" in diff[0], diff
-    kh, kw, _, out = flat3[diff[0]]
-    assert _n_params(p3) - _n_params(p1) == kh * kw * 2 * out
+    kh, kw, cin3, out = flat3[diff[0]]
+    cin1 = flat1[diff[0]][2]
+    assert cin3 == 3 * cin1  # 1 -> 3 channels (x16 each after the patch stem's space-to-depth)
+    assert _n_params(p3) - _n_params(p1) == kh * kw * (cin3 - cin1) * out
 
 
 def test_unknown_name_and_wrong_channels_are_user_errors():
@@ -118,16 +120,17 @@ def test_closed_form_counts_agree_with_references():
 
 
 @pytest.mark.parametrize(
-    "name,width,expected_features",
+    "name,width,expected_features,torchvision_params",
     [
-        ("resnet18", 0.5, 256),
-        ("resnet18", 2.0, 1024),
-        ("resnet50", 0.5, 1024),
-        ("mobilenetv3_small", 0.75, 432),  # 6 * make_divisible(96 * 0.75) = 6 * 72
-        ("mobilenetv3_large", 0.5, 480),  # 6 * make_divisible(160 * 0.5) = 6 * 80
+        ("resnet18", 0.5, 256, None),
+        ("resnet18", 2.0, 1024, None),
+        ("resnet50", 0.5, 1024, None),
+        # torchvision mobilenet_v3_*(width_mult=w).features, counted with torchvision 0.26.
+        ("mobilenetv3_small", 0.75, 432, 552_376),  # 6 * make_divisible(96 * 0.75) = 6 * 72
+        ("mobilenetv3_large", 0.5, 480, 785_736),  # 6 * make_divisible(160 * 0.5) = 6 * 80
     ],
 )
-def test_width_multiplier(name, width, expected_features):
+def test_width_multiplier(name, width, expected_features, torchvision_params):
     model = models.get(name, num_channels=3, width=width)
     assert model.num_features == expected_features
     n = _n_params(_abstract_init(model, 3)["params"])
@@ -139,6 +142,8 @@ def test_width_multiplier(name, width, expected_features):
         assert n == _mobilenetv3_count(mobilenetv3.LARGE, mobilenetv3.LARGE_STEM, width)
     else:  # convs scale ~quadratically with width
         assert 0.2 < n / REFERENCE_PARAMS[name] < 0.3
+    if torchvision_params is not None:
+        assert n == torchvision_params
 
 
 # --- precision ---
@@ -152,7 +157,10 @@ def test_bf16_compute_f32_params_and_output(name):
     def run(x):
         variables = model.init(jax.random.key(0), x, train=False)
         (feats, state) = model.apply(
-            variables, x, train=True, mutable=["batch_stats", "intermediates"],
+            variables,
+            x,
+            train=True,
+            mutable=["batch_stats", "intermediates"],
             capture_intermediates=lambda mdl, _: isinstance(mdl, (nn.Conv, nn.BatchNorm)),
         )
         return variables, feats, state
@@ -213,11 +221,15 @@ def test_batch_stats_update_only_in_train_mode():
     assert not np.allclose(train_feats, eval_feats)
 
 
-def test_resnet_zero_init_residual_and_small_input_stem():
+def test_resnet_zero_init_residual_and_stems():
     def block_scales(zero_init_residual):
         block = resnet.BasicBlock(
-            16, 1, functools.partial(layers.conv, dtype=jnp.float32),
-            layers.batch_norm(False, jnp.float32, None), zero_init_residual=zero_init_residual)
+            16,
+            1,
+            functools.partial(layers.conv, dtype=jnp.float32),
+            layers.batch_norm(False, jnp.float32, None),
+            zero_init_residual=zero_init_residual,
+        )
         params = block.init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)))["params"]
         return params["bn1"]["scale"], params["bn2"]["scale"]
 
@@ -228,15 +240,21 @@ def test_resnet_zero_init_residual_and_small_input_stem():
 
     x = jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32)
     init = lambda m: jax.eval_shape(lambda x: m.init(jax.random.key(0), x, train=False), x)
-    model = models.get("resnet_tiny", num_channels=1)
-    small = models.get("resnet_tiny", num_channels=1, small_input=True)
+    model = models.get("resnet_tiny", num_channels=1, stem="imagenet")
+    small = models.get("resnet_tiny", num_channels=1, stem="small")
+    patch = models.get("resnet_tiny", num_channels=1)
     assert init(model)["params"]["conv1"]["kernel"].shape == (7, 7, 1, 16)
     assert init(small)["params"]["conv1"]["kernel"].shape == (3, 3, 1, 16)
-    # Stride: 32 px -> 8 (ImageNet stem: /4) vs 32 (small stem: /1), then /2 in stage 2.
-    for m, size in ((model, 4), (small, 16)):
+    assert init(patch)["params"]["conv1"]["kernel"].shape == (3, 3, 16, 16)
+    # Stride: 32 px -> 8 (ImageNet and patch stems: /4) vs 32 (small stem: /1), then /2.
+    for m, size in ((model, 4), (small, 16), (patch, 4)):
         _, inter = jax.eval_shape(
-            lambda v, x, m=m: m.apply(v, x, train=False, capture_intermediates=True,
-                                      mutable=["intermediates"]), init(m), x)
+            lambda v, x, m=m: m.apply(
+                v, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+            ),
+            init(m),
+            x,
+        )
         assert inter["intermediates"]["layer2_0"]["__call__"][0].shape == (2, size, size, 32)
 
 
@@ -251,8 +269,12 @@ def test_resnet_tiny_train_step_64x64_grayscale():
     @jax.jit
     def step(params, batch_stats, x):
         def loss_fn(params):
-            feats, state = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                       train=True, mutable=["batch_stats"])
+            feats, state = model.apply(
+                {"params": params, "batch_stats": batch_stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+            )
             return jnp.mean(jnp.square(feats - 1.0)), state["batch_stats"]
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -276,12 +298,13 @@ def test_resnet_tiny_train_step_64x64_grayscale():
 def test_mobilenetv3_blocks_run_bf16():
     # The first 4 Small blocks cover every block kind (SE or not, ReLU or hard-swish,
     # residual or strided); the full networks run in the slow test (compile time).
-    model = mobilenetv3.MobileNetV3(blocks=mobilenetv3.SMALL[:4], num_channels=1,
-                                    dtype="bfloat16")
+    model = mobilenetv3.MobileNetV3(blocks=mobilenetv3.SMALL[:4], num_channels=1, dtype="bfloat16")
     assert model.num_features == 240
+    assert model.bn_epsilon == 1e-3  # torchvision's; 1e-5 does not reproduce its outputs
     x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
     feats, _ = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-        _host_variables(model, x.shape), x)
+        _host_variables(model, x.shape), x
+    )
     assert feats.shape == (2, 240) and feats.dtype == jnp.float32
     assert np.all(np.isfinite(feats)) and np.any(feats != 0)
 
@@ -299,8 +322,9 @@ def test_synced_bn_under_shard_map_equals_global_batch():
     variables = _host_variables(local, x.shape)
 
     def loss_fn(params, batch_stats, x, model):
-        feats, state = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                   train=True, mutable=["batch_stats"])
+        feats, state = model.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+        )
         return jnp.sum(jnp.square(feats)), (feats, state["batch_stats"])
 
     def global_step(params, batch_stats, x):
@@ -310,9 +334,14 @@ def test_synced_bn_under_shard_map_equals_global_batch():
         # params/stats replicated (invariant): their grad comes back summed over devices.
         return jax.grad(loss_fn, has_aux=True)(params, batch_stats, x, synced)
 
-    sharded = jax.jit(jax.shard_map(
-        sharded_step, mesh=mesh, in_specs=(P(), P(), P(sharding.AXIS)),
-        out_specs=(P(), (P(sharding.AXIS), P()))))
+    sharded = jax.jit(
+        jax.shard_map(
+            sharded_step,
+            mesh=mesh,
+            in_specs=(P(), P(), P(sharding.AXIS)),
+            out_specs=(P(), (P(sharding.AXIS), P())),
+        )
+    )
     args = (variables["params"], variables["batch_stats"], x)
     g_ref, (f_ref, s_ref) = jax.jit(global_step)(*args)
     g, (f, s) = sharded(*args)
@@ -324,16 +353,16 @@ def test_synced_bn_under_shard_map_equals_global_batch():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenetv3_small",
-                                  "mobilenetv3_large"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenetv3_small", "mobilenetv3_large"])
 def test_full_size_train_step_224_bf16(name):
     model = models.get(name, num_channels=3, dtype="bfloat16")
     x = jax.random.uniform(jax.random.key(1), (2, 224, 224, 3))
     variables = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.key(0), x)
 
     def loss_fn(params):
-        feats, _ = model.apply({**variables, "params": params}, x, train=True,
-                               mutable=["batch_stats"])
+        feats, _ = model.apply(
+            {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+        )
         return jnp.mean(jnp.square(feats)), feats
 
     (_, feats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])

@@ -18,8 +18,9 @@ def _clips(n_patients=60, seed=0, labels=("a", "b", "c"), unlabeled_every=0):
         if unlabeled_every and p % unlabeled_every == 0:
             label = ""
         for k in range(int(rng.integers(1, 5))):
-            clips.append({"video_id": f"v{p:03d}_{k}", "patient_id": f"p{p:03d}",
-                          "label_name": label})
+            clips.append(
+                {"video_id": f"v{p:03d}_{k}", "patient_id": f"p{p:03d}", "label_name": label}
+            )
     return clips
 
 

@@ -23,7 +23,7 @@ def _below_pleura(scene, scan, top=0.04, bottom=0.95):
     """Scan rows well below the pleura (deepest pleura point + margin) to the bottom."""
     n = scan.shape[1]
     deepest = scene.pleura_depth + abs(scene.pleura_tilt) + abs(scene.pleura_curve) + 0.015
-    return scan[:, int((deepest + top) * n):int(bottom * n)]
+    return scan[:, int((deepest + top) * n) : int(bottom * n)]
 
 
 def test_deterministic_and_prefix_stable():
@@ -71,7 +71,9 @@ def test_outside_the_fan_is_black_and_inside_is_not():
 
 def test_labels_balanced_follow_findings_and_patients():
     clips = list(synthetic.generate_clips(30, n_frames=1, size=32, seed=0, clips_per_patient=1))
-    assert collections.Counter(c.label_name for c in clips) == {n: 10 for n in synthetic.CLASS_NAMES}
+    assert collections.Counter(c.label_name for c in clips) == {
+        n: 10 for n in synthetic.CLASS_NAMES
+    }
     for c in clips:
         label = synthetic.CLASS_NAMES.index(c.label_name)
         assert synthetic.label_from_findings(c.findings) == label
@@ -86,6 +88,7 @@ def test_labels_balanced_follow_findings_and_patients():
 
 def test_b_lines_are_vertical_and_a_lines_horizontal():
     """Below the pleura, B-line clips vary across columns, regular clips across rows."""
+
     def scores(label):
         lateral, axial = [], []
         for i in range(12):
@@ -98,41 +101,51 @@ def test_b_lines_are_vertical_and_a_lines_horizontal():
 
     b_lateral, b_axial = scores(B_LINES)
     r_lateral, r_axial = scores(REGULAR)
-    assert b_lateral > 2 * r_lateral
-    assert r_axial > b_axial
+    assert b_lateral > 1.4 * r_lateral  # (2-3.4x over seeds; regular lungs may have 2 B-lines)
+    assert r_axial > 1.2 * b_axial
 
 
 def test_consolidation_is_tissue_like_below_the_pleura():
     def band(label):
         ratios = []
         for i in range(12):
-            rng, scene = _scene(label, i, rib=None, effusion=None, b_pos=np.zeros(0),
-                                b_width=np.zeros(0), b_amp=np.zeros(0))
+            rng, scene = _scene(
+                label,
+                i,
+                rib=None,
+                effusion=None,
+                b_pos=np.zeros(0),
+                b_width=np.zeros(0),
+                b_amp=np.zeros(0),
+            )
             scan = synthetic.render_scan(rng, scene, 1, 64)[0]
             u0, u1 = scene.consolidation[:2] if scene.consolidation else (-0.2, 0.2)
             cols = slice(int((u0 + 0.1 + 1) * 32), int((u1 - 0.1 + 1) * 32) + 1)
             p = int((scene.pleura_depth + 0.04) * 64)
-            below = scan[p:p + 4, cols].mean()
-            wall = scan[int(scene.pleura_depth * 32):int(scene.pleura_depth * 48)].mean()
+            below = scan[p : p + 4, cols].mean()
+            wall = scan[int(scene.pleura_depth * 32) : int(scene.pleura_depth * 48)].mean()
             ratios.append(below / wall)
         return np.median(ratios)
 
-    assert band(CONSOLIDATION) > 2 * band(REGULAR)
+    assert band(CONSOLIDATION) > 1.5 * band(REGULAR)  # (2.1-3.8x over seeds)
 
 
 def test_effusion_is_anechoic():
-    rng, scene = _scene(CONSOLIDATION, 0, effusion=(-0.5, 0.5, 0.2), rib=None, noise=0.0,
-                        consolidation=None)
+    rng, scene = _scene(
+        CONSOLIDATION, 0, effusion=(-0.5, 0.5, 0.2), rib=None, noise=0.0, consolidation=None
+    )
     scan = synthetic.render_scan(rng, scene, 1, 64)[0]
     p = int((scene.pleura_depth + 0.06) * 64)
-    assert scan[p:p + 3, 28:36].mean() < 0.05
-    assert scan[p:p + 3, 28:36].mean() < 0.2 * scan[:int(scene.pleura_depth * 48), 28:36].mean()
+    assert scan[p : p + 3, 28:36].mean() < 0.05
+    assert scan[p : p + 3, 28:36].mean() < 0.2 * scan[: int(scene.pleura_depth * 48), 28:36].mean()
 
 
 def test_lung_slides_chest_wall_stays():
     rng, scene = _scene(REGULAR, 1, noise=0.0, slide_px=2.0, period=8.0, phase=0.0, rib=None)
     scan = synthetic.render_scan(rng, scene, 3, 64)  # frames 0, 1, 2 of a 8-frame breath
-    wall = scan[:, : int((scene.pleura_depth - 0.08) * 64)]
+    shallowest = scene.pleura_depth - abs(scene.pleura_tilt) - abs(scene.pleura_curve) - 0.015
+    wall = scan[:, : int((shallowest - 0.06) * 64)]
+    assert wall.shape[1] >= 4
     lung = _below_pleura(scene, scan)
-    assert np.abs(wall[2] - wall[0]).max() < 1e-6
+    assert np.abs(wall[2] - wall[0]).max() < 1e-3  # < 1/4 grey level: only the pleura tail
     assert np.abs(lung[2] - lung[0]).mean() > 0.05 * lung.mean()

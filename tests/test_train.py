@@ -24,14 +24,11 @@ TINY = [("data.synthetic.n_clips", "12"), ("data.synthetic.n_frames", "8"),
         ("data.synthetic.size", "32"), ("image_size", "32"), ("aug.size", "32"),
         ("batch_size", "16"), ("ssl.proj_hidden_dim", "32"), ("ssl.proj_dim", "16"),
         ("log_every", "1"), ("probe.eval_every", "0")]
-# The ultrasound augmentations are tested on their own; here they only cost time.
-NO_US = [(f"aug.us.{k}", "0") for k in
-         ("zoom_prob", "speckle_prob", "shadow_prob", "tgc_prob", "wedge_prob")]
 
 
 def tiny_config(workdir, *extra):
     return config_lib.load(str(ROOT / "configs/quickstart.py"),
-                           [("workdir", str(workdir)), *TINY, *NO_US, *extra])
+                           [("workdir", str(workdir)), *TINY, *extra])
 
 
 def test_train_writes_metrics_checkpoint_config_and_encoder(tmp_path):
@@ -96,7 +93,7 @@ def test_sharded_step_equals_single_device_step(tmp_path, method):
 
 
 def _train_cmd(workdir, total):
-    over = [f"--config.{k}={v}" for k, v in [*TINY, *NO_US]]
+    over = [f"--config.{k}={v}" for k, v in TINY]
     return [sys.executable, "-m", "lusjax.cli", "train", "--quiet",
             "--config", str(ROOT / "configs/quickstart.py"), f"--config.workdir={workdir}",
             f"--config.total_steps={total}", "--config.ckpt_every=2", *over]

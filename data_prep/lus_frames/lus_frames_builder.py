@@ -17,6 +17,7 @@ Readers never import this module: they open the written folder with
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -57,7 +58,9 @@ class LusFrames(tfds.core.GeneratorBasedBuilder):
     """Frames of preprocessed lung-ultrasound clips, in (clip, frame) order per split."""
 
     VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {str(VERSION): "One example per frame; records ordered by (clip, frame)."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        str(VERSION): "One example per frame; records ordered by (clip, frame).",
+    }
 
     def __init__(
         self,
@@ -102,7 +105,9 @@ class LusFrames(tfds.core.GeneratorBasedBuilder):
         keys = self._plan[split]
         n_records = sum(self._store.meta(k)["n_frames"] for k in keys)
         ordered_keys = iter(record_keys(n_records))
-        for key in tqdm.tqdm(keys, desc=f"writing {split}", unit="clip", disable=not self._progress):
+        for key in tqdm.tqdm(
+            keys, desc=f"writing {split}", unit="clip", disable=not self._progress
+        ):
             clip = self._store.load(key)
             label = self._class_index.get(clip.label_name, -1)
             for t in range(clip.n_frames):

@@ -2,8 +2,9 @@
 
     lusjax bench input --size 64,224 --batch-size 256 --workers 0,2 --target-step-rate 5
 
-For every (size, workers) it builds (or reuses) a synthetic dataset unless
---data-dir is given, runs `pipeline.train_iterator` for --batches batches after
+For every (size, workers) it builds (or reuses, cached) a synthetic dataset of
+that frame size, unless --data-dir (or --config without --size: the config's
+data) says which dataset, runs `pipeline.train_iterator` for --batches batches after
 --warmup, and prints one JSON line:
   batches_per_s, frames_per_s (2 views per example), cpu_s (CPU seconds of this
   process and its workers during the timed batches, when psutil is present),
@@ -15,6 +16,10 @@ Then, per size, one line for the jitted on-device augmentation of both views
   aug_ms_per_batch, aug_batches_per_s, device.
 --config takes a training config (`configs/x.py[:arg]`, plus --config.k=v
 overrides) for the data/aug/batch settings instead of the defaults.
+
+Measured (batch 256, default configs): on the 2-core dev CPU about 15k frames per CPU-second at
+64x64 and 2.7-3.5k at 224x224 (zlib decoding is ~65% of it); on an H100 the
+device augmentation of both views takes 2.7 ms at 224x224.
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="training config for data/aug/batch_size")
     p.add_argument("--data-dir", default=None, help="dataset (default: a cached synthetic one)")
     p.add_argument("--split", default="train")
-    p.add_argument("--size", default="64", help="synthetic frame size(s), comma separated")
+    p.add_argument(
+        "--size",
+        default=None,
+        help="synthetic frame size(s), comma separated (default 64, or the "
+        "config's dataset with --config)",
+    )
     p.add_argument("--n-clips", type=int, default=32, help="synthetic clips")
     p.add_argument("--n-frames", type=int, default=32, help="synthetic frames per clip")
     p.add_argument(
@@ -222,13 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.read_threads is not None:
         data_cfg.read_threads = args.read_threads
 
+    from lusjax.data.default import ensure_data
+
     if args.data_dir:
         datasets = [(None, args.data_dir)]
+    elif args.config and args.size is None:
+        datasets = [(None, ensure_data(data_cfg))]
     else:
-        from lusjax.data.default import ensure_data
-
         datasets = []
-        for size in _ints(args.size):
+        for size in _ints(args.size or "64"):
             syn = {"n_clips": args.n_clips, "n_frames": args.n_frames, "size": size, "seed": 0}
             t = time.perf_counter()
             path = ensure_data(_Syn(syn))

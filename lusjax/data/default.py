@@ -3,7 +3,7 @@
 When `config.data.data_dir` is empty, training and evaluation use a synthetic
 dataset described by `config.data.synthetic`, written on first use under
 `$LUSJAX_CACHE` (default `~/.cache/lusjax`) in a folder named by its settings,
-so every later run with the same settings reuses it.
+so every later run with the same settings (and generator version) reuses it.
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ def ensure_data(data_cfg) -> str:
             raise UserError(f"{path} is not a lusjax dataset (no {DATASET_JSON}); "
                             "create one with `lusjax prep`")
         return str(path)
+    from data_prep import synthetic
+
     syn = {k: data_cfg.synthetic[k] for k in sorted(data_cfg.synthetic.keys())}
-    tag = hashlib.sha1(json.dumps(syn, sort_keys=True).encode()).hexdigest()[:10]
+    # The generator's version is part of the name: a changed generator never reuses
+    # a cache written by an older one.
+    key = json.dumps({**syn, "generator_version": synthetic.VERSION}, sort_keys=True)
+    tag = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = cache_root() / f"synthetic-{tag}"
     if not (path / DATASET_JSON).exists():
         from data_prep.write import write_synthetic  # heavy (tfds): only when needed

@@ -33,9 +33,9 @@ class ClipTable:
     video_id: list[str]
     patient_id: list[str]
     probe: list[str]
-    label: np.ndarray      # int32 [n_clips], -1 unlabeled
-    start: np.ndarray      # int64 [n_clips], index of the clip's first record
-    length: np.ndarray     # int64 [n_clips], frames (records) of the clip
+    label: np.ndarray  # int32 [n_clips], -1 unlabeled
+    start: np.ndarray  # int64 [n_clips], index of the clip's first record
+    length: np.ndarray  # int64 [n_clips], frames (records) of the clip
     findings: dict[str, np.ndarray]  # name -> int8 [n_clips]; -1 unknown, 0, 1
 
     def __len__(self) -> int:
@@ -61,8 +61,9 @@ class ClipTable:
             label=np.array([c["label"] for c in clips], np.int32),
             start=start,
             length=length,
-            findings={k: np.array([c["findings"].get(k, -1) for c in clips], np.int8)
-                      for k in FINDINGS},
+            findings={
+                k: np.array([c["findings"].get(k, -1) for c in clips], np.int8) for k in FINDINGS
+            },
         )
 
     @classmethod
@@ -88,8 +89,17 @@ class FrameSource:
     open their own.
     """
 
-    def __init__(self, *, name: str, tfds_dir: str, files: list[str], shard_lengths: list[int],
-                 clips: ClipTable, class_names: list[str], image_shape: tuple[int, int, int]):
+    def __init__(
+        self,
+        *,
+        name: str,
+        tfds_dir: str,
+        files: list[str],
+        shard_lengths: list[int],
+        clips: ClipTable,
+        class_names: list[str],
+        image_shape: tuple[int, int, int],
+    ):
         self.name = name
         self.tfds_dir = tfds_dir
         self.files = files
@@ -104,8 +114,10 @@ class FrameSource:
         return self.clips.n_records
 
     def __repr__(self) -> str:
-        return (f"FrameSource({self.name!r}, {len(self.clips)} clips, {len(self)} frames, "
-                f"{len(self.files)} shard(s), image {self.image_shape})")
+        return (
+            f"FrameSource({self.name!r}, {len(self.clips)} clips, {len(self)} frames, "
+            f"{len(self.files)} shard(s), image {self.image_shape})"
+        )
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -120,8 +132,10 @@ class FrameSource:
         try:
             return self._decode(reader[i])
         except Exception as e:  # name the shard: a corrupt file is the likely cause
-            raise RuntimeError(f"Could not read record {i} of split {self.name!r} from shard "
-                               f"{self.shard_of(i)}: {e}") from e
+            raise RuntimeError(
+                f"Could not read record {i} of split {self.name!r} from shard "
+                f"{self.shard_of(i)}: {e}"
+            ) from e
 
     def __getitems__(self, record_keys: Sequence[int]) -> list[dict[str, Any]]:
         """Batched read (grain uses it when present): one call into ArrayRecord."""
@@ -129,14 +143,16 @@ class FrameSource:
         reader = self._reader()
         try:
             raws = reader.__getitems__(keys)
-        except Exception:  # fall back to one by one, for an error naming the shard
+        except Exception:  # noqa: BLE001 - retried one by one, for an error naming the shard
             return [self[k] for k in keys]
         return [self._decode(raw) for raw in raws]
 
     def shard_of(self, record: int) -> str:
         """The shard file that holds record index `record`."""
         ends = np.cumsum(self.shard_lengths)
-        return self.files[min(int(np.searchsorted(ends, record, side="right")), len(self.files) - 1)]
+        return self.files[
+            min(int(np.searchsorted(ends, record, side="right")), len(self.files) - 1)
+        ]
 
     def _reader(self):
         if self._source is None:
@@ -144,13 +160,14 @@ class FrameSource:
 
             try:
                 self._source = grain.sources.ArrayRecordDataSource(self.files)
-            except Exception as e:  # find which shard it was, one by one
+            except Exception:  # find which shard it was, then re-raise
                 for path in self.files:
                     try:
                         grain.sources.ArrayRecordDataSource([path])
                     except Exception as e_one:
-                        raise UserError(f"Shard {path} is damaged ({e_one}); rewrite the "
-                                        "dataset.") from e_one
+                        raise UserError(
+                            f"Shard {path} is damaged ({e_one}); rewrite the dataset."
+                        ) from e_one
                 raise
         return self._source
 
@@ -205,7 +222,9 @@ class _FastDecoder:
             elif kind == "text":
                 out[name] = f.bytes_list.value[0].decode()
             elif kind == "zlib":
-                out[name] = np.frombuffer(zlib.decompress(f.bytes_list.value[0]), dtype).reshape(shape)
+                out[name] = np.frombuffer(zlib.decompress(f.bytes_list.value[0]), dtype).reshape(
+                    shape
+                )
             else:
                 out[name] = np.frombuffer(f.bytes_list.value[0], dtype).reshape(shape)
         return out
@@ -244,32 +263,40 @@ def open_split(data_dir: str | os.PathLike, split: str, *, check: bool = True) -
     import tensorflow_datasets as tfds
 
     info = read_dataset_json(data_dir)
-    root = Path(data_dir)
+    root = Path(data_dir).absolute()  # workers may run elsewhere; keep paths absolute
     names = [s.strip() for s in split.split("+")]
     available = ", ".join(info["splits"]) or "none"
     for name in names:
         if name in info.get("empty_splits", []):
-            raise UserError(f"Split {name!r} of {root} is empty (too few clips or patients for "
-                            f"it); available: {available}.")
+            raise UserError(
+                f"Split {name!r} of {root} is empty (too few clips or patients for "
+                f"it); available: {available}."
+            )
         if name not in info["splits"]:
             raise UserError(f"No split {name!r} in {root}; available: {available}.")
     if info.get("file_format", "array_record") != "array_record":
-        raise UserError(f"{root} was written as {info['file_format']}; this reader needs "
-                        "array_record (rewrite with --format array_record).")
+        raise UserError(
+            f"{root} was written as {info['file_format']}; this reader needs "
+            "array_record (rewrite with --format array_record)."
+        )
 
     tfds_dir = root / info["tfds_dir"]
     try:
         builder = tfds.builder_from_directory(os.fspath(tfds_dir))
     except Exception as e:
-        raise UserError(f"Cannot open the TFDS folder {tfds_dir} named by {DATASET_JSON}: {e}") from e
+        raise UserError(
+            f"Cannot open the TFDS folder {tfds_dir} named by {DATASET_JSON}: {e}"
+        ) from e
 
     files, shard_lengths, tables, offset = [], [], [], 0
     for name in names:
         entry = info["splits"][name]
         split_info = builder.info.splits[name]
         if split_info.num_examples != entry["n_frames"]:
-            raise UserError(f"{DATASET_JSON} says split {name!r} has {entry['n_frames']} frames "
-                            f"but its shards hold {split_info.num_examples}; rewrite the dataset.")
+            raise UserError(
+                f"{DATASET_JSON} says split {name!r} has {entry['n_frames']} frames "
+                f"but its shards hold {split_info.num_examples}; rewrite the dataset."
+            )
         for path in split_info.filepaths:
             if not Path(os.fspath(path)).is_file():
                 raise UserError(f"Shard {path} of split {name!r} is missing.")
@@ -282,8 +309,12 @@ def open_split(data_dir: str | os.PathLike, split: str, *, check: bool = True) -
         raise UserError(f"Split {split!r} of {root} has no clips.")
 
     source = FrameSource(
-        name=split, tfds_dir=os.fspath(tfds_dir), files=files, shard_lengths=shard_lengths,
-        clips=clips, class_names=list(info["class_names"]),
+        name=split,
+        tfds_dir=os.fspath(tfds_dir),
+        files=files,
+        shard_lengths=shard_lengths,
+        clips=clips,
+        class_names=list(info["class_names"]),
         image_shape=tuple(info["image_shape"]),
     )
     if check:
@@ -300,17 +331,21 @@ def _check_order(source: FrameSource, n_clips: int = 3) -> None:
     fast = source[0]
     reference = source.decode_reference(source._reader()[0])
     if reference.keys() != fast.keys() or any(
-            not np.array_equal(reference[k], fast[k]) for k in reference):
+        not np.array_equal(reference[k], fast[k]) for k in reference
+    ):
         raise RuntimeError(f"Fast frame decoding differs from TFDS's for {source.tfds_dir}.")
     for c in sorted({0, len(clips) // 2, len(clips) - 1})[:n_clips]:
         first = source[int(clips.start[c])]
         last = source[int(clips.start[c] + clips.length[c] - 1)]
-        ok = (first["video_id"] == last["video_id"] == clips.video_id[c]
-              and int(first["n_frames"]) == int(clips.length[c])
-              and int(first["frame_idx"]) <= int(last["frame_idx"])
-              and tuple(first["image"].shape) == tuple(source.image_shape))
+        ok = (
+            first["video_id"] == last["video_id"] == clips.video_id[c]
+            and int(first["n_frames"]) == int(clips.length[c])
+            and int(first["frame_idx"]) <= int(last["frame_idx"])
+            and tuple(first["image"].shape) == tuple(source.image_shape)
+        )
         if not ok:
             raise UserError(
                 f"Shards of split {source.name!r} do not match {DATASET_JSON} at clip {c} "
                 f"({clips.video_id[c]!r}, records {clips.start[c]}..): got "
-                f"{first['video_id']!r}/{last['video_id']!r}; rewrite the dataset.")
+                f"{first['video_id']!r}/{last['video_id']!r}; rewrite the dataset."
+            )

@@ -127,12 +127,6 @@ def concat(a: Frames, b: Frames) -> Frames:
     return Frames(clips, cat([a.frame_clip, b.frame_clip + len(a.clips)]), images)
 
 
-def subset(frames: Frames, frame_index: np.ndarray) -> Frames:
-    """The frames at `frame_index` (clip table shared, not copied)."""
-    images = None if frames.images is None else frames.images[frame_index]
-    return Frames(frames.clips, frames.frame_clip[frame_index], images)
-
-
 def extract(encoder, frames: Frames | np.ndarray, batch_size: int = 256,
             progress: bool = False, desc: str = "features") -> np.ndarray:
     """float32 [N, D] eval-mode features of the frames' images with `encoder`."""

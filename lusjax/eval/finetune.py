@@ -76,7 +76,7 @@ def _sgd(learning_rate, weight_decay):
                        optax.sgd(learning_rate, momentum=0.9, nesterov=True))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_optimizer(name: str) -> optax.GradientTransformation:
     """The optimizer with learning rate and weight decay as state, set every step.
 
@@ -145,13 +145,11 @@ def train(encoder, frames: Frames, train_idx: np.ndarray, tasks: dict[str, int],
     variables = init_variables(net, encoder, seed)
     tx = make_optimizer(cfg.optimizer)
     targets = {t: frames.frame_targets(t)[train_idx] for t in tasks}
-    weights = {}
+    weights = {}  # per class, sklearn's "balanced" over the known targets of each task
     for t, k in tasks.items():
         y = targets[t][targets[t] >= 0]
         w = np.zeros(k, np.float32)
-        if len(y):
-            counts = np.bincount(y, minlength=k)
-            w[counts > 0] = len(y) / ((counts > 0).sum() * counts[counts > 0])
+        w[y] = linear.balanced_weights(y, k) if len(y) else 0.0
         weights[t] = jnp.asarray(w)
     state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
              "opt_state": tx.init(variables["params"]), "step": jnp.int32(0)}

@@ -56,7 +56,7 @@ def _classification(labels: np.ndarray, probs: np.ndarray, class_names: list[str
         p, r, f1, support = skm.precision_recall_fscore_support(
             labels, pred, labels=np.arange(k), zero_division=0)
         out = {
-            "n": int(len(labels)),
+            "n": len(labels),
             "accuracy": float(skm.accuracy_score(labels, pred)),
             "balanced_accuracy": float(skm.balanced_accuracy_score(labels, pred)),
             "macro_f1": float(np.mean(f1[present])),  # over the classes in this test set

@@ -12,9 +12,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn import metrics as skm
 
 _DPI = 120
 
@@ -28,19 +28,26 @@ def _save(fig, path) -> Path:
 
 
 def label_efficiency(curves: dict[str, tuple], path, *, metric: str, title: str = "") -> Path:
-    """One line per curve: {name: (fractions, mean, std)} over label fractions (log x)."""
+    """Mean ± std over label fractions (log x), one line per "encoder / protocol" curve:
+    {name: (fractions, mean, std)}. Colour = protocol, dashed = random-init encoder."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, (fr, mean, std) in curves.items():
+    protocols = list(dict.fromkeys(name.split(" / ")[-1] for name in curves))
+    fractions = sorted({float(f) for fr, _, _ in curves.values() for f in fr})
+    for i, (name, (fr, mean, std)) in enumerate(curves.items()):
         fr, mean, std = map(np.asarray, (fr, mean, std))
-        style = "--" if "random" in name else "-"
-        ax.errorbar(fr * 100, mean, yerr=std, fmt=style + "o", capsize=3, label=name, ms=4)
+        shift = 1 + 0.04 * (i - (len(curves) - 1) / 2)  # keep error bars apart
+        colour = plt.get_cmap("tab10")(protocols.index(name.split(" / ")[-1]) % 10)
+        ax.errorbar(fr * 100 * shift, mean, yerr=std, fmt=("--" if "random" in name else "-")
+                    + "o", color=colour, capsize=3, label=name, ms=4)
     ax.set_xscale("log")
-    ax.set_xlabel("labelled clips (% of the training clips)")
+    ax.set_xticks([f * 100 for f in fractions], [f"{f * 100:g}%" for f in fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training clips")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(title or f"label efficiency: {metric}")
-    ax.legend(fontsize=8)
+    ax.set_title(title or f"label efficiency: {metric}", fontsize=10)
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -163,7 +170,8 @@ def render(out_dir, summary: list[dict], pooled: dict, data, tasks: dict, feats:
             cp, cl, _ = metrics.clip_probs(probs[tested], data.frame_clip[tested],
                                            data.frame_targets(task)[tested])
             tag = f"{task}_{proto}_{enc}"
-            title = f"{task}, {proto}, {enc}, {fraction:g} labels, clip level, pooled folds"
+            title = (f"{task}, {proto}, {enc}, {fraction * 100:g}% labels, clip level, "
+                     "pooled folds")
             paths.append(roc_curves(cl, cp, names, out_dir / f"roc_{tag}.png", title=title))
             cm = metrics.classification(cl, cp, names)["confusion_matrix"]
             paths.append(confusion(cm, names, out_dir / f"confusion_{tag}.png", title=title))

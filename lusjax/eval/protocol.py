@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from lusjax import config as config_lib
 from lusjax.errors import UserError
 from lusjax.eval import features as feats_lib
 from lusjax.eval import finetune, knn, linear, metrics, mlp, plots, splits
-
-log = logging.getLogger(__name__)
 
 FROZEN = {"linear": linear.fit_predict, "mlp": mlp.fit_predict, "knn": knn.fit_predict}
 PROTOCOLS = (*FROZEN, "finetune")
@@ -63,6 +61,7 @@ def run(config) -> dict:
     for f in folds:  # the leakage gate, before anything is fitted
         splits.check_disjoint(f.train, f.test, data.clips.video_id, data.clips.patient_id)
 
+    timing = {"data_s": time.time() - t0}
     encoders = build_encoders(config)
     frozen = [p for p in protocols if p in FROZEN]
     feats = {}
@@ -70,6 +69,8 @@ def run(config) -> dict:
         if frozen or config.plots.embeddings:
             feats[name] = feats_lib.extract(enc, data, config.batch_size, config.progress,
                                             desc=f"features ({name})")
+
+    timing["features_s"] = time.time() - t0 - timing["data_s"]
 
     # Every fit, collected into test-frame probabilities per run key.
     pooled: dict[tuple, np.ndarray] = {}
@@ -79,39 +80,26 @@ def run(config) -> dict:
     bar = _progress(config, len(encoders) * len(folds) * len(fractions) * config.seeds)
     for enc_name, enc in encoders.items():
         for fi, fold in enumerate(folds):
-            test_frames = splits.frames_of(data.frame_clip, fold.test)
             for fraction in fractions:
                 for seed in range(config.seeds):
                     train_clips = splits.label_fraction(fold.train, strat, fraction, seed)
                     splits.check_disjoint(train_clips, fold.test, data.clips.video_id,
                                           data.clips.patient_id)
-                    train_frames = splits.frames_of(data.frame_clip, train_clips)
-                    fit_args = dict(fold=fi, n_train_clips=len(train_clips))
-                    for proto in frozen:
-                        for task, names in tasks.items():
-                            key = (enc_name, proto, task, fraction, seed)
-                            probs, te = fit_frozen(proto, feats[enc_name], data, task,
-                                                   len(names), train_frames, test_frames,
-                                                   seed, config)
-                            _record(pooled, per_fold, key, data, task, names, te, probs,
-                                    fit_args)
-                            if (proto == "linear" and config.linear.sklearn_check
-                                    and fraction == 1.0 and seed == 0):
-                                crosscheck.setdefault((enc_name, task), np.full(
-                                    (len(data), len(names)), np.nan))[te] = fit_frozen(
-                                    "sklearn", feats[enc_name], data, task, len(names),
-                                    train_frames, test_frames, seed, config)[0]
-                    if "finetune" in protocols and seed < config.finetune.seeds:
-                        ft = run_finetune(enc, data, tasks, train_frames, test_frames, seed,
-                                          config)
-                        for task, names in tasks.items():
-                            te = test_frames[data.frame_targets(task)[test_frames] >= 0]
-                            probs = ft[0][task][data.frame_targets(task)[test_frames] >= 0]
-                            _record(pooled, per_fold, (enc_name, "finetune", task, fraction,
-                                                       seed), data, task, names, te, probs,
-                                    {**fit_args, "chosen": ft[1]})
+                    sklearn_check = ("linear" in protocols and config.linear.sklearn_check
+                                     and fraction == 1.0 and seed == 0)
+                    for proto, task, te, probs, info in fit_split(
+                            enc, feats.get(enc_name), data, tasks, protocols, train_clips,
+                            fold.test, seed, config, sklearn_check):
+                        if proto == "sklearn":
+                            crosscheck.setdefault((enc_name, task), np.full(
+                                (len(data), len(tasks[task])), np.nan))[te] = probs
+                            continue
+                        _record(pooled, per_fold, (enc_name, proto, task, fraction, seed),
+                                data, task, tasks[task], te, probs,
+                                {"fold": fi, "n_train_clips": len(train_clips), **info})
                     bar.update(1)
     bar.close()
+    timing["fits_s"] = time.time() - t0 - sum(timing.values())
 
     # Metrics pooled over folds (every labelled clip is tested exactly once).
     runs = []
@@ -127,7 +115,7 @@ def run(config) -> dict:
         })
     results = {
         "out_dir": str(out_dir),
-        "config": _config_dict(config),
+        "config": config_lib.to_dict(config),
         "hardware": hardware(),
         "dataset": dataset_summary(data, data_dir, tasks, folds),
         "folds": [{"train": data.clips.video_id[f.train].tolist(),
@@ -139,10 +127,13 @@ def run(config) -> dict:
     }
     if config.save_heads:
         results["heads"] = save_heads(out_dir, encoders, feats, data, tasks, config)
-    results["seconds"] = round(time.time() - t0, 1)
+    t_plots = time.time()
     results["plots"] = plots.render(
         out_dir, results["summary"], pooled, data, tasks, feats, metric=config.plots.metric,
         embeddings_plot=config.plots.embeddings, use_umap=config.plots.umap, seed=config.fold_seed)
+    timing["plots_s"] = time.time() - t_plots
+    results["seconds"] = round(time.time() - t0, 1)
+    results["timing"] = {k: round(v, 1) for k, v in timing.items()}
     write_outputs(out_dir, results)
     return results
 
@@ -150,6 +141,27 @@ def run(config) -> dict:
 # ---------------------------------------------------------------------------
 # Fitting.
 # ---------------------------------------------------------------------------
+
+
+def fit_split(encoder, x, data, tasks: dict, protocols: list, train_clips, test_clips,
+              seed: int, config, sklearn_check: bool = False):
+    """Fits every protocol and task on one train/test split of clips.
+
+    Yields (protocol, task, test frame indices, probabilities [M, K], info); with
+    `sklearn_check`, also ("sklearn", ...) for scikit-learn's linear probe.
+    """
+    train_frames = splits.frames_of(data.frame_clip, train_clips)
+    test_frames = splits.frames_of(data.frame_clip, test_clips)
+    for proto in [p for p in protocols if p in FROZEN] + (["sklearn"] if sklearn_check else []):
+        for task, names in tasks.items():
+            probs, te = fit_frozen(proto, x, data, task, len(names), train_frames, test_frames,
+                                   seed, config)
+            yield proto, task, te, probs, {}
+    if "finetune" in protocols and seed < config.finetune.seeds:
+        probs, info = run_finetune(encoder, data, tasks, train_frames, test_frames, seed, config)
+        for task in tasks:
+            known = data.frame_targets(task)[test_frames] >= 0
+            yield "finetune", task, test_frames[known], probs[task][known], {"chosen": info}
 
 
 def fit_frozen(proto: str, x: np.ndarray, data, task: str, k: int, train_frames, test_frames,
@@ -169,11 +181,15 @@ def fit_frozen(proto: str, x: np.ndarray, data, task: str, k: int, train_frames,
         return probs, te
     if proto == "sklearn":
         return linear.sklearn_probe(x[tr], y[tr], x[te], k, l2=config.linear.l2), te
-    kwargs = dict(config[proto])
-    kwargs.pop("sklearn_check", None)
+    return FROZEN[proto](x[tr], y[tr], x[te], k, seed, **probe_kwargs(config, proto)), te
+
+
+def probe_kwargs(config, proto: str) -> dict:
+    """The keyword arguments of a frozen protocol from `config.<proto>`."""
+    kwargs = {k: v for k, v in dict(config[proto]).items() if k != "sklearn_check"}
     if "hidden" in kwargs:
         kwargs["hidden"] = tuple(kwargs["hidden"])
-    return FROZEN[proto](x[tr], y[tr], x[te], k, seed, **kwargs), te
+    return kwargs
 
 
 def run_finetune(encoder, data, tasks: dict, train_frames, test_frames, seed: int, config):
@@ -233,7 +249,6 @@ def resolve_data_dir(config) -> str:
     if config.data_dir:
         return str(Path(config.data_dir).expanduser())
     if config.encoder != "random":
-        from lusjax import config as config_lib
         from lusjax.data import default
 
         saved = config_lib.load_saved(config.encoder)
@@ -354,10 +369,9 @@ def hardware() -> dict:
 
     cpu = platform.processor() or ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f
+                        if ln.startswith("model name")), cpu)
     except OSError:
         pass
     return {"cpu": cpu, "cpu_cores": os.cpu_count(), "backend": jax.default_backend(),
@@ -366,32 +380,25 @@ def hardware() -> dict:
             "python": platform.python_version(), "jax": jax.__version__}
 
 
-def _config_dict(config) -> dict:
-    try:
-        return json.loads(config.to_json_best_effort())
-    except AttributeError:
-        return dict(config)
-
-
 # ---------------------------------------------------------------------------
 # Heads for `lusjax predict`, and the quick probe for the quickstart.
 # ---------------------------------------------------------------------------
 
 
 def save_heads(out_dir: Path, encoders, feats, data, tasks, config) -> dict:
-    """Fits one linear head per task on every labelled clip (the encoder of
-    config.encoder) and saves them for `lusjax predict`."""
+    """Linear heads on every labelled clip, on the features of config.encoder's encoder,
+    saved for `lusjax predict`."""
     from lusjax.eval import predict
 
     name = PRETRAINED if PRETRAINED in encoders else RANDOM
-    x = feats[name] if name in feats else feats_lib.extract(encoders[name], data,
-                                                             config.batch_size)
+    x = feats.get(name)
+    if x is None:
+        x = feats_lib.extract(encoders[name], data, config.batch_size)
     heads = {}
     for task, names in tasks.items():
         y = data.frame_targets(task)
-        known = y >= 0
-        kw = {k: v for k, v in dict(config.linear).items() if k != "sklearn_check"}
-        heads[task] = (linear.fit_probe(x[known], y[known], len(names), **kw), names)
+        probe = linear.fit_probe(x[y >= 0], y[y >= 0], len(names), **probe_kwargs(config, "linear"))
+        heads[task] = (probe, names)
     return predict.save_heads(out_dir, heads, encoder=encoders[name], encoder_spec=config.encoder,
                               encoder_name=name, init_seed=config.init_seed)
 
@@ -471,24 +478,28 @@ def markdown(results: dict) -> str:
     """The human summary: one table per task (pooled over folds, mean ± std over seeds)."""
     cfg, ds, hw = results["config"], results["dataset"], results["hardware"]
     seeds = max([r["seeds"] for r in results["summary"]] or [0])
+    baseline = cfg.get("baseline") and cfg.get("encoder") != "random"
     lines = [
-        "# Evaluation results", "",
+        "# Evaluation results",
+        "",
         f"- Encoder: `{cfg.get('encoder')}`"
-        + (" vs a random-init baseline of the same architecture" if cfg.get("baseline") else ""),
-        f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} patients/groups, "
-        f"{ds['n_frames']} frames (≤ {cfg.get('frames_per_clip') or 'all'} per clip)",
-        f"- {ds['n_folds']} fold(s) by clip, grouped by patient, stratified by clip label; "
-        "label fractions count training clips (at least one per class); metrics pooled over "
-        f"the test folds, mean ± std over {seeds} seed(s); clip level = mean of frame "
-        "probabilities",
-        f"- Hardware: {hw['cpu']} ({hw['cpu_cores']} cores), JAX {hw['backend']} "
-        f"{', '.join(hw['devices'])}; total time {results.get('seconds', 0):.0f} s", "",
+        + (" vs a random-init baseline of the same architecture" if baseline else ""),
+        (f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} "
+         f"patients/groups, {ds['n_frames']} frames "
+         f"(≤ {cfg.get('frames_per_clip') or 'all'} per clip)"),
+        (f"- {ds['n_folds']} fold(s) by clip, grouped by patient, stratified by clip label; "
+         "label fractions count training clips (at least one per class); metrics pooled over "
+         f"the test folds, mean ± std over {seeds} seed(s); clip level = mean of frame "
+         "probabilities"),
+        (f"- Hardware: {hw['cpu']} ({hw['cpu_cores']} cores), JAX {hw['backend']} "
+         f"{', '.join(hw['devices'])}; total time {results.get('seconds', 0):.0f} s"),
+        "",
     ]
+    header = ("| protocol | encoder | labels | train clips | clip acc | clip bal. acc | "
+              "clip ROC AUC | frame acc | frame bal. acc | frame ROC AUC |")
     for task, counts in ds["clips_per_class"].items():
-        lines += [f"## Task `{task}` (clips: {', '.join(f'{k} {v}' for k, v in counts.items())})",
-                  "", "| protocol | encoder | labels | train clips | clip acc | clip bal. acc | "
-                  "clip ROC AUC | frame acc | frame bal. acc | frame ROC AUC |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        clips = ", ".join(f"{k} {v}" for k, v in counts.items())
+        lines += [f"## Task `{task}` (clips: {clips})", "", header, "|---" * 10 + "|"]
         rows = [r for r in results["summary"] if r["task"] == task]
         rows.sort(key=lambda r: (PROTOCOLS.index(r["protocol"]), r["fraction"], r["encoder"]))
         for r in rows:

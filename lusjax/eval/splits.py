@@ -10,14 +10,11 @@ depend on the order clips come in.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import warnings
 
 import numpy as np
 
 from lusjax.errors import UserError
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +103,7 @@ def label_fraction(train: np.ndarray, labels: np.ndarray, fraction: float,
     keep = []
     for c in np.unique(labels):
         members = train[labels == c]
-        n = max(1, int(round(fraction * len(members))))
+        n = max(1, round(fraction * len(members)))
         keep.append(rng.choice(members, size=n, replace=False))
     return np.sort(np.concatenate(keep))
 
@@ -138,7 +135,7 @@ def inner_split(train: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     """One grouped, stratified train/validation split of `train` (for choosing
     hyper-parameters without touching the test fold). Clip indices are global."""
     train = np.sort(np.asarray(train))
-    k = max(2, int(round(1 / val_fraction)))
+    k = max(2, round(1 / val_fraction))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         folds, _ = kfold(np.asarray(labels)[train], np.asarray(groups)[train], k, seed)

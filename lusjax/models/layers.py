@@ -44,8 +44,16 @@ def same_padding(kernel_size: int, dilation: int = 1) -> tuple[tuple[int, int], 
     return ((p, p), (p, p))
 
 
-def conv(features: int, kernel_size: int, strides: int = 1, *, groups: int = 1,
-         dtype: Any, use_bias: bool = False, name: str | None = None) -> nn.Conv:
+def conv(
+    features: int,
+    kernel_size: int,
+    strides: int = 1,
+    *,
+    groups: int = 1,
+    dtype: Any,
+    use_bias: bool = False,
+    name: str | None = None,
+) -> nn.Conv:
     """A square conv with torchvision's padding and init (bias-free by default)."""
     return nn.Conv(
         features,
@@ -60,8 +68,9 @@ def conv(features: int, kernel_size: int, strides: int = 1, *, groups: int = 1,
     )
 
 
-def batch_norm(train: bool, dtype: Any, axis_name: str | None,
-               epsilon: float = BN_EPSILON) -> functools.partial:
+def batch_norm(
+    train: bool, dtype: Any, axis_name: str | None, epsilon: float = BN_EPSILON
+) -> functools.partial:
     """A BatchNorm constructor; `axis_name` set = statistics synced over that mesh axis.
 
     Call the result with `name=` and optionally `scale_init=` (zeros for the

@@ -14,8 +14,8 @@ puts its own projector on top, which plays the same role.
 
 BatchNorm: eps 1e-3 as in torchvision and the paper's TF code (not the 1e-5
 of ResNet): with eps 1e-5 a ported torchvision model is off by ~1e-3 in eval
-mode and by ~50% in train mode on small batches, where late 4x4 maps give
-channels of tiny batch variance. Momentum stays 0.9 like every lusjax backbone
+mode and by 40-60% (max relative error) in train mode on a batch of 4, where
+late small maps give channels of tiny batch variance. Momentum stays 0.9 like every lusjax backbone
 (torchvision uses 0.99 in flax terms); it changes only the running averages.
 
 Width multiplier: every block's channels are `make_divisible(c * width, 8)`

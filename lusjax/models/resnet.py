@@ -7,12 +7,16 @@ counts equal torchvision's `resnet18`/`resnet50` minus `fc`: 11,176,512 and
 23,508,032.
 
 Variants are `functools.partial`s of `ResNet` (as in flax examples/imagenet);
-`ResNetTiny` (2 stages of one BasicBlock, width 16, 32 features) is for tests
-and the CPU quickstart.
+`ResNetTiny` (patch stem, 2 stages of one BasicBlock, width 16, 32 features)
+is for tests and the CPU quickstart.
 
 Options beyond the shared backbone API (see `lusjax.models`):
-  small_input: 3x3/1 stem conv and no max-pool, for 32-96 px inputs (SimCLR's
-    CIFAR variant); the default is the ImageNet stem (7x7/2 conv + 3x3/2 pool).
+  stem: "imagenet" (default: 7x7/2 conv + 3x3/2 max-pool, /4), "small" (3x3/1
+    conv, no pool, /1: SimCLR's CIFAR variant for 32-96 px inputs) or "patch"
+    (4x4 space-to-depth + 3x3/1 conv, /4). "patch" is ResNetTiny's: on CPUs
+    XLA's convolutions over one input channel and max-pool gradients are slow
+    (a 7x7 stem + pool was ~80% of a tiny model's step on 2 cores), while a
+    space-to-depth reshape is free.
   zero_init_residual: the last BN of every residual branch starts with gamma=0,
     so each block starts as the identity (Goyal et al. 2017; SimCLR, BYOL and
     solo-learn use it). torchvision's default is off.
@@ -27,6 +31,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lusjax.errors import UserError
 from lusjax.models import layers
 
 
@@ -96,7 +101,7 @@ class ResNet(nn.Module):
     width: float = 1.0
     bn_axis_name: str | None = None
     # ResNet-only options.
-    small_input: bool = False
+    stem: str = "imagenet"
     zero_init_residual: bool = True
 
     @property
@@ -118,13 +123,22 @@ class ResNet(nn.Module):
 
         x = x.astype(dtype)
         stem_width = self.stage_widths[0]
-        if self.small_input:
+        if self.stem == "small":
             x = conv(stem_width, 3, name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
-        else:
+        elif self.stem == "patch":
+            b, h, w, c = x.shape
+            if h % 4 or w % 4:
+                raise UserError(f"the patch stem needs sides divisible by 4, got {h}x{w}")
+            x = x.reshape(b, h // 4, 4, w // 4, 4, c).transpose(0, 1, 3, 2, 4, 5)
+            x = conv(stem_width, 3, name="conv1")(x.reshape(b, h // 4, w // 4, 16 * c))
+            x = nn.relu(norm(name="bn1")(x))
+        elif self.stem == "imagenet":
             x = conv(stem_width, 7, 2, name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        else:
+            raise UserError(f"unknown ResNet stem {self.stem!r}: imagenet, small or patch")
 
         for i, (n_blocks, features) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for j in range(n_blocks):
@@ -142,4 +156,5 @@ class ResNet(nn.Module):
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
 ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
-ResNetTiny = functools.partial(ResNet, stage_sizes=(1, 1), block_cls=BasicBlock, base_width=16)
+ResNetTiny = functools.partial(ResNet, stage_sizes=(1, 1), block_cls=BasicBlock, base_width=16,
+                               stem="patch")

@@ -73,13 +73,20 @@ def write_video(path: str | Path, rgb: np.ndarray, *, fps: int = 10, codec: str 
 
     path = Path(path)
     ext = path.suffix.lower()
-    codec = codec or {".gif": "gif", ".avi": "mpeg4"}.get(ext, "libx264")
+    if ext == ".gif" and codec is None:  # PIL: adaptive palettes, like real exported GIFs
+        images = [Image.fromarray(f) for f in rgb]
+        images[0].save(path, save_all=True, append_images=images[1:],
+                       duration=int(1000 / fps), loop=0)
+        return path
+    codec = codec or {".avi": "mpeg4"}.get(ext, "libx264")
     pix_fmt = pix_fmt or ("rgb8" if codec == "gif" else "yuv420p")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = rgb.shape[2], rgb.shape[1], pix_fmt
         if codec == "libx264":
             stream.options = {"crf": "18"}
+        elif codec == "mpeg4":
+            stream.bit_rate = 4_000_000
         for frame in rgb:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
