@@ -212,7 +212,7 @@ def _synthetic_preview(path: Path, args: argparse.Namespace, gen: dict, n: int =
 
     from data_prep import preview, synthetic
 
-    tiles = []
+    tiles, names = [], []
     for clip in synthetic.generate_clips(
         min(n, args.synthetic), args.frames, args.size or 64, args.seed, **gen
     ):
@@ -222,9 +222,9 @@ def _synthetic_preview(path: Path, args: argparse.Namespace, gen: dict, n: int =
         fan = ndimage.binary_fill_holes(
             ndimage.binary_closing(clip.frames.max(0) > 0, iterations=3)
         )
-        name = f"{clip.label_name} {clip.probe} {clip.video_id.rsplit('/', 1)[-1]}"
-        tiles.append(preview.render_tile(first, fan, (0, 0, size, size), middle, name))
-    return preview.save_contact_sheet(tiles, path)
+        names.append(f"{clip.label_name} {clip.probe} {clip.video_id.rsplit('/', 1)[-1]}")
+        tiles.append(preview.render_tile(first, fan, (0, 0, size, size), middle))
+    return preview.save_contact_sheet(tiles, path, names)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,13 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def due(self, step: int) -> bool:
+        """Whether `step` is a regular checkpoint step."""
+        return self.every > 0 and step % self.every == 0
+
     def save(self, step: int, state, data_state: dict | None, *, force: bool = False) -> bool:
         """Starts a save of `state` (+ iterator state) at `step`; returns whether it did."""
-        if not force and (self.every <= 0 or step % self.every):
+        if not force and not self.due(step):
             return False
         items = {"state": ocp.args.StandardSave(state)}
         items["data_iter"] = ocp.args.JsonSave(data_state if data_state is not None else {})

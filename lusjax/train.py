@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -31,6 +33,14 @@ from lusjax.data.default import ensure_data
 from lusjax.data.shards import open_split
 from lusjax.errors import UserError
 from lusjax.metrics import MetricsWriter, console_line
+
+PRETRAIN_CLIPS = "pretrain_clips.json"
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1) + "\n")
+
 
 # ----------------------------------------------------------------------------
 # Model: backbone + method head, and the online probe.
@@ -280,6 +290,11 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     data_dir = ensure_data(cfg.data)
     train_src = open_split(data_dir, cfg.data.train_split)
     num_classes = max(1, len(train_src.class_names))
+    if is_main:  # which clips pretraining saw: evaluation refuses to test on them
+        _write_json(Path(workdir) / PRETRAIN_CLIPS, {
+            "data_dir": str(Path(data_dir).resolve()), "split": cfg.data.train_split,
+            "video_id": list(train_src.clips.video_id),
+            "patient_id": list(train_src.clips.patient_id)})
     total_steps = cfg.total_steps
     it = pipeline.train_iterator(data_dir, cfg.data.train_split, cfg.data,
                                  global_batch_size=cfg.batch_size, seed=cfg.seed,
@@ -317,48 +332,53 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
                    unit="step", dynamic_ncols=True)
     last = {}
     t_log, steps_since_log, compile_s = time.time(), 0, None
-    with tracker.phase("pretrain"):
-        for step in range(start, total_steps):
-            batch = next(it)
-            batch = jax.make_array_from_process_local_data(batch_sharding, batch)
-            t0 = time.time()
-            state, metrics = step_fn(state, batch)
-            if compile_s is None:
-                jax.block_until_ready(metrics["loss"])
-                compile_s = time.time() - t0
-                t_log = time.time()
-            else:
-                steps_since_log += 1
-            done = step + 1
-            if bar is not None:
-                bar.update(1)
-            if done % cfg.log_every == 0 or done == total_steps:
-                metrics = jax.device_get(metrics)
-                loss = float(metrics["loss"])
-                if not np.isfinite(loss):
-                    ckpt.wait()
-                    raise UserError(
-                        f"loss became {loss} at step {done}; stopped. The last good checkpoint "
-                        f"(step {ckpt.latest_step()}) is kept in {workdir}. Lower optim.lr?")
-                elapsed = time.time() - t_log
-                ips = 2 * cfg.batch_size * steps_since_log / elapsed if steps_since_log else 0.0
-                rec = {k: float(v) for k, v in metrics.items()}
-                rec.update(lr=float(lr_schedule(done // cfg.optim.grad_accum)),
-                           images_per_s=ips, compile_s=compile_s, **tracker.snapshot())
-                if eval_frames is not None and (done % cfg.probe.eval_every == 0
-                                                or done == total_steps):
-                    rec["probe_val_acc"] = probe_eval(state, eval_frames)
-                last = writer.write(done, rec)
+    try:
+        with tracker.phase("pretrain"):
+            for step in range(start, total_steps):
+                batch = next(it)
+                batch = jax.make_array_from_process_local_data(batch_sharding, batch)
+                t0 = time.time()
+                state, metrics = step_fn(state, batch)
+                if compile_s is None:
+                    jax.block_until_ready(metrics["loss"])
+                    compile_s = time.time() - t0
+                    t_log = time.time()
+                else:
+                    steps_since_log += 1
+                done = step + 1
                 if bar is not None:
-                    bar.set_postfix_str(console_line(last, ("loss", "probe_acc", "images_per_s")))
-                t_log, steps_since_log = time.time(), 0
-            ckpt.save(done, state, it.get_state(), force=done == total_steps or preempt.requested)
-            if preempt.requested:
-                print(f"SIGTERM: saved step {done}, exiting", flush=True)
-                break
-    if bar is not None:
-        bar.close()
-    ckpt.close()
+                    bar.update(1)
+                final = done == total_steps or preempt.requested
+                log_now = done % cfg.log_every == 0 or final
+                save_now = final or ckpt.due(done)
+                if log_now or save_now:
+                    # Never log or checkpoint a state that went non-finite.
+                    metrics = jax.device_get(metrics)
+                    _check_finite(metrics["loss"], done, ckpt, workdir)
+                if log_now:
+                    elapsed = time.time() - t_log
+                    ips = 2 * cfg.batch_size * steps_since_log / elapsed if steps_since_log else 0.0
+                    rec = {k: float(v) for k, v in metrics.items()}
+                    rec.update(lr=float(lr_schedule(done // cfg.optim.grad_accum)),
+                               images_per_s=ips, compile_s=compile_s, **tracker.snapshot())
+                    if eval_frames is not None and (done % cfg.probe.eval_every == 0 or final):
+                        rec["probe_val_acc"] = probe_eval(state, eval_frames)
+                    last = writer.write(done, rec)
+                    if bar is not None:
+                        bar.set_postfix_str(console_line(last, ("loss", "probe_acc",
+                                                                "images_per_s")))
+                    t_log, steps_since_log = time.time(), 0
+                if save_now:
+                    ckpt.save(done, state, it.get_state(), force=True)
+                if preempt.requested:
+                    print(f"SIGTERM: saved step {done}, exiting", flush=True)
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        ckpt.close()  # waits for the async save in flight: it commits or raises here
+        if hasattr(it, "close"):
+            it.close()  # grain worker processes
 
     done = int(state["step"])
     if done >= total_steps and is_main:
@@ -371,6 +391,15 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
                "final": last, "carbon": tracker.summary()}
     tracker.close()
     return summary
+
+
+def _check_finite(loss, step: int, ckpt: checkpoint.Checkpointer, workdir: str) -> None:
+    loss = float(loss)
+    if not np.isfinite(loss):
+        ckpt.wait()
+        raise UserError(
+            f"loss became {loss} at step {step}; stopped. The last good checkpoint "
+            f"(step {ckpt.latest_step()}) is kept in {workdir}. Lower optim.lr?")
 
 
 def encoder_kwargs(cfg) -> dict[str, Any]:
