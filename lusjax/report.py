@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -59,4 +60,21 @@ def render(workdir: str | os.PathLike) -> list[Path]:
         fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
         written.append(out_dir / name)
+    written += _carbon(Path(workdir), out_dir)
     return written
+
+
+def _carbon(workdir: Path, out_dir: Path) -> list[Path]:
+    """The run's per-phase energy/CO2e (written by train at the end) as a table and a chart."""
+    from lusjax import carbon
+    from lusjax.train import CARBON_JSON
+
+    path = workdir / CARBON_JSON
+    if not path.exists():
+        return []
+    summary = json.loads(path.read_text())
+    table = out_dir / "carbon.md"
+    table.write_text(carbon.report_table(summary) + "\n")
+    chart = out_dir / "carbon.png"
+    carbon.plot_phases(summary, chart)
+    return [table, chart]

@@ -35,6 +35,7 @@ from lusjax.errors import UserError
 from lusjax.metrics import MetricsWriter, console_line
 
 PRETRAIN_CLIPS = "pretrain_clips.json"
+CARBON_JSON = "carbon.json"
 
 
 def _write_json(path: Path, obj) -> None:
@@ -390,6 +391,8 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     summary = {"step": done, "backbone_params": int(n_params), "devices": n_dev,
                "final": last, "carbon": tracker.summary()}
     tracker.close()
+    if is_main:  # per-phase energy and CO2e, for `lusjax report`
+        _write_json(Path(workdir) / CARBON_JSON, summary["carbon"])
     return summary
 
 

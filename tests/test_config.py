@@ -81,3 +81,23 @@ def test_save_and_load_saved_roundtrip(cfg_file, tmp_path):
     assert json.loads(path.read_text())["lr"] == 0.5
     back = config_lib.load_saved(tmp_path / "run")
     assert isinstance(back, ml_collections.ConfigDict) and back.optim.name == "lars"
+
+
+def test_every_shipped_config_loads_and_ssl_defaults_match_the_methods():
+    """configs/common.py spells out every default; it must agree with each method's own."""
+    import importlib
+    from pathlib import Path
+
+    from configs import common
+    from lusjax import models, ssl
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for path in sorted(root.glob("*.py")):
+        if path.name in ("__init__.py", "common.py"):
+            continue
+        cfg = config_lib.load(str(path))
+        if "method" in cfg:  # training configs (eval.py is not one)
+            assert cfg.method in ssl.NAMES and cfg.model.name in models.NAMES, path
+    for name, values in common.SSL.items():
+        method_defaults = importlib.import_module(f"lusjax.ssl.{name}").default_config()
+        assert dict(values) == method_defaults.to_dict(), name

@@ -95,6 +95,13 @@ def test_label_fraction_counts_clips_not_frames():
     assert not np.array_equal(splits.label_fraction(train, labels, 0.5, 5),
                               splits.label_fraction(train, labels, 0.5, 6))
     assert np.array_equal(splits.label_fraction(train, labels, 1.0, 0), train)
+    # On tiny data 1% and 10% both mean "one clip per class": the report says so.
+    from lusjax.eval import protocol
+
+    few = np.array([0] * 5 + [1] * 5)
+    notes = protocol.fraction_notes([splits.Fold(np.arange(10), np.array([]))], few,
+                                    [0.01, 0.1, 1.0])
+    assert len(notes) == 1 and "1% and 10%" in notes[0]
 
 
 def test_leakage_gate_names_overlapping_ids():
@@ -206,8 +213,9 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_workdir(tmp_path_factory):
-    """A 'pretrained' run: a resnet_tiny encoder exported like `lusjax train` does."""
+def tiny_workdir(tmp_path_factory, tiny_data):
+    """A 'pretrained' run: a resnet_tiny encoder exported like `lusjax train` does,
+    pretrained (say its records) on the clips of the train split."""
     from lusjax import checkpoint
     from lusjax.encoder import Encoder
 
@@ -216,6 +224,9 @@ def tiny_workdir(tmp_path_factory):
     enc = Encoder.random_init("resnet_tiny", kwargs, 32, seed=7)
     checkpoint.export_encoder(workdir, enc.variables, model_name="resnet_tiny",
                               model_kwargs=kwargs, image_size=32, step=0)
+    info = json.loads((Path(tiny_data) / "dataset.json").read_text())
+    seen = [c["video_id"] for c in info["splits"]["train"]["clips"]]
+    (workdir / "pretrain_clips.json").write_text(json.dumps({"video_id": seen}))
     return str(workdir)
 
 
@@ -247,6 +258,8 @@ def test_protocol_end_to_end(protocol_run):
     assert {r["protocol"] for r in on_disk["summary"]} == {"linear", "knn", "finetune"}
     assert {"cpu", "backend", "devices"} <= set(on_disk["hardware"])
     assert on_disk["config"]["folds"] == 3
+    assert any("seen without labels during pretraining" in n for n in on_disk["notes"])
+    assert set(on_disk["timing"]) >= {"features_s", "fit_linear_s", "fit_finetune_s"}
     # Folds: disjoint clips, every labelled clip tested once.
     tested = [c for f in on_disk["folds"] for c in f["test"]]
     assert len(tested) == len(set(tested)) == 18

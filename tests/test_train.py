@@ -12,10 +12,11 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from configs import common
 from lusjax import config as config_lib
-from lusjax import sharding, train
+from lusjax import report, sharding, train
 from lusjax.data.default import ensure_data
 from lusjax.errors import UserError
 
@@ -44,6 +45,11 @@ def test_train_writes_metrics_checkpoint_config_and_encoder(tmp_path):
     assert json.loads((run / "config.json").read_text())["total_steps"] == 3
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "3"]
     assert json.loads((run / "encoder.json").read_text())["step"] == 3
+    assert json.loads((run / "pretrain_clips.json").read_text())["video_id"]
+    carbon = json.loads((run / "carbon.json").read_text())
+    assert carbon["phases"][0]["phase"] == "pretrain" and carbon["total"]["model_kwh"] > 0
+    names = {p.name for p in report.render(run)}
+    assert {"loss.png", "probe.png", "carbon.md", "carbon.png"} <= names
 
 
 def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
@@ -137,3 +143,30 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     ref_losses, run_losses = _losses(ref), _losses(run)
     assert sorted(run_losses) == list(range(1, total + 1))
     assert run_losses == ref_losses  # exact equality: same floats, step by step
+
+
+@pytest.mark.parametrize("method", ["simclr", "mocov2", "byol", "simsiam", "barlow", "vicreg",
+                                    "swav"])
+def test_every_method_trains_and_its_online_probe_beats_chance(tmp_path, method):
+    """Each method trains on the synthetic data with the loop; the online probe learns."""
+    cfg = tiny_config(tmp_path / method, ("total_steps", "40"), ("ckpt_every", "0"),
+                      ("optim.probe_lr", "1e-2"))
+    with cfg.unlocked():
+        cfg.method = method
+        cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
+        for k, v in dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=64,
+                         num_prototypes=8).items():
+            if k in cfg.ssl:
+                cfg.ssl[k] = v
+    train.train(cfg, progress=False)
+    recs = [json.loads(x) for x in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in recs)
+    n_classes = len(json.loads((Path(ensure_data(cfg.data)) / "dataset.json").read_text())
+                    ["class_names"])
+    # The probe's accuracy on the last 20 training batches (320 frames) must beat
+    # guessing: a one-sided binomial test against 1/n_classes.
+    late = recs[-20:]
+    n = int(sum(r["probe_labelled"] for r in late))
+    k = int(round(sum(r["probe_acc"] * r["probe_labelled"] for r in late)))
+    p = binomtest(k, n, 1.0 / n_classes, alternative="greater").pvalue
+    assert p < 0.01, (method, k / n, p)

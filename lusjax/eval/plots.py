@@ -47,7 +47,7 @@ def label_efficiency(curves: dict[str, tuple], path, *, metric: str, title: str 
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(title or f"label efficiency: {metric}", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 

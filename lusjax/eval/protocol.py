@@ -60,9 +60,12 @@ def run(config) -> dict:
                              np.flatnonzero(known_any & fixed_test))]
     for f in folds:  # the leakage gate, before anything is fitted
         splits.check_disjoint(f.train, f.test, data.clips.video_id, data.clips.patient_id)
+    fractions = [float(f) for f in config.label_fractions]
+    notes += fraction_notes(folds, strat, fractions)
 
     timing = {"data_s": time.time() - t0}
     encoders = build_encoders(config)
+    notes += pretrain_notes(config, data)
     frozen = [p for p in protocols if p in FROZEN]
     feats = {}
     for name, enc in encoders.items():
@@ -75,8 +78,8 @@ def run(config) -> dict:
     # Every fit, collected into test-frame probabilities per run key.
     pooled: dict[tuple, np.ndarray] = {}
     per_fold: dict[tuple, list] = collections.defaultdict(list)
+    fit_s: dict[str, float] = collections.defaultdict(float)  # seconds fitting, per protocol
     crosscheck: dict[tuple, np.ndarray] = {}
-    fractions = [float(f) for f in config.label_fractions]
     bar = _progress(config, len(encoders) * len(folds) * len(fractions) * config.seeds)
     for enc_name, enc in encoders.items():
         for fi, fold in enumerate(folds):
@@ -87,9 +90,11 @@ def run(config) -> dict:
                                           data.clips.patient_id)
                     sklearn_check = ("linear" in protocols and config.linear.sklearn_check
                                      and fraction == 1.0 and seed == 0)
+                    t_fit = time.time()
                     for proto, task, te, probs, info in fit_split(
                             enc, feats.get(enc_name), data, tasks, protocols, train_clips,
                             fold.test, seed, config, sklearn_check):
+                        fit_s[proto] += time.time() - t_fit
                         if proto == "sklearn":
                             crosscheck.setdefault((enc_name, task), np.full(
                                 (len(data), len(tasks[task])), np.nan))[te] = probs
@@ -97,9 +102,11 @@ def run(config) -> dict:
                         _record(pooled, per_fold, (enc_name, proto, task, fraction, seed),
                                 data, task, tasks[task], te, probs,
                                 {"fold": fi, "n_train_clips": len(train_clips), **info})
+                        t_fit = time.time()
                     bar.update(1)
     bar.close()
     timing["fits_s"] = time.time() - t0 - sum(timing.values())
+    timing.update({f"fit_{p}_s": v for p, v in fit_s.items()})
 
     # Metrics pooled over folds (every labelled clip is tested exactly once).
     runs = []
@@ -190,6 +197,17 @@ def probe_kwargs(config, proto: str) -> dict:
     if "hidden" in kwargs:
         kwargs["hidden"] = tuple(kwargs["hidden"])
     return kwargs
+
+
+def fraction_notes(folds, strat: np.ndarray, fractions: list[float]) -> list[str]:
+    """A note when label fractions select the same clips (tiny data: one per class)."""
+    counts = {}
+    for fr in fractions:
+        key = tuple(len(splits.label_fraction(f.train, strat, fr, 0)) for f in folds)
+        counts.setdefault(key, []).append(fr)
+    return [f"label fractions {' and '.join(f'{f * 100:g}%' for f in frs)} select the same "
+            f"number of training clips here ({np.mean(key):.1f} per fold: at least one per "
+            "class), so their results coincide" for key, frs in counts.items() if len(frs) > 1]
 
 
 def run_finetune(encoder, data, tasks: dict, train_frames, test_frames, seed: int, config):
@@ -300,6 +318,18 @@ def build_encoders(config) -> dict:
         out[RANDOM] = Encoder.random_init(enc.model_name, enc.model_kwargs, enc.image_size,
                                           seed=config.init_seed)
     return out
+
+
+def pretrain_notes(config, data) -> list[str]:
+    """Says how many evaluated clips the encoder saw (unlabelled) during pretraining."""
+    path = Path(config.encoder) / "pretrain_clips.json"
+    if config.encoder == "random" or not path.exists():
+        return []
+    seen = set(json.loads(path.read_text()).get("video_id", []))
+    n = len(seen & set(data.clips.video_id))
+    note = (f"{n} of the {len(data.clips)} evaluated clips were seen without labels during "
+            "pretraining (pretrain_clips.json): for them the pretrained numbers are transductive")
+    return [note] if n else []
 
 
 # ---------------------------------------------------------------------------
@@ -466,12 +496,12 @@ def _jsonable(v):
     return v
 
 
-def _pm(ms, pct: bool = True) -> str:
+def _pm(ms, seeds: int) -> str:
+    """Percent, mean ± std over seeds (the mean alone from a single seed)."""
     mean, std = ms
     if mean is None or math.isnan(mean):
         return "n/a"
-    scale = 100 if pct else 1
-    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+    return f"{mean * 100:.1f} ± {std * 100:.1f}" if seeds > 1 else f"{mean * 100:.1f}"
 
 
 def markdown(results: dict) -> str:
@@ -489,8 +519,9 @@ def markdown(results: dict) -> str:
          f"(≤ {cfg.get('frames_per_clip') or 'all'} per clip)"),
         (f"- {ds['n_folds']} fold(s) by clip, grouped by patient, stratified by clip label; "
          "label fractions count training clips (at least one per class); metrics pooled over "
-         f"the test folds, mean ± std over {seeds} seed(s); clip level = mean of frame "
-         "probabilities"),
+         f"the test folds, mean ± std over {seeds} seed(s) (fine-tuning: "
+         f"{cfg.get('finetune', {}).get('seeds', seeds)}; a single seed shows no ±); "
+         "clip level = mean of frame probabilities"),
         (f"- Hardware: {hw['cpu']} ({hw['cpu_cores']} cores), JAX {hw['backend']} "
          f"{', '.join(hw['devices'])}; total time {results.get('seconds', 0):.0f} s"),
         "",
@@ -503,12 +534,11 @@ def markdown(results: dict) -> str:
         rows = [r for r in results["summary"] if r["task"] == task]
         rows.sort(key=lambda r: (PROTOCOLS.index(r["protocol"]), r["fraction"], r["encoder"]))
         for r in rows:
-            lines.append(
-                f"| {r['protocol']} | {r['encoder']} | {r['fraction'] * 100:g}% | "
-                f"{r['n_train_clips']:.1f} | {_pm(r['clip_accuracy'])} | "
-                f"{_pm(r['clip_balanced_accuracy'])} | {_pm(r['clip_roc_auc'])} | "
-                f"{_pm(r['frame_accuracy'])} | {_pm(r['frame_balanced_accuracy'])} | "
-                f"{_pm(r['frame_roc_auc'])} |")
+            cells = [_pm(r[m], r["seeds"]) for m in (
+                "clip_accuracy", "clip_balanced_accuracy", "clip_roc_auc", "frame_accuracy",
+                "frame_balanced_accuracy", "frame_roc_auc")]
+            lines.append(f"| {r['protocol']} | {r['encoder']} | {r['fraction'] * 100:g}% | "
+                         f"{r['n_train_clips']:.1f} | {' | '.join(cells)} |")
         lines.append("")
     if results.get("crosscheck"):
         lines += ["## Linear probe: JAX vs scikit-learn (100% labels, seed 0, pooled)", "",
