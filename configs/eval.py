@@ -52,12 +52,13 @@ def get_config(arg=None):
 
     # Linear probe on standardized features: Adam, class-balanced CE + l2/2 |W|^2
     # (= sklearn LogisticRegression(C=1/(l2*N), class_weight="balanced")).
+    # batch_size: rows per step (0 = full batch, what matches sklearn's optimum).
     c.linear = ml_collections.ConfigDict(
-        {"steps": 500, "lr": 0.05, "l2": 1e-2, "batch_size": 1024, "sklearn_check": True})
+        {"steps": 500, "lr": 0.05, "l2": 1e-2, "batch_size": 0, "sklearn_check": True})
     # MLP head: same trainer with hidden ReLU layers and dropout.
     c.mlp = ml_collections.ConfigDict(
         {"hidden": (256,), "dropout": 0.2, "steps": 500, "lr": 0.01, "l2": 1e-3,
-         "batch_size": 1024})
+         "batch_size": 256})
     # Weighted kNN: cosine similarity, votes exp(sim / temperature).
     c.knn = ml_collections.ConfigDict({"k": 20, "temperature": 0.07})
     # Full fine-tuning (backbone + one head per task); the grid is searched on an inner

@@ -100,7 +100,13 @@ def load_encoder(workdir: str | os.PathLike) -> Encoder:
                         "train until the end, or point to a finished run")
     meta = json.loads(meta_path.read_text())
     enc = Encoder.random_init(meta["model_name"], meta["model_kwargs"], meta["image_size"])
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(workdir / ENCODER_DIR, _abstract(enc.variables))
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore(workdir / ENCODER_DIR, _abstract(enc.variables))
+    except (ValueError, KeyError) as e:
+        raise UserError(
+            f"the encoder in {workdir} does not match {meta['model_name']} as this lusjax "
+            f"builds it (exported by another version?): {str(e).splitlines()[0][:200]}"
+        ) from None
     enc.variables = variables
     return enc

@@ -22,8 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-FULL_BATCH_MAX = 8192  # up to this many rows, every step sees all of them
-
 
 class Head(nn.Module):
     """Dense layers with ReLU (and dropout) between them, then a linear classifier."""
@@ -102,8 +100,11 @@ def balanced_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, hidden: tuple[int, ...] = (),
               dropout: float = 0.0, steps: int = 500, lr: float = 0.05, l2: float = 1e-2,
-              batch_size: int = 1024, class_balanced: bool = True, seed: int = 0) -> Probe:
-    """Trains a head on features `x` [N, D] with integer labels `y` [N] in [0, num_classes)."""
+              batch_size: int = 0, class_balanced: bool = True, seed: int = 0) -> Probe:
+    """Trains a head on features `x` [N, D] with integer labels `y` [N] in [0, num_classes).
+
+    `batch_size` rows per step, drawn with replacement; 0 (or >= N) = every row every step.
+    """
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
     if len(x) == 0:
@@ -117,7 +118,7 @@ def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, hidden: tuple[i
     head = Head(num_classes, tuple(hidden), dropout)
     key_init, key_train = jax.random.split(jax.random.PRNGKey(seed))
     params = _init(head, key_init, z.shape[1])
-    full = n <= FULL_BATCH_MAX
+    full = batch_size <= 0 or n <= batch_size
     params = _train(head, steps, 0 if full else batch_size, full, params, z, y, w, n, key_train,
                     jnp.float32(lr), jnp.float32(l2))
     return Probe(head, jax.device_get(params), mean, std)
