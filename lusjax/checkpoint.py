@@ -79,15 +79,20 @@ class Checkpointer:
 
 def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
                    model_kwargs: dict, image_size: int, step: int) -> Path:
-    """Writes the backbone alone (params + batch_stats) for probing / fine-tuning."""
+    """Writes the backbone alone (params + batch_stats) for probing / fine-tuning.
+
+    Call it on every process of a multi-host run: orbax synchronises them and the
+    primary host writes.
+    """
     workdir = Path(workdir).resolve()
     target = workdir / ENCODER_DIR
-    variables = jax.tree.map(np.asarray, jax.device_get(variables))
+    variables = jax.tree.map(np.asarray, variables)  # replicated: the local copy is whole
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(target, variables, force=True)
-    (workdir / ENCODER_JSON).write_text(json.dumps({
-        "model_name": model_name, "model_kwargs": model_kwargs,
-        "image_size": image_size, "step": int(step)}, indent=2) + "\n")
+    if jax.process_index() == 0:
+        (workdir / ENCODER_JSON).write_text(json.dumps({
+            "model_name": model_name, "model_kwargs": model_kwargs,
+            "image_size": image_size, "step": int(step)}, indent=2) + "\n")
     return target
 
 

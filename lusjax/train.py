@@ -382,7 +382,7 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
             it.close()  # grain worker processes
 
     done = int(state["step"])
-    if done >= total_steps and is_main:
+    if done >= total_steps:  # every process: orbax's save synchronises all of them
         enc_vars = {"params": state["params"]["backbone"],
                     "batch_stats": state["batch_stats"].get("backbone", {})}
         checkpoint.export_encoder(
