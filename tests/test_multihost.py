@@ -316,8 +316,8 @@ def train_child(config: str, workdir: str, out: str, emulate_hosts: str, _index:
     overrides, _ = config_lib.split_overrides(TRAIN_OVERRIDES + [f"--config.workdir={workdir}"])
     cfg = config_lib.load(config, overrides)
     summary = train.train(cfg, progress=False)
+    enc = checkpoint.load_encoder(workdir)  # every process: orbax restores are collective
     if jax.process_index() == 0:
-        enc = checkpoint.load_encoder(workdir)
         leaves = jax.tree_util.tree_leaves_with_path(enc.variables)
         np.savez(out, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
     print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
