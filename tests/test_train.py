@@ -32,6 +32,19 @@ def tiny_config(workdir, *extra):
                            [("workdir", str(workdir)), *TINY, *extra])
 
 
+def method_config(method, workdir, *extra):
+    """The tiny config with `method`'s own ssl section, shrunk to tiny dims."""
+    cfg = tiny_config(workdir, *extra)
+    with cfg.unlocked():
+        cfg.method = method
+        cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
+        for k, v in dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=64,
+                         num_prototypes=8).items():
+            if k in cfg.ssl:
+                cfg.ssl[k] = v
+    return cfg
+
+
 def test_train_writes_metrics_checkpoint_config_and_encoder(tmp_path):
     cfg = tiny_config(tmp_path / "run", ("total_steps", "3"), ("ckpt_every", "2"))
     summary = train.train(cfg, progress=False)
@@ -74,14 +87,7 @@ def _first_step(cfg, mesh, batch):
 def test_sharded_step_equals_single_device_step(tmp_path, method):
     """8 devices x 2 examples == 1 device x 16 examples: global negatives, synced BN."""
     assert jax.device_count() == 8
-    cfg = tiny_config(tmp_path, ("total_steps", "4"))
-    with cfg.unlocked():  # the method's own section, with tiny dims
-        cfg.method = method
-        cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
-        for k, v in dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=64,
-                         num_prototypes=8).items():
-            if k in cfg.ssl:
-                cfg.ssl[k] = v
+    cfg = method_config(method, tmp_path, ("total_steps", "4"))
     rng = np.random.default_rng(0)
     batch = {"view1": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
              "view2": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
@@ -149,15 +155,8 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
                                     "swav"])
 def test_every_method_trains_and_its_online_probe_beats_chance(tmp_path, method):
     """Each method trains on the synthetic data with the loop; the online probe learns."""
-    cfg = tiny_config(tmp_path / method, ("total_steps", "40"), ("ckpt_every", "0"),
-                      ("optim.probe_lr", "1e-2"))
-    with cfg.unlocked():
-        cfg.method = method
-        cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
-        for k, v in dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=64,
-                         num_prototypes=8).items():
-            if k in cfg.ssl:
-                cfg.ssl[k] = v
+    cfg = method_config(method, tmp_path / method, ("total_steps", "40"), ("ckpt_every", "0"),
+                        ("optim.probe_lr", "1e-2"))
     train.train(cfg, progress=False)
     recs = [json.loads(x) for x in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in recs)
