@@ -7,7 +7,8 @@ Measures the real step of `lusjax/train.py` (augmentation, both views through
 backbone + head, method loss, online probe, optimizer update) on the devices
 of this host: compile time, step time, images/s (one image = one augmented
 view through forward and backward), peak device memory, and MFU = model FLOPs
-(XLA's cost analysis of the compiled step) / (step time x device bf16 peak).
+(XLA's cost analysis of the lowered step, see `_flops`) / (step time x devices x
+bf16 peak per device).
 
 `--input synthetic`: random uint8 views already on the device (the step alone).
 `--input pipeline`: batches from the grain pipeline over the configured
@@ -20,9 +21,10 @@ import argparse
 import json
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
+import ml_collections
 import numpy as np
 
 from lusjax import config as config_lib
@@ -50,9 +52,16 @@ def device_peak(kind: str) -> float | None:
     return None
 
 
-def _flops(compiled) -> float | None:
+def _flops(lowered) -> float | None:
+    """FLOPs of one global step from XLA's cost analysis of the *lowered* program.
+
+    Not the compiled one: on GPU, convolutions become cuDNN custom calls that the
+    compiled cost analysis does not count (it under-reports a ResNet step ~30x),
+    and it is per device there but global on CPU. The lowered program is the
+    whole step, device independent.
+    """
     try:
-        cost = compiled.cost_analysis()
+        cost = lowered.cost_analysis()
     except Exception:  # noqa: BLE001 - not every backend implements it
         return None
     if isinstance(cost, (list, tuple)):
@@ -66,58 +75,84 @@ def _peak_memory() -> float | None:
     return max(peaks) / 2**30 if peaks else None
 
 
-def bench(cfg, *, steps: int, warmup: int, input_kind: str) -> dict:
-    """Times `steps` train steps after `warmup`; returns one JSON-able record."""
-    mesh = sharding.make_mesh()
-    parts = train.build(cfg, num_classes=4, mesh=mesh)
-    state = parts.init_state(jax.random.PRNGKey(cfg.seed))
+def _input_fn(cfg, mesh, input_kind: str, workers: int | None):
+    """(next_batch, close) for one input kind; batches are global arrays on `mesh`."""
     b, s, c = cfg.batch_size, cfg.image_size, 1  # stored frames at the input size
+    put = sharding.batch_sharding(mesh)
     if input_kind == "synthetic":
         rng = np.random.default_rng(0)
         host = {"view1": rng.integers(0, 256, (b, s, s, c), dtype=np.uint8),
                 "view2": rng.integers(0, 256, (b, s, s, c), dtype=np.uint8),
                 "label": rng.integers(-1, 4, (b,)).astype(np.int32),
                 "index": np.arange(b, dtype=np.int32)}
-        batch = jax.device_put(host, sharding.batch_sharding(mesh))
-        next_batch = lambda: batch  # noqa: E731 - already on the device
-    elif input_kind == "pipeline":
+        batch = jax.make_array_from_process_local_data(put, host)
+        return (lambda: batch), (lambda: None)  # already on the device
+    if input_kind == "pipeline":
         from lusjax.data import pipeline
         from lusjax.data.default import ensure_data
 
-        it = pipeline.train_iterator(ensure_data(cfg.data), cfg.data.train_split, cfg.data,
+        data_cfg = cfg.data
+        if workers is not None:
+            data_cfg = ml_collections.ConfigDict(cfg.data.to_dict())
+            data_cfg.workers = workers
+        it = pipeline.train_iterator(ensure_data(data_cfg), data_cfg.train_split, data_cfg,
                                      global_batch_size=b, seed=cfg.seed, aug_cfg=cfg.aug)
-        put = sharding.batch_sharding(mesh)
-        next_batch = lambda: jax.make_array_from_process_local_data(put, next(it))  # noqa: E731
-    else:
-        raise UserError(f"--input must be synthetic or pipeline, not {input_kind!r}")
+        return (lambda: jax.make_array_from_process_local_data(put, next(it))), \
+            getattr(it, "close", lambda: None)
+    raise UserError(f"--input must be synthetic or pipeline, not {input_kind!r}")
 
+
+def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
+          workers: Sequence[int | None] = (None,), profile_dir: str = "") -> list[dict]:
+    """Compiles the step once, then times `steps` steps after `warmup` for each input
+    (and, for "pipeline", each grain worker count); returns one record per run."""
+    mesh = sharding.make_mesh()
+    parts = train.build(cfg, num_classes=4, mesh=mesh)
+    state = parts.init_state(jax.random.PRNGKey(cfg.seed))
+    first, _ = _input_fn(cfg, mesh, "synthetic", None)
     t0 = time.perf_counter()
-    compiled = parts.step.lower(state, next_batch()).compile()
+    lowered = parts.step.lower(state, first())
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    flops = _flops(compiled)
-    for _ in range(warmup):
-        state, metrics = compiled(state, next_batch())
-    jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = compiled(state, next_batch())
-    jax.block_until_ready(metrics)
-    step_s = (time.perf_counter() - t0) / steps
-
+    flops = _flops(lowered)
     kind = jax.devices()[0].device_kind
     peak = device_peak(kind)
     n_dev = mesh.size
-    return {
-        "method": cfg.method, "model": cfg.model.name, "dtype": cfg.model.dtype,
-        "image_size": cfg.image_size, "batch_size": b, "input": input_kind,
-        "device": kind, "devices": n_dev, "compile_s": round(compile_s, 2),
-        "step_ms": round(step_s * 1e3, 3),
-        "images_per_s": round(2 * b / step_s, 1),
-        "step_tflops": round(flops / 1e12, 4) if flops else None,
-        "mfu": round(flops / (step_s * peak * n_dev), 4) if flops and peak else None,
-        "peak_mem_gib": round(_peak_memory(), 2) if _peak_memory() else None,
-        "loss": float(jax.device_get(metrics["loss"])),
-    }
+    records = []
+    for input_kind in inputs:
+        for w in (workers if input_kind == "pipeline" else (None,)):
+            next_batch, close = _input_fn(cfg, mesh, input_kind, w)
+            try:
+                for _ in range(warmup):
+                    state, metrics = compiled(state, next_batch())
+                jax.block_until_ready(metrics)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    state, metrics = compiled(state, next_batch())
+                jax.block_until_ready(metrics)
+                step_s = (time.perf_counter() - t0) / steps
+                if profile_dir and input_kind == "synthetic":
+                    # A few more steps under the profiler (after timing: it slows them).
+                    with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+                        for _ in range(5):
+                            state, metrics = compiled(state, next_batch())
+                        jax.block_until_ready(metrics)
+            finally:
+                close()
+            mem = _peak_memory()
+            records.append({
+                "method": cfg.method, "model": cfg.model.name, "dtype": cfg.model.dtype,
+                "image_size": cfg.image_size, "batch_size": cfg.batch_size,
+                "input": input_kind if w is None else f"{input_kind} ({w} workers)",
+                "device": kind, "devices": n_dev, "compile_s": round(compile_s, 2),
+                "step_ms": round(step_s * 1e3, 3),
+                "images_per_s": round(2 * cfg.batch_size / step_s, 1),
+                "step_tflops": round(flops / 1e12, 4) if flops else None,
+                "mfu": round(flops / (step_s * peak * n_dev), 4) if flops and peak else None,
+                "peak_mem_gib": round(mem, 2) if mem else None,
+                "loss": float(jax.device_get(metrics["loss"])),
+            })
+    return records
 
 
 def markdown(records: list[dict]) -> str:
@@ -139,19 +174,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="config file[:arg] (default: configs/simclr_resnet.py:r18)")
     p.add_argument("--batch-size", default="", help="comma-separated global batch sizes")
     p.add_argument("--input", default="synthetic", help="synthetic,pipeline (comma-separated)")
+    p.add_argument("--workers", default="",
+                   help="grain worker counts for --input pipeline, comma-separated "
+                        "(default: the config's data.workers)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    p.add_argument("--profile", default="", metavar="DIR",
+                   help="also trace 5 synthetic-input steps with jax.profiler into DIR "
+                        "(summary: python benchmarks/profile_top.py DIR)")
     args = p.parse_args(rest)
     records = []
     batches = [int(x) for x in args.batch_size.split(",") if x] or [None]
+    workers = [int(x) for x in args.workers.split(",") if x] or [None]
     for batch_size in batches:
-        for input_kind in [x for x in args.input.split(",") if x]:
-            over = list(overrides) + [("workdir", "/tmp/lusjax-bench")]
-            if batch_size:
-                over.append(("batch_size", str(batch_size)))
-            cfg = config_lib.load(args.config, over)
-            rec = bench(cfg, steps=args.steps, warmup=args.warmup, input_kind=input_kind)
+        over = list(overrides) + [("workdir", "/tmp/lusjax-bench")]
+        if batch_size:
+            over.append(("batch_size", str(batch_size)))
+        cfg = config_lib.load(args.config, over)
+        for rec in bench(cfg, steps=args.steps, warmup=args.warmup,
+                         inputs=[x for x in args.input.split(",") if x], workers=workers,
+                         profile_dir=args.profile):
             print(json.dumps(rec), flush=True)
             records.append(rec)
     if args.markdown:

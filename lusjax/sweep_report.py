@@ -153,19 +153,26 @@ def plot(rows: list[dict], path) -> Path | None:
         return None
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     labels = [f"{i + 1}: {_overrides_text(r['overrides'])}"[:60] for i, r in enumerate(rows)]
+    names = [str(i + 1) for i in range(len(rows))]
     for ax, key, title in ((axes[0, 0], "loss", "SSL loss"),
                            (axes[0, 1], None, "probe accuracy (val, else train)")):
+        series = []
         for label, r in zip(labels, rows):
             k = key or ("probe_val_acc" if any("probe_val_acc" in x for x in r["records"])
                         else "probe_acc")
-            pts = [(x["step"], x[k]) for x in r["records"]
-                   if isinstance(x.get(k), (int, float)) and not isinstance(x.get(k), bool)]
-            if pts:
-                ax.plot(*zip(*pts), label=label, marker="." if len(pts) < 30 else None)
+            series.append((label, [(x["step"], x[k]) for x in r["records"]
+                                   if isinstance(x.get(k), (int, float))
+                                   and not isinstance(x.get(k), bool)]))
+        if key is None and all(len(pts) <= 1 for _, pts in series):  # one eval: bars
+            ax.bar(names, [pts[-1][1] if pts else 0.0 for _, pts in series], color="tab:blue")
+            ax.set_xlabel("run")
+        else:
+            for label, pts in series:
+                if pts:
+                    ax.plot(*zip(*pts), label=label, marker="." if len(pts) < 30 else None)
+            ax.set_xlabel("step")
         ax.set_title(title)
-        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    names = [str(i + 1) for i in range(len(rows))]
     for ax, key, title in ((axes[1, 0], "images_per_s", "images / s (last log)"),
                            (axes[1, 1], "model_kwh", "energy so far (kWh, model)")):
         vals = [r["final"].get(key, 0.0) or 0.0 for r in rows]
