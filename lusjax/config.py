@@ -6,7 +6,9 @@
 `load(spec, overrides)` imports the file, calls `get_config(arg)`, applies each
 `--config.a.b=value` override (typed by the existing field: bool, int, float,
 str, tuple/list via Python literals), and locks the config so a mistyped key
-is an error rather than a silently ignored setting.
+is an error rather than a silently ignored setting. `--config.method=NAME`
+also replaces the `ssl` section with that method's defaults (the optimiser is
+kept: set `--config.optim.*` too, or use the method's own config file).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -154,10 +157,24 @@ def load(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections
     cfg = module.get_config(arg) if arg is not None else module.get_config()
     if not isinstance(cfg, ml_collections.ConfigDict):
         cfg = ml_collections.ConfigDict(cfg)
-    for k, v in overrides:
+    # `method` first: changing it brings the new method's own `ssl` section (its
+    # defaults), on which any --config.ssl.* override then applies.
+    for k, v in sorted(overrides, key=lambda kv: kv[0] != "method"):
         apply_override(cfg, k, v)
+        if k == "method" and isinstance(cfg.get("ssl"), ml_collections.ConfigDict):
+            _reset_ssl(cfg)
     cfg.lock()
     return cfg
+
+
+def _reset_ssl(cfg: ml_collections.ConfigDict) -> None:
+    import importlib
+
+    from lusjax import ssl
+
+    ssl.get(cfg.method)  # a clear error for an unknown method
+    with cfg.unlocked():
+        cfg.ssl = importlib.import_module(f"lusjax.ssl.{cfg.method}").default_config()
 
 
 def to_dict(cfg: ml_collections.ConfigDict) -> dict:
@@ -169,7 +186,9 @@ def save(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
     """Writes the resolved config to `<workdir>/config.json`."""
     path = Path(workdir) / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(".config.json.tmp")  # atomic: a killed run never leaves half a file
+    tmp.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
     return path
 
 

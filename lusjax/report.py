@@ -66,7 +66,7 @@ def render(workdir: str | os.PathLike) -> list[Path]:
 
 def _carbon(workdir: Path, out_dir: Path) -> list[Path]:
     """The run's per-phase energy/CO2e (written by train at the end) as a table and a chart."""
-    from lusjax import carbon
+    from lusjax import carbon_report
     from lusjax.train import CARBON_JSON
 
     path = workdir / CARBON_JSON
@@ -74,7 +74,7 @@ def _carbon(workdir: Path, out_dir: Path) -> list[Path]:
         return []
     summary = json.loads(path.read_text())
     table = out_dir / "carbon.md"
-    table.write_text(carbon.report_table(summary) + "\n")
+    table.write_text(carbon_report.report_table(summary) + "\n")
     chart = out_dir / "carbon.png"
-    carbon.plot_phases(summary, chart)
+    carbon_report.plot_phases(summary, chart)
     return [table, chart]

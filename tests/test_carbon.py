@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lusjax import carbon
+from lusjax import carbon, carbon_report
 from lusjax.energy_sensors import NvmlEnergy, RaplEnergy
 from lusjax.errors import UserError
 
@@ -144,7 +144,7 @@ def test_cpu_run_without_sensors_reports_model_and_not_available(tmp_path):
     other = tr.summary()["phases"][-1]
     assert other["phase"] == "other" and other["measured_kwh"] is None
     assert other["model_transfer_kwh"] == pytest.approx(1000 * 6.894e-8)
-    table = carbon.report_table(s)
+    table = carbon_report.report_table(s)
     assert "| prep | 100 |" in table and "n/a" in table and "not available" in table
     json.dumps(s)
     tr.close()
@@ -282,19 +282,19 @@ def test_background_polling_thread_stops(tmp_path):
 
 
 def test_break_even_arithmetic():
-    be = carbon.break_even(6.0, 0.5, 1.0)  # poster-like: pretrain = 6 supervised runs
+    be = carbon_report.break_even(6.0, 0.5, 1.0)  # poster-like: pretrain = 6 supervised runs
     assert be["break_even_n"] == pytest.approx(12.0) and be["break_even_n_int"] == 12
     assert be["ssl_cost_kg"][12] == pytest.approx(be["supervised_cost_kg"][12])
     assert be["pretrain_over_supervised"] == 6.0 and be["n"][-1] == 24
-    be = carbon.break_even(5.0, 1.0, 3.0)
+    be = carbon_report.break_even(5.0, 1.0, 3.0)
     assert be["break_even_n"] == 2.5 and be["break_even_n_int"] == 3
     assert be["ssl_cost_kg"][3] <= be["supervised_cost_kg"][3]
     assert be["ssl_cost_kg"][2] > be["supervised_cost_kg"][2]
-    assert carbon.break_even(6.0, 1.0, 1.0)["break_even_n"] == "never"
-    assert carbon.break_even(6.0, 2.0, 1.0)["break_even_n_int"] == "never"
-    assert carbon.break_even(0.0, 1.0, 1.0)["break_even_n"] == 0.0
+    assert carbon_report.break_even(6.0, 1.0, 1.0)["break_even_n"] == "never"
+    assert carbon_report.break_even(6.0, 2.0, 1.0)["break_even_n_int"] == "never"
+    assert carbon_report.break_even(0.0, 1.0, 1.0)["break_even_n"] == 0.0
     with pytest.raises(ValueError):
-        carbon.break_even(-1.0, 1.0, 1.0)
+        carbon_report.break_even(-1.0, 1.0, 1.0)
 
 
 def test_plots_write_png(tmp_path):
@@ -306,8 +306,8 @@ def test_plots_write_png(tmp_path):
     for name in ("pretrain", "finetune"):
         with tr.phase(name):
             clock.t += 60
-    carbon.plot_phases(tr.summary(), tmp_path / "phases.png")
-    carbon.plot_break_even(carbon.break_even(6, 0.5, 1), tmp_path / "be.png")
-    carbon.plot_break_even(carbon.break_even(6, 2, 1), tmp_path / "never.png")
+    carbon_report.plot_phases(tr.summary(), tmp_path / "phases.png")
+    carbon_report.plot_break_even(carbon_report.break_even(6, 0.5, 1), tmp_path / "be.png")
+    carbon_report.plot_break_even(carbon_report.break_even(6, 2, 1), tmp_path / "never.png")
     for f in ("phases.png", "be.png", "never.png"):
         assert (tmp_path / f).read_bytes()[:4] == b"\x89PNG"

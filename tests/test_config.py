@@ -1,12 +1,15 @@
 """Config loading, typed overrides, locking, and the saved resolved config."""
 
 import json
+from pathlib import Path
 
 import ml_collections
 import pytest
 
 from lusjax import config as config_lib
 from lusjax.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = '''
 import ml_collections
@@ -101,3 +104,16 @@ def test_every_shipped_config_loads_and_ssl_defaults_match_the_methods():
     for name, values in common.SSL.items():
         method_defaults = importlib.import_module(f"lusjax.ssl.{name}").default_config()
         assert dict(values) == method_defaults.to_dict(), name
+
+
+def test_method_override_brings_that_methods_ssl_section():
+    cfg = config_lib.load(str(ROOT / "configs/simclr_resnet.py"),
+                          [("ssl.proj_dim", "64"), ("method", "byol")])
+    assert cfg.method == "byol"
+    assert "pred_hidden_dim" in cfg.ssl and "temperature" not in cfg.ssl
+    assert cfg.ssl.proj_dim == 64  # ssl overrides apply on top, whatever their order
+
+
+def test_method_override_unknown_method_is_a_user_error():
+    with pytest.raises(UserError, match="unknown SSL method"):
+        config_lib.load(str(ROOT / "configs/simclr_resnet.py"), [("method", "dino")])
