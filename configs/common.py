@@ -114,9 +114,16 @@ def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.Co
                    warmup_steps=1_000, end_lr_factor=0.0, grad_accum=1, probe_lr=1e-3)
 
     c.log_every = 50
+    c.log_batch_hash = False     # metrics: a hash of each logged step's sample ids + aug key
+                                 # (checks that a resumed run sees the same batches)
     c.ckpt_every = 1_000
     c.keep_ckpts = 3
     c.async_ckpt = True
+    # Multi-host liveness (lusjax/watchdog.py): a process that makes no progress for this
+    # many seconds (a stuck data loader, a dead peer) ends the job with an error naming
+    # the stuck process. Must exceed the slowest step, compilation and checkpoint
+    # save included. 0 = off; single-process runs never use it.
+    c.watchdog_s = 600
     c.probe = dict(eval_every=1_000, eval_frames=2048)   # online probe on data.val_split
     c.carbon = dict(country="WORLD", measure=True)
     return c

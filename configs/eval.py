@@ -3,6 +3,11 @@
     lusjax eval --config configs/eval.py --config.encoder=runs/simclr \
         --config.data_dir=data/pocus_dev --config.out_dir=runs/simclr/eval
 
+The encoder's SSL pretraining must not have seen the test clips or patients
+(its pretrain_clips.json): k-fold CV over a dataset it pretrained on is refused
+unless `--config.allow_pretrain_overlap=True`; `--config.test_split=test` tests
+on a split it did not see.
+
 Writes OUT_DIR/results.json (every number: per fold and pooled, config,
 hardware), OUT_DIR/results.md (the table) and PNG plots, plus heads.msgpack +
 heads.json for `lusjax predict`. The pretrained encoder is always compared with
@@ -37,7 +42,11 @@ def get_config(arg=None):
     # Data: a dataset folder written by `lusjax prep` (empty: the encoder's own dataset).
     c.data_dir = ""
     c.splits = ""              # splits pooled for k-fold CV, "a,b"; empty = every split
-    c.test_split = ""          # if set: no CV; train on `splits`, test on this split
+    c.test_split = ""          # if set: no CV; train on `splits` (empty: the others), test here
+    # Leakage gate: evaluation refuses to test on clips, or patients, that the encoder's
+    # SSL pretraining saw (its workdir's pretrain_clips.json), naming them. True accepts
+    # it (the numbers for those clips are then transductive, and results say so).
+    c.allow_pretrain_overlap = False
     c.frames_per_clip = 32     # evenly spaced frames per clip (0 = all frames)
     c.batch_size = 256         # frames per forward pass (features, prediction)
 

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = run(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"lusjax: error: {e}", file=sys.stderr)
         return 2
     print(f"dataset: {Path(args.out).resolve()}")
     return 0 if info["total"]["clips"] else 2

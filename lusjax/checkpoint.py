@@ -7,15 +7,23 @@ Layout of a workdir:
     encoder/                      backbone params + batch_stats (export)
     encoder.json                  backbone name, kwargs, image size, step
 
-Orbax writes each step into a temporary directory and renames it when the
-save commits, so a run killed mid-save restores the previous committed step;
-leftover temporary directories are removed when the manager is created.
+Orbax writes each step into a temporary directory (`<step>.orbax-checkpoint-tmp`)
+and renames it when the save commits; older steps beyond `keep` are deleted only
+after that. A run killed mid-save therefore restores the previous committed step,
+and never finds itself without one. Temporary directories left by a killed run
+are removed when the next `Checkpointer` opens the workdir, before anything is
+restored (tests/reliability/test_kill_safety.py SIGKILLs the trainer to check all
+of this). A save that fails (full disk, quota, permissions) raises
+`CheckpointWriteError` at that save, at the next one or at `close()`, naming the
+step and the last committed one, which is kept.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -27,27 +35,89 @@ from lusjax.errors import UserError
 
 ENCODER_DIR = "encoder"
 ENCODER_JSON = "encoder.json"
+TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a step that has not committed
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written (full disk, quota, permissions...).
+
+    A UserError (the CLI prints one line, exit 2) and an OSError (what it is)."""
 
 
 def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _first_line(e: BaseException, head: int = 120, tail: int = 160) -> str:
+    """`Type: message` on one line, shortened in the middle: tensorstore puts the OS
+    reason ("No space left on device") at the end of a long message."""
+    text = " ".join(str(e).split())
+    if len(text) > head + tail + 5:
+        text = f"{text[:head]} ... {text[-tail:]}"
+    return f"{type(e).__name__}: {text}"
+
+
+def remove_unfinished(directory: str | os.PathLike) -> list[str]:
+    """Deletes the temporary directories of saves that never committed (a killed run).
+
+    Only process 0 deletes (one shared directory); returns the names removed.
+    """
+    directory = Path(directory)
+    if jax.process_index() != 0 or not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.iterdir()):
+        if TMP_MARK in path.name:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
 class Checkpointer:
     """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
 
     def __init__(self, workdir: str | os.PathLike, *, every: int, keep: int,
-                 async_save: bool = True):
+                 async_save: bool = True, read_only: bool = False):
+        """`read_only`: only restore, and leave the folder as it is (a reader beside a
+        live run must not remove the save it is writing)."""
+        if keep < 1:  # orbax's max_to_keep=0 deletes every checkpoint once it commits
+            raise UserError(f"keep_ckpts must be at least 1 (got {keep}): the newest "
+                            "checkpoint is what a restarted run resumes from")
         self.every = every
         self.directory = Path(workdir).resolve() / "checkpoints"
+        # Synchronously, before orbax lists the steps: a killed run's half-written step
+        # is never restored, and is gone once the next run has started.
+        self.removed = [] if read_only else remove_unfinished(self.directory)
+        for name in self.removed:
+            print(f"removed unfinished checkpoint {self.directory / name} (the run stopped "
+                  "while writing it)", file=sys.stderr, flush=True)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True, create=True)
+            max_to_keep=None if read_only else keep, enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=not read_only, create=not read_only,
+            save_interval_steps=0 if read_only else 1, read_only=read_only)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data_iter"))
+        self._writing: int | None = None  # the step of the async save in flight
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def committed_step(self) -> int | None:
+        """The newest committed step on disk. After a failed save the manager's own list
+        can be stale (it drops the steps it meant to delete before the write commits)."""
+        self.manager.reload()
+        return self.manager.latest_step()
+
+    def _write_error(self, step: int | None, e: Exception) -> CheckpointWriteError:
+        try:
+            kept = self.committed_step()
+        except Exception:  # noqa: BLE001 - the message matters more than this detail
+            kept = None
+        where = "nothing earlier" if kept is None else f"step {kept}"
+        return CheckpointWriteError(
+            f"could not write the checkpoint of step {step} to {self.directory} "
+            f"({_first_line(e)}); the last committed checkpoint ({where}) is kept: fix the "
+            "cause (free disk space?) and rerun to resume from it")
 
     def due(self, step: int) -> bool:
         """Whether `step` is a regular checkpoint step."""
@@ -57,24 +127,43 @@ class Checkpointer:
         """Starts a save of `state` (+ iterator state) at `step`; returns whether it did."""
         if not force and not self.due(step):
             return False
+        self.wait()  # a failed previous save raises here, naming its own step
         items = {"state": ocp.args.StandardSave(state)}
         items["data_iter"] = ocp.args.JsonSave(data_state if data_state is not None else {})
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        try:
+            saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        except Exception as e:  # the blocking part of the write failed
+            raise self._write_error(step, e) from e
+        self._writing = step if saved else None
+        return saved
 
     def restore(self, step: int, state_like) -> tuple[object, dict]:
         """Restores `step` into the structure (and shardings) of `state_like`."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(state_like)),
-            data_iter=ocp.args.JsonRestore()))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(state_like)),
+                data_iter=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise UserError(
+                f"cannot restore checkpoint step {step} from {self.directory} "
+                f"({_first_line(e)}): was it written with another config, or damaged? Move "
+                "that step's folder away to resume from the one before, or use a new "
+                "workdir") from e
         return restored["state"], dict(restored["data_iter"] or {})
 
     def wait(self) -> None:
         """Blocks until async saves have committed (raises if one failed)."""
-        self.manager.wait_until_finished()
+        step, self._writing = self._writing, None
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._write_error(step, e) from e
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
@@ -89,10 +178,12 @@ def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
     variables = jax.tree.map(np.asarray, variables)  # replicated: the local copy is whole
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(target, variables, force=True)
-    if jax.process_index() == 0:
-        (workdir / ENCODER_JSON).write_text(json.dumps({
+    if jax.process_index() == 0:  # atomic: a killed run leaves the old file or the new one
+        tmp = workdir / f".{ENCODER_JSON}.tmp"
+        tmp.write_text(json.dumps({
             "model_name": model_name, "model_kwargs": model_kwargs,
             "image_size": image_size, "step": int(step)}, indent=2) + "\n")
+        os.replace(tmp, workdir / ENCODER_JSON)
     return target
 
 

@@ -38,9 +38,9 @@ def cmd_train(args, overrides) -> int:
 
     cfg = _load_config(args, overrides)
     summary = train.train(cfg, progress=not args.quiet)
-    final = summary.get("final", {})
-    print(f"done: step {summary['step']}  loss {final.get('loss', float('nan')):.4f}  "
-          f"workdir {cfg.workdir}")
+    loss = summary.get("final", {}).get("loss")  # none when a finished run was resumed
+    print(f"done: step {summary['step']}  " + (f"loss {loss:.4f}  " if loss is not None else "")
+          + f"workdir {cfg.workdir}")
     return 0
 
 

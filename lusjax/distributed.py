@@ -19,6 +19,13 @@ Where the processes learn about each other (first match wins):
 
 `LUSJAX_CPU_DEVICES=n` also sets `jax_num_cpu_devices` (n CPU devices per
 process), for simulating hosts on one machine.
+
+`LUSJAX_HEARTBEAT_TIMEOUT_S=s` (default: JAX's, 100 s): a process that sends no
+heartbeat to the coordinator for s seconds (killed, host down) is declared dead
+and JAX ends every other process with an error saying so. A process that is
+alive but stuck (a hung data loader) keeps sending heartbeats: `lusjax.watchdog`
+(`config.watchdog_s`) catches that one. When process 0, which hosts the
+coordinator, dies, the others end at once ("the leader task ... died").
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ class Plan:
     process_id: int = 0
     local_device_ids: tuple[int, ...] | None = None
     cpu_devices: int | None = None
+    heartbeat_timeout_s: int | None = None
 
     @property
     def multi_process(self) -> bool:
@@ -52,16 +60,17 @@ class Plan:
 
     def kwargs(self) -> dict[str, Any]:
         """Arguments for `jax.distributed.initialize`."""
-        if self.source == "auto":
-            return {}
-        out: dict[str, Any] = {"coordinator_address": self.coordinator_address,
-                               "num_processes": self.num_processes,
-                               "process_id": self.process_id}
-        if self.local_device_ids is not None:
-            out["local_device_ids"] = list(self.local_device_ids)
-        # We already chose every value: keep JAX from re-detecting SLURM, which
-        # would restrict a one-task-per-node process to a single GPU.
-        out["cluster_detection_method"] = "deactivate"
+        out: dict[str, Any] = {}
+        if self.source != "auto":
+            out.update(coordinator_address=self.coordinator_address,
+                       num_processes=self.num_processes, process_id=self.process_id)
+            if self.local_device_ids is not None:
+                out["local_device_ids"] = list(self.local_device_ids)
+            # We already chose every value: keep JAX from re-detecting SLURM, which
+            # would restrict a one-task-per-node process to a single GPU.
+            out["cluster_detection_method"] = "deactivate"
+        if self.heartbeat_timeout_s is not None:
+            out["heartbeat_timeout_seconds"] = self.heartbeat_timeout_s
         return out
 
 
@@ -99,6 +108,13 @@ def _device_ids(text: str | None) -> tuple[int, ...] | None:
 def plan(env: Mapping[str, str] | None = None) -> Plan:
     """Reads the environment (default `os.environ`) into a `Plan`; starts nothing."""
     env = os.environ if env is None else env
+    p = _plan(env)
+    if env.get("LUSJAX_HEARTBEAT_TIMEOUT_S"):
+        p = dataclasses.replace(p, heartbeat_timeout_s=_int(env, "LUSJAX_HEARTBEAT_TIMEOUT_S"))
+    return p
+
+
+def _plan(env: Mapping[str, str]) -> Plan:
     mode = env.get("LUSJAX_DISTRIBUTED", "").strip().lower()
     cpu = int(env["LUSJAX_CPU_DEVICES"]) if env.get("LUSJAX_CPU_DEVICES") else None
     local_ids = _device_ids(env.get("LUSJAX_LOCAL_DEVICE_IDS"))

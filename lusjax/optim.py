@@ -30,6 +30,9 @@ def steps_from_epochs(epochs: float, examples_per_epoch: int, global_batch: int)
 
 def scaled_lr(cfg, global_batch: int) -> float:
     """The peak learning rate after batch-size scaling."""
+    for key in ("lr", "probe_lr"):  # nan/inf would only show as a NaN loss, steps later
+        if not (math.isfinite(cfg[key]) and cfg[key] >= 0):
+            raise UserError(f"optim.{key} must be a finite number >= 0, not {cfg[key]}")
     ratio = global_batch / cfg.lr_base_batch
     factor = {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}.get(cfg.lr_scaling)
     if factor is None:

@@ -17,6 +17,7 @@ from lusjax import config as config_lib
 from lusjax.data.default import ensure_data
 from lusjax.encoder import Encoder
 from lusjax.eval import linear_probe_accuracy
+from lusjax.eval.splits import read_pretraining
 
 
 def probe_workdir(workdir: str, *, data_dir: str | None = None, train_split: str = "train",
@@ -28,9 +29,11 @@ def probe_workdir(workdir: str, *, data_dir: str | None = None, train_split: str
     rand_enc = Encoder.random_init(ssl_enc.model_name, ssl_enc.model_kwargs,
                                    ssl_enc.image_size, seed=seed)
     out = {}
+    seen = read_pretraining(workdir)  # the leakage gate: never test on what it saw
     for name, enc in (("ssl", ssl_enc), ("random_init", rand_enc)):
         t0 = time.time()
-        res = linear_probe_accuracy(enc, data_dir, train_split, test_split)
+        res = linear_probe_accuracy(enc, data_dir, train_split, test_split,
+                                    pretraining=seen if name == "ssl" else None)
         res["probe_time_s"] = round(time.time() - t0, 1)
         out[name] = res
     out["data_dir"], out["train_split"], out["test_split"] = data_dir, train_split, test_split

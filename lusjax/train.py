@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from lusjax import carbon, checkpoint, distributed, models, optim, sharding, ssl
+from lusjax import carbon, checkpoint, distributed, models, optim, sharding, ssl, watchdog
 from lusjax import config as config_lib
 from lusjax.data import augment, pipeline, preprocess
 from lusjax.data.default import ensure_data
@@ -40,7 +42,9 @@ CARBON_JSON = "carbon.json"
 
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")  # atomic: a killed run never leaves half a file
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------
@@ -106,6 +110,16 @@ def _masked_probe_loss(logits, labels, axis):
 
 def _global_norm(tree):
     return optax.tree.norm(tree)
+
+
+def batch_hash(index, rng, step: int) -> str:
+    """Fingerprint of one step's input: this host's sample ids and the step's augmentation
+    key (`step_fn` derives its keys from fold_in(rng, step)). The same hash means the same
+    examples, augmented the same way (config.log_batch_hash; resume tests)."""
+    key = jax.random.fold_in(rng, step)  # replicated: this host's copy is the whole key
+    h = hashlib.sha256(np.asarray(index, np.int64).tobytes())
+    h.update(np.asarray(key.addressable_data(0)).tobytes())
+    return h.hexdigest()[:16]
 
 
 def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
@@ -333,10 +347,18 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
                    unit="step", dynamic_ncols=True)
     last = {}
     t_log, steps_since_log, compile_s = time.time(), 0, None
+    # Multi-host: no progress for cfg.watchdog_s -> an error naming the stuck process.
+    # Left running if the loop raises, so that a hang on the way out still ends.
+    dog = watchdog.start(cfg.watchdog_s)
     try:
         with tracker.phase("pretrain"):
             for step in range(start, total_steps):
+                dog.pet(step + 1, "data")
                 batch = next(it)
+                dog.pet(step + 1, "step")
+                # Before the step: it donates the state's buffers.
+                bhash = (batch_hash(batch["index"], state["rng"], step)
+                         if cfg.log_batch_hash else None)
                 batch = jax.make_array_from_process_local_data(batch_sharding, batch)
                 t0 = time.time()
                 state, metrics = step_fn(state, batch)
@@ -355,13 +377,15 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
                 if log_now or save_now:
                     # Never log or checkpoint a state that went non-finite.
                     metrics = jax.device_get(metrics)
-                    _check_finite(metrics["loss"], done, ckpt, workdir)
+                    _check_finite(metrics, done, ckpt, workdir)
                 if log_now:
                     elapsed = time.time() - t_log
                     ips = 2 * cfg.batch_size * steps_since_log / elapsed if steps_since_log else 0.0
                     rec = {k: float(v) for k, v in metrics.items()}
                     rec.update(lr=float(lr_schedule(done // cfg.optim.grad_accum)),
                                images_per_s=ips, compile_s=compile_s, **tracker.snapshot())
+                    if bhash is not None:
+                        rec["batch_hash"] = bhash
                     if eval_frames is not None and (done % cfg.probe.eval_every == 0 or final):
                         rec["probe_val_acc"] = probe_eval(state, eval_frames)
                     last = writer.write(done, rec)
@@ -370,6 +394,7 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
                                                                 "images_per_s")))
                     t_log, steps_since_log = time.time(), 0
                 if save_now:
+                    dog.pet(done, "save")
                     ckpt.save(done, state, it.get_state(), force=True)
                 if preempt.requested:
                     print(f"SIGTERM: saved step {done}, exiting", flush=True)
@@ -377,17 +402,20 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     finally:
         if bar is not None:
             bar.close()
+        dog.pet(dog.step, "close")
         ckpt.close()  # waits for the async save in flight: it commits or raises here
         if hasattr(it, "close"):
             it.close()  # grain worker processes
 
     done = int(state["step"])
     if done >= total_steps:  # every process: orbax's save synchronises all of them
+        dog.pet(done, "export")
         enc_vars = {"params": state["params"]["backbone"],
                     "batch_stats": state["batch_stats"].get("backbone", {})}
         checkpoint.export_encoder(
             workdir, enc_vars, model_name=cfg.model.name,
             model_kwargs=encoder_kwargs(cfg), image_size=cfg.image_size, step=done)
+    dog.stop()
     summary = {"step": done, "backbone_params": int(n_params), "devices": n_dev,
                "final": last, "carbon": tracker.summary()}
     tracker.close()
@@ -396,13 +424,18 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     return summary
 
 
-def _check_finite(loss, step: int, ckpt: checkpoint.Checkpointer, workdir: str) -> None:
-    loss = float(loss)
-    if not np.isfinite(loss):
-        ckpt.wait()
-        raise UserError(
-            f"loss became {loss} at step {step}; stopped. The last good checkpoint "
-            f"(step {ckpt.latest_step()}) is kept in {workdir}. Lower optim.lr?")
+def _check_finite(metrics, step: int, ckpt: checkpoint.Checkpointer, workdir: str) -> None:
+    # The loss was computed before this step's update, param_norm after it: the state
+    # about to be saved is good only if both are finite.
+    loss, param_norm = float(metrics["loss"]), float(metrics["param_norm"])
+    if np.isfinite(loss) and np.isfinite(param_norm):
+        return
+    ckpt.wait()
+    what = (f"loss became {loss}" if not np.isfinite(loss) else
+            f"the parameters became non-finite (norm {param_norm}; loss was {loss:.4g})")
+    raise UserError(
+        f"{what} at step {step}; stopped. The last good checkpoint "
+        f"(step {ckpt.committed_step()}) is kept in {workdir}. Lower optim.lr?")
 
 
 def encoder_kwargs(cfg) -> dict[str, Any]:

@@ -47,10 +47,11 @@ def child_env(procs: int, process_id: int, port: int, cpu_devices: int, **extra)
 
 
 def run_procs(args: list[str], procs: int, cpu_devices: int, timeout: float,
-              **extra_env) -> list[str]:
-    """Runs `python THIS_FILE *args` as `procs` joined processes; returns their stdouts."""
+              script: Path = HERE, **extra_env) -> list[str]:
+    """Runs `python SCRIPT *args` (default: this file) as `procs` joined processes;
+    returns their stdouts."""
     port = free_port()
-    children = [subprocess.Popen([sys.executable, str(HERE), *args, str(i)],
+    children = [subprocess.Popen([sys.executable, str(script), *args, str(i)],
                                  env=child_env(procs, i, port, cpu_devices, **extra_env),
                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)

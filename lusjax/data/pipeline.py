@@ -37,6 +37,7 @@ batch kept) and `clips` (one dict per clip with all its frames).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterator
@@ -255,9 +256,35 @@ def train_iterator(
         it_ds = it_ds.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=int(cfg.workers), per_worker_buffer_size=max(1, int(cfg.prefetch))
-            )
+            ),
+            # This process's pid, fixed now: a worker that starts after the trainer
+            # died must see it (its own getppid() would already be another process).
+            worker_init_fn=functools.partial(exit_with_parent, parent=os.getpid()),
         )
     return iter(it_ds)
+
+
+def exit_with_parent(worker_index: int = 0, worker_count: int = 1, *, parent: int,
+                     poll_s: float = 0.5) -> None:
+    """In a grain worker process: exit as soon as the trainer `parent` that spawned it is
+    gone (also when it died while this worker was starting).
+
+    grain's workers stop when the iterator is closed, but a trainer killed with
+    SIGKILL (OOM killer, a scheduler) closes nothing: its workers would block on a
+    full queue forever, holding their shared-memory batches in /dev/shm. Exiting
+    lets multiprocessing's resource tracker unlink those (tests/reliability/
+    test_kill_safety.py). A polled parent pid, not PR_SET_PDEATHSIG: that signal
+    fires when the *thread* that started the worker ends, which may be a pool thread.
+    """
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)  # no cleanup to run: the parent is gone
+
+    threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
 
 
 def _parse_absl_flags() -> None:

@@ -26,6 +26,11 @@ from lusjax.data.format import DATASET_JSON, FINDINGS
 from lusjax.errors import UserError
 
 
+class DamagedShardError(UserError, RuntimeError):
+    """A record could not be read or decoded: the shard file is damaged. A UserError (one
+    line from the CLI, exit 2: rewrite the dataset), and the RuntimeError it was."""
+
+
 @dataclasses.dataclass
 class ClipTable:
     """The clips of one split, in record order."""
@@ -132,9 +137,9 @@ class FrameSource:
         try:
             return self._decode(reader[i])
         except Exception as e:  # name the shard: a corrupt file is the likely cause
-            raise RuntimeError(
+            raise DamagedShardError(
                 f"Could not read record {i} of split {self.name!r} from shard "
-                f"{self.shard_of(i)}: {e}"
+                f"{self.shard_of(i)}: {e}; rewrite the dataset."
             ) from e
 
     def __getitems__(self, record_keys: Sequence[int]) -> list[dict[str, Any]]:
@@ -165,8 +170,10 @@ class FrameSource:
                     try:
                         grain.sources.ArrayRecordDataSource([path])
                     except Exception as e_one:
+                        size = os.path.getsize(path) if os.path.exists(path) else 0
                         raise UserError(
-                            f"Shard {path} is damaged ({e_one}); rewrite the dataset."
+                            f"Shard {path} ({size} bytes) is damaged "
+                            f"({str(e_one) or type(e_one).__name__}); rewrite the dataset."
                         ) from e_one
                 raise
         return self._source

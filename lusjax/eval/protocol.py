@@ -16,8 +16,6 @@ every task and protocol sees exactly the same clips.
 from __future__ import annotations
 
 import collections
-import json
-import math
 import time
 from pathlib import Path
 
@@ -27,9 +25,16 @@ from lusjax import config as config_lib
 from lusjax.errors import UserError
 from lusjax.eval import features as feats_lib
 from lusjax.eval import finetune, knn, linear, metrics, mlp, plots, splits
+from lusjax.eval.results import (
+    PROTOCOLS,
+    crosscheck_table,
+    dataset_summary,
+    hardware,
+    summarize,
+    write_outputs,
+)
 
 FROZEN = {"linear": linear.fit_predict, "mlp": mlp.fit_predict, "knn": knn.fit_predict}
-PROTOCOLS = (*FROZEN, "finetune")
 PRETRAINED, RANDOM = "pretrained", "random-init"
 
 
@@ -58,14 +63,14 @@ def run(config) -> dict:
     else:
         folds = [splits.Fold(np.flatnonzero(known_any & ~fixed_test),
                              np.flatnonzero(known_any & fixed_test))]
-    for f in folds:  # the leakage gate, before anything is fitted
+    for f in folds:  # the leakage gates, before anything is fitted
         splits.check_disjoint(f.train, f.test, data.clips.video_id, data.clips.patient_id)
+    notes += check_pretraining(config, data, np.unique(np.concatenate([f.test for f in folds])))
     fractions = [float(f) for f in config.label_fractions]
     notes += fraction_notes(folds, strat, fractions)
 
     timing = {"data_s": time.time() - t0}
     encoders = build_encoders(config)
-    notes += pretrain_notes(config, data)
     frozen = [p for p in protocols if p in FROZEN]
     feats = {}
     for name, enc in encoders.items():
@@ -276,10 +281,17 @@ def resolve_data_dir(config) -> str:
 
 
 def load_frames(data_dir: str, config):
-    """(frames of the CV splits [+ the test split], bool [C] marking test-split clips or None)."""
-    data = feats_lib.load(data_dir, config.splits, config.frames_per_clip)
+    """(frames of the CV splits [+ the test split], bool [C] marking test-split clips or None).
+
+    With a test split and no `splits`, training uses every other split."""
     if not config.test_split:
-        return data, None
+        return feats_lib.load(data_dir, config.splits, config.frames_per_clip), None
+    names = feats_lib.split_names(data_dir, config.splits)
+    if not config.splits:
+        names = [n for n in names if n != config.test_split]
+    if not names:
+        raise UserError(f"no split left to train on beside the test split {config.test_split!r}")
+    data = feats_lib.load(data_dir, names, config.frames_per_clip)
     test = feats_lib.load(data_dir, config.test_split, config.frames_per_clip)
     merged = feats_lib.concat(data, test)
     return merged, np.arange(len(merged.clips)) >= len(data.clips)
@@ -320,94 +332,18 @@ def build_encoders(config) -> dict:
     return out
 
 
-def pretrain_notes(config, data) -> list[str]:
-    """Says how many evaluated clips the encoder saw (unlabelled) during pretraining."""
-    path = Path(config.encoder) / "pretrain_clips.json"
-    if config.encoder == "random" or not path.exists():
+def check_pretraining(config, data, test_clips: np.ndarray) -> list[str]:
+    """The pretraining leakage gate for `config.encoder` (see `splits.check_pretraining`):
+    refuses test clips/patients its pretraining saw unless config.allow_pretrain_overlap."""
+    if config.encoder == "random":
         return []
-    seen = set(json.loads(path.read_text()).get("video_id", []))
-    n = len(seen & set(data.clips.video_id))
-    note = (f"{n} of the {len(data.clips)} evaluated clips were seen without labels during "
-            "pretraining (pretrain_clips.json): for them the pretrained numbers are transductive")
-    return [note] if n else []
-
-
-# ---------------------------------------------------------------------------
-# Summaries.
-# ---------------------------------------------------------------------------
-
-
-def summarize(runs: list[dict]) -> list[dict]:
-    """Mean ± std over seeds of the pooled metrics, per (encoder, protocol, task, fraction)."""
-    groups = collections.defaultdict(list)
-    for r in runs:
-        groups[(r["encoder"], r["protocol"], r["task"], r["fraction"])].append(r)
-    rows = []
-    for (enc, proto, task, fraction), rs in groups.items():
-        row = {"encoder": enc, "protocol": proto, "task": task, "fraction": fraction,
-               "seeds": len(rs),
-               "n_train_clips": float(np.mean([f["n_train_clips"] for r in rs
-                                                for f in r["per_fold"]]))}
-        for level in ("frame", "clip"):
-            for s in metrics.SCALARS:
-                vals = np.array([r["pooled"][level][s] for r in rs], float)
-                fold_vals = np.array([f[level][s] for r in rs for f in r["per_fold"]], float)
-                row[f"{level}_{s}"] = _mean_std(vals)
-                row[f"{level}_{s}_folds"] = _mean_std(fold_vals)
-        rows.append(row)
-    return rows
-
-
-def _mean_std(vals: np.ndarray) -> list[float]:
-    vals = vals[~np.isnan(vals)]
-    if not len(vals):
-        return [math.nan, math.nan]
-    return [float(vals.mean()), float(vals.std())]
-
-
-def crosscheck_table(sk: dict, data, tasks, pooled) -> list[dict]:
-    """JAX linear probe vs sklearn LogisticRegression, pooled, fraction 1.0, seed 0."""
-    rows = []
-    for (enc, task), probs in sk.items():
-        jx = pooled[(enc, "linear", task, 1.0, 0)]
-        tested = ~np.isnan(probs[:, 0])
-        y = data.frame_targets(task)[tested]
-        a_sk = float((probs[tested].argmax(1) == y).mean())
-        a_jx = float((jx[tested].argmax(1) == y).mean())
-        agree = float((probs[tested].argmax(1) == jx[tested].argmax(1)).mean())
-        rows.append({"encoder": enc, "task": task, "frame_accuracy_jax": a_jx,
-                     "frame_accuracy_sklearn": a_sk, "prediction_agreement": agree})
-    return rows
-
-
-def dataset_summary(data, data_dir, tasks, folds) -> dict:
-    counts = {}
-    for task, names in tasks.items():
-        y = data.clips.targets(task)[0]
-        counts[task] = {n: int((y == i).sum()) for i, n in enumerate(names)}
-    return {"data_dir": str(data_dir), "n_clips": len(data.clips), "n_frames": len(data),
-            "n_patients": len(np.unique(splits.groups_of(data.clips.video_id,
-                                                         data.clips.patient_id))),
-            "clips_per_class": counts, "n_folds": len(folds)}
-
-
-def hardware() -> dict:
-    import os
-    import platform
-
-    import jax
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f
-                        if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "backend": jax.default_backend(),
-            "devices": sorted({d.device_kind for d in jax.devices()}),
-            "n_devices": jax.device_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "jax": jax.__version__}
+    seen = splits.read_pretraining(config.encoder)
+    if seen is None:
+        note = (f"{config.encoder} has no {splits.PRETRAIN_CLIPS}: cannot check that the "
+                "test clips were not seen in pretraining")
+        return [note]
+    return splits.check_pretraining(test_clips, data.clips.video_id, data.clips.patient_id,
+                                    seen, allow=config.allow_pretrain_overlap)
 
 
 # ---------------------------------------------------------------------------
@@ -435,11 +371,14 @@ def save_heads(out_dir: Path, encoders, feats, data, tasks, config) -> dict:
 
 def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
                           test_split: str = "test", frames_per_clip: int = 0,
-                          seed: int = 0) -> dict:
+                          seed: int = 0, pretraining: dict | None = None,
+                          allow_pretrain_overlap: bool = False) -> dict:
     """Frame- and clip-level accuracy of a linear probe (fast; for the quickstart).
 
     Trains the JAX linear probe on the clip labels of `train_split`, tests on
-    `test_split`; clips must not overlap (leakage gate).
+    `test_split`; clips and patients must not overlap, and none of the test clips
+    (or patients) may be among `pretraining`'s (the encoder's pretrain_clips.json,
+    `splits.read_pretraining`) unless `allow_pretrain_overlap` (leakage gates).
     """
     t0 = time.time()
     train = feats_lib.load(data_dir, train_split, frames_per_clip)
@@ -448,6 +387,8 @@ def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
     tr_clips = np.arange(len(train.clips))
     te_clips = np.arange(len(train.clips), len(data.clips))
     splits.check_disjoint(tr_clips, te_clips, data.clips.video_id, data.clips.patient_id)
+    splits.check_pretraining(te_clips, data.clips.video_id, data.clips.patient_id, pretraining,
+                             allow=allow_pretrain_overlap, flag="allow_pretrain_overlap=True")
     x = feats_lib.extract(encoder, data)
     y = data.frame_targets("label")
     tr = splits.frames_of(data.frame_clip, tr_clips)
@@ -466,92 +407,3 @@ def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
         "n_test_clips": len(np.unique(data.frame_clip[te])), "n_test_frames": len(te),
         "seconds": round(time.time() - t0, 2),
     }
-
-
-# ---------------------------------------------------------------------------
-# Outputs: results.json (everything) and results.md (the table).
-# ---------------------------------------------------------------------------
-
-
-def write_outputs(out_dir: Path, results: dict) -> None:
-    """results.json (NaN written as null) and results.md in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
-    tmp.replace(out_dir / "results.json")
-    (out_dir / "results.md").write_text(markdown(results))
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _pm(ms, seeds: int) -> str:
-    """Percent, mean ± std over seeds (the mean alone from a single seed)."""
-    mean, std = ms
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    return f"{mean * 100:.1f} ± {std * 100:.1f}" if seeds > 1 else f"{mean * 100:.1f}"
-
-
-def markdown(results: dict) -> str:
-    """The human summary: one table per task (pooled over folds, mean ± std over seeds)."""
-    cfg, ds, hw = results["config"], results["dataset"], results["hardware"]
-    seeds = max([r["seeds"] for r in results["summary"]] or [0])
-    baseline = cfg.get("baseline") and cfg.get("encoder") != "random"
-    lines = [
-        "# Evaluation results",
-        "",
-        f"- Encoder: `{cfg.get('encoder')}`"
-        + (" vs a random-init baseline of the same architecture" if baseline else ""),
-        (f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} "
-         f"patients/groups, {ds['n_frames']} frames "
-         f"(≤ {cfg.get('frames_per_clip') or 'all'} per clip)"),
-        (f"- {ds['n_folds']} fold(s) by clip, grouped by patient, stratified by clip label; "
-         "label fractions count training clips (at least one per class); metrics pooled over "
-         f"the test folds, mean ± std over {seeds} seed(s) (fine-tuning: "
-         f"{cfg.get('finetune', {}).get('seeds', seeds)}; a single seed shows no ±); "
-         "clip level = mean of frame probabilities"),
-        (f"- Hardware: {hw['cpu']} ({hw['cpu_cores']} cores), JAX {hw['backend']} "
-         f"{', '.join(hw['devices'])}; total time {results.get('seconds', 0):.0f} s"),
-        "",
-    ]
-    header = ("| protocol | encoder | labels | train clips | clip acc | clip bal. acc | "
-              "clip ROC AUC | frame acc | frame bal. acc | frame ROC AUC |")
-    for task, counts in ds["clips_per_class"].items():
-        clips = ", ".join(f"{k} {v}" for k, v in counts.items())
-        lines += [f"## Task `{task}` (clips: {clips})", "", header, "|---" * 10 + "|"]
-        rows = [r for r in results["summary"] if r["task"] == task]
-        rows.sort(key=lambda r: (PROTOCOLS.index(r["protocol"]), r["fraction"], r["encoder"]))
-        for r in rows:
-            cells = [_pm(r[m], r["seeds"]) for m in (
-                "clip_accuracy", "clip_balanced_accuracy", "clip_roc_auc", "frame_accuracy",
-                "frame_balanced_accuracy", "frame_roc_auc")]
-            lines.append(f"| {r['protocol']} | {r['encoder']} | {r['fraction'] * 100:g}% | "
-                         f"{r['n_train_clips']:.1f} | {' | '.join(cells)} |")
-        lines.append("")
-    if results.get("crosscheck"):
-        lines += ["## Linear probe: JAX vs scikit-learn (100% labels, seed 0, pooled)", "",
-                  "| encoder | task | JAX frame acc | sklearn frame acc | same prediction |",
-                  "|---|---|---|---|---|"]
-        for r in results["crosscheck"]:
-            lines.append(f"| {r['encoder']} | {r['task']} | {r['frame_accuracy_jax'] * 100:.1f} "
-                         f"| {r['frame_accuracy_sklearn'] * 100:.1f} | "
-                         f"{r['prediction_agreement'] * 100:.1f}% |")
-        lines.append("")
-    if results.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
-    if results.get("plots"):
-        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})"
-                                     for p in results["plots"]] + [""]
-    return "\n".join(lines)

@@ -1,16 +1,24 @@
-"""Evaluation splits by clip: grouped stratified k-fold, label fractions, leakage gate.
+"""Evaluation splits by clip: grouped stratified k-fold, label fractions, leakage gates.
 
 Everything here works on per-clip numpy arrays (one entry per clip): labels,
 patient ids, clip ids. Frames follow their clip (`frames_of`), so frames of one
 clip never land on both sides. The group of a clip is its patient when known,
 else the clip itself. All functions are deterministic for a seed and do not
 depend on the order clips come in.
+
+Two leakage gates, both raising a `UserError` that names the ids:
+`check_disjoint` (no clip or patient on both sides of a train/test split) and
+`check_pretraining` (no test clip, nor a clip of a test patient, among those
+the SSL pretraining saw, as recorded in the run's `pretrain_clips.json`,
+unless explicitly allowed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -123,6 +131,79 @@ def check_disjoint(train: np.ndarray, test: np.ndarray, clip_ids: np.ndarray,
         if both:
             raise UserError(f"leakage: {len(both)} patient(s) in both train and test: "
                             f"{', '.join(both[:10])}")
+
+
+PRETRAIN_CLIPS = "pretrain_clips.json"  # written by `lusjax train` in its workdir
+
+
+def read_pretraining(workdir: str | Path) -> dict | None:
+    """The clips (and patients) a run's SSL pretraining saw, from its pretrain_clips.json:
+    {"video_id": [...], "patient_id": [...], "data_dir", "split"}; None if absent."""
+    path = Path(workdir) / PRETRAIN_CLIPS
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        record["video_id"] = [str(v) for v in record["video_id"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is unreadable ({e}): cannot check evaluation against "
+                        "pretraining") from None
+    return record
+
+
+def pretraining_overlap(test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.ndarray | None,
+                        seen: dict) -> tuple[list[str], list[str]]:
+    """(test clip ids pretraining saw, test patients of whom it saw a clip), sorted.
+
+    A patient counts only when known (not equal to the clip id), on both sides."""
+    clip_ids = np.asarray(clip_ids).astype(str)
+    test_clips = clip_ids[np.asarray(test, int)]
+    clips = sorted(set(test_clips) & set(seen.get("video_id", [])))
+    patients: list[str] = []
+    if patient_ids is not None and seen.get("patient_id"):
+        seen_patients = {str(p) for v, p in zip(seen["video_id"], seen["patient_id"])
+                         if p and str(p) != str(v)}
+        groups = groups_of(clip_ids, patient_ids)[np.asarray(test, int)]
+        patients = sorted({g.split(":", 1)[1] for g in groups if g.startswith("patient:")}
+                          & seen_patients)
+    return clips, patients
+
+
+def check_pretraining(test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.ndarray | None,
+                      seen: dict | None, *, allow: bool = False,
+                      flag: str = "--config.allow_pretrain_overlap=True") -> list[str]:
+    """The pretraining leakage gate: refuses to test on clips, or patients, that the SSL
+    pretraining saw (`seen`: see `read_pretraining`; None = nothing recorded).
+
+    Raises UserError naming them; with `allow`, returns a note instead (the
+    numbers for those clips are then transductive). Returns [] without overlap.
+    """
+    if not seen:
+        return []
+    clips, patients = pretraining_overlap(test, clip_ids, patient_ids, seen)
+    if not clips and not patients:
+        return []
+    n_test = len(np.unique(np.asarray(clip_ids).astype(str)[np.asarray(test, int)]))
+    what = []
+    if clips:
+        what.append(f"{len(clips)} of the {n_test} test clips: {_first(clips)}")
+    if patients:
+        what.append(f"{len(patients)} test patient(s): {_first(patients)}")
+    where = f" ({seen['data_dir']}, split {seen.get('split')!r})" if seen.get("data_dir") else ""
+    if not allow:
+        raise UserError(
+            f"leakage: the encoder's SSL pretraining{where} saw {'; and '.join(what)}. "
+            "Test on clips pretraining did not see (e.g. other splits), or pass "
+            f"{flag} to accept transductive numbers")
+    note = (f"{len(clips)} of the {n_test} test clips were seen without labels during "
+            f"pretraining ({PRETRAIN_CLIPS}; and {len(patients)} test patient(s)), allowed by "
+            "the config: for them the pretrained numbers are transductive")
+    return [note]
+
+
+def _first(ids: list[str], n: int = 10) -> str:
+    more = f" and {len(ids) - n} more" if len(ids) > n else ""
+    return ", ".join(ids[:n]) + more
 
 
 def frames_of(frame_clip: np.ndarray, clips: np.ndarray) -> np.ndarray:
