@@ -83,6 +83,7 @@ def data() -> dict:
         # The embedded default: data_prep.write.write_synthetic(**synthetic), cached.
         synthetic=dict(n_clips=96, n_frames=32, size=64, seed=0),
         max_dt=4,               # positive pair = frames at most max_dt apart (0: same frame)
+        max_dt_s=0.0,           # > 0: at most max_dt_s seconds apart instead (per-clip fps)
         min_dt=0,
         micle_prob=0.0,         # partner from another clip of the same patient
         clip_weighting="uniform",

@@ -57,6 +57,7 @@ class ClipStore:
             "label_name": clip.label_name, "findings": clip.findings,
             "source": clip.source, "n_frames": clip.n_frames,
             "height": int(clip.frames.shape[1]), "width": int(clip.frames.shape[2]),
+            "fps": stored_fps(clip.timestamp),
         }
         with open(self.root / _META, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -65,6 +66,15 @@ class ClipStore:
 
     def meta(self, key: str) -> dict:
         return self._meta[key]
+
+    def fps(self, key: str) -> float | None:
+        """Stored frames per second of a clip (from its timestamps when the record of an
+        older store lacks it; only that array is read)."""
+        rec = self._meta[key]
+        if "fps" in rec:
+            return rec["fps"]
+        with np.load(self.root / rec["file"]) as z:
+            return stored_fps(z["timestamp"])
 
     def records(self) -> list[dict]:
         """Metadata of every stored clip, in insertion order (last write per key wins)."""
@@ -79,3 +89,11 @@ class ClipStore:
                 timestamp=z["timestamp"], patient_id=rec["patient_id"], probe=rec["probe"],
                 label_name=rec["label_name"], findings=rec["findings"], source=rec["source"],
             )
+
+
+def stored_fps(timestamp: np.ndarray) -> float | None:
+    """Frames per second of a clip as stored (after any frame subsampling), from its
+    timestamps; None when it cannot be told (one frame, or no time passes)."""
+    t = np.asarray(timestamp, np.float64)
+    span = float(t[-1] - t[0]) if len(t) > 1 else 0.0
+    return round((len(t) - 1) / span, 4) if span > 0 and np.isfinite(span) else None

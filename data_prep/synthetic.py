@@ -58,7 +58,7 @@ from lusjax.errors import UserError
 CLASS_NAMES = ("regular", "b_lines", "consolidation")
 # Bump when the same (seed, index) would draw different frames, so caches of
 # generated datasets (keyed by their arguments) can tell.
-VERSION = 1
+VERSION = 2  # 2: dataset.json records each clip's stored fps
 FPS = 20.0  # nominal frame rate, for timestamps
 
 

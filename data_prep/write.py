@@ -396,6 +396,7 @@ def _split_entry(store, keys, class_names, split_info, out_dir: Path) -> dict:
                 "n_frames": r["n_frames"],
                 "start": start,
                 "source": r.get("source", ""),
+                "fps": store.fps(key),  # stored frames per second (data.max_dt_s); None unknown
             }
         )
         start += r["n_frames"]

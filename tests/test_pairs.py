@@ -179,3 +179,41 @@ def test_errors_are_one_line_user_errors():
         pairs.pair_batches(short, seed=0, batch_size=4, max_dt=1, micle_prob=2.0)
     with pytest.raises(UserError, match="fewer than the 8 hosts"):
         pairs.pair_batches(table([2, 3]), seed=0, batch_size=4, max_dt=1, process_count=8)
+
+
+def test_global_batches_do_not_depend_on_the_number_of_hosts():
+    """Hosts' slices of batch k, concatenated, are what one host reads alone: the same
+    seed gives the same data on 1, 2 or 4 hosts."""
+    clips = table([3, 9, 27, 5, 4])
+    kw = dict(seed=3, max_dt=2, micle_prob=0.0)
+    one = pairs.pair_batches(clips, batch_size=8, **kw)
+    for hosts in (2, 4):
+        per_host = [pairs.pair_batches(clips, batch_size=8 // hosts, process_index=i,
+                                       process_count=hosts, **kw) for i in range(hosts)]
+        for k in (0, 1, 7):  # 7: past the first epoch
+            for name, want in one[k].items():
+                got = np.concatenate([ds[k][name] for ds in per_host])
+                np.testing.assert_array_equal(got, want, err_msg=f"{hosts} hosts, batch {k}")
+
+
+def test_max_dt_in_seconds_follows_each_clips_frame_rate():
+    clips = table([40, 40, 40])
+    clips.fps = np.array([30.0, 10.0, 5.0])
+    cap = pairs.max_dt_frames(clips, max_dt=99, min_dt=0, max_dt_s=0.4)
+    np.testing.assert_array_equal(cap, [12, 4, 2])  # 0.4 s at 30, 10 and 5 fps
+    batch = take(pairs.pair_batches(clips, seed=0, batch_size=64, max_dt=99, max_dt_s=0.4), 20)
+    dist = np.abs(batch["anchor"] - batch["partner"])
+    for c, limit in enumerate(cap):
+        d = dist[batch["clip"] == c]
+        assert d.max() == limit  # reached, never exceeded
+    np.testing.assert_array_equal(  # 3, 1 and 0.5 frames, never below min_dt
+        pairs.max_dt_frames(clips, max_dt=3, min_dt=2, max_dt_s=0.1), [3, 2, 2])
+
+
+def test_max_dt_in_seconds_without_frame_rates_is_a_user_error():
+    clips = table([10, 10])
+    with pytest.raises(UserError, match="frame rate, unknown for 2 of 2 clips"):
+        pairs.pair_batches(clips, seed=0, batch_size=4, max_dt=2, max_dt_s=0.5)
+    clips.fps = np.array([20.0, np.nan])
+    with pytest.raises(UserError, match="unknown for 1 of 2 clips .*v1"):
+        pairs.pair_batches(clips, seed=0, batch_size=4, max_dt=2, max_dt_s=0.5)

@@ -291,3 +291,18 @@ def test_bench_input_smoke(data_dir, capsys):
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["bench"] == "input" and rec["batches_per_s"] > 0 and rec["frames_per_s"] > 0
     assert isinstance(rec["can_feed"], bool)
+
+
+def test_max_dt_seconds_on_a_written_dataset(data_dir):
+    """data_prep records each clip's stored fps; the pipeline turns seconds into frames."""
+    from lusjax.data import pairs
+
+    src = open_split(data_dir, "train")
+    assert np.all(src.clips.fps > 0)
+    limit = np.floor(0.1 * src.clips.fps + 1e-6).astype(int)  # 0.1 s in frames, per clip
+    ds = pairs.pair_batches(src.clips, seed=0, batch_size=64, max_dt=50, max_dt_s=0.1)
+    b = ds[0]
+    assert (np.abs(b["anchor"] - b["partner"]) <= limit[b["clip"]]).all()
+    batch = next(pipeline.train_iterator(data_dir, "train", cfg(max_dt=50, max_dt_s=0.1),
+                                         global_batch_size=32, seed=0, **HOST))
+    assert batch["view1"].shape[0] == 32

@@ -8,18 +8,21 @@ this host's infinite stream of batches of pair indices, a grain MapDataset whose
 element k is batch k:
 
     MapDataset.range(inf).map(PairBatches)   epoch = seeded permutation of the
-                                             slots, host i takes every n-th;
-                                             batch k draws from rng(seed, host, k)
+                                             slots; global batch k = the next
+                                             G slots, drawn from rng(seed, k);
+                                             host i keeps the i-th B = G / hosts
 
-so batch k is a pure function of (seed, host, k): the same seed gives the same
-batches and grain's iterator state (the next k) resumes exactly, with any
-number of workers. Sampling is vectorised per batch (grain's per-element
+so batch k is a pure function of (seed, k) and the global batch size G: the
+same seed gives the same global batches on any number of hosts (each host
+draws the whole global batch, cheap and vectorised, and keeps its slice), and
+grain's iterator state (the next k) resumes exactly, with any number of workers. Sampling is vectorised per batch (grain's per-element
 random_map costs ~0.15 ms per sample on this CPU, more than decoding a frame).
 
 `PairSampler` draws for each slot an ordered pair of frames (a, p) of its clip,
 uniformly over all pairs with min_dt <= |a - p| <= max_dt (max_dt = min_dt = 0:
 the same frame twice, SimCLR's two views of one image). Distances are in stored
-frames (after any subsampling at ingest). With probability `micle_prob`, and
+frames (after any subsampling at ingest), or with max_dt_s in seconds at each
+clip's stored frame rate. With probability `micle_prob`, and
 only when the patient has another clip, the partner is a uniform frame of a
 uniform other clip of the same patient (Azizi et al. 2021, "Big self-supervised
 models advance medical image classification").
@@ -109,11 +112,36 @@ def check_clips(
     return ok
 
 
+def max_dt_frames(clips: ClipIndex, max_dt: int, min_dt: int = 0,
+                  max_dt_s: float = 0.0) -> np.ndarray:
+    """Per clip, the largest frame distance of a positive pair (int64 [n_clips]).
+
+    `max_dt` stored frames for every clip, or with `max_dt_s` > 0, that many
+    seconds at each clip's stored frame rate (`fps` in dataset.json; clips of
+    different frame rates then get different frame windows), never below min_dt.
+    """
+    n = len(clips.length)
+    if max_dt_s <= 0:
+        return np.full(n, int(max_dt), np.int64)
+    fps = getattr(clips, "fps", None)
+    fps = np.full(n, np.nan) if fps is None else np.asarray(fps, np.float64)
+    unknown = np.flatnonzero(~(fps > 0))
+    if len(unknown):
+        raise UserError(
+            f"data.max_dt_s needs each clip's frame rate, unknown for {len(unknown)} of {n} "
+            f"clips (e.g. {clips.video_id[unknown[0]]}): datasets written before lusjax "
+            "recorded it need `lusjax prep` again; or give data.max_dt in frames")
+    return np.maximum(np.floor(max_dt_s * fps + 1e-6).astype(np.int64), int(min_dt))
+
+
 class PairSampler:
     """Vectorised pair sampling: clip indices [B] + a numpy Generator -> pair index arrays."""
 
-    def __init__(self, clips: ClipIndex, *, max_dt: int, min_dt: int = 0, micle_prob: float = 0.0):
-        if max_dt < 0 or min_dt < 0 or min_dt > max_dt:
+    def __init__(self, clips: ClipIndex, *, max_dt: int, min_dt: int = 0, micle_prob: float = 0.0,
+                 max_dt_s: float = 0.0):
+        if max_dt_s < 0 or not np.isfinite(max_dt_s):
+            raise UserError(f"data.max_dt_s must be >= 0 seconds (got {max_dt_s})")
+        if max_dt_s == 0 and (max_dt < 0 or min_dt < 0 or min_dt > max_dt):
             raise UserError(f"need 0 <= data.min_dt <= data.max_dt (got {min_dt}, {max_dt})")
         if not 0.0 <= micle_prob <= 1.0:
             raise UserError(f"data.micle_prob must be in [0, 1] (got {micle_prob})")
@@ -133,12 +161,16 @@ class PairSampler:
         self.others_idx = np.array([j for o in others for j in o], np.int64)
         # Distances d = min_dt + j, j < K, weighted by their number of ordered pairs in
         # each clip (L for d = 0, 2 (L - d) otherwise; 0 where d >= L): a per-clip CDF.
+        # Each clip's largest distance: max_dt frames, or max_dt_s seconds at its frame rate.
+        self.cap = max_dt_frames(clips, max_dt, min_dt, max_dt_s)
         longest = int(self.length.max()) if len(self.length) else 1
-        k = np.arange(self.min_dt, max(self.min_dt, min(self.max_dt, longest - 1)) + 1)
+        top = int(self.cap.max()) if len(self.cap) else self.min_dt
+        k = np.arange(self.min_dt, max(self.min_dt, min(top, longest - 1)) + 1)
         length = self.length[:, None]
         w = np.where(k[None] == 0, length, 2 * (length - k[None]))
         self.dists = k
-        self.cdf = np.cumsum(np.where(k[None] < length, w, 0), axis=1).astype(np.float64)
+        allowed = (k[None] < length) & (k[None] <= self.cap[:, None])
+        self.cdf = np.cumsum(np.where(allowed, w, 0), axis=1).astype(np.float64)
 
     def sample(self, clip: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Pairs for clips `clip` [B]: anchor/partner record indices, clips, label, seed."""
@@ -198,11 +230,13 @@ def epoch_slots(
 class PairBatches(grain.transforms.Map):
     """Batch number k (of this host's infinite stream) -> that batch's pair indices.
 
-    Stream position j = k * B + i is sample j % n of epoch j // n of this host,
-    n = len(slots) // process_count; the epoch's order is a permutation of the
-    slots (the same on every host, each host taking every process_count-th),
-    and the batch's draws come from a Generator seeded by (seed, host, k). So
-    batch k is a pure function of (seed, k, host): resumable from k alone.
+    Global stream position g = k * G + j (G = batch_size * process_count, the
+    global batch) is slot g % n of epoch g // n, n = len(slots); each epoch's
+    order is a seeded permutation of the slots. The draws of global batch k
+    come from a Generator seeded by (seed, k), and host i keeps rows
+    [i * B, (i + 1) * B). So batch k is a pure function of (seed, k, G, host):
+    resumable from k alone, and the hosts' slices together are the batch one
+    host would read alone, whatever the number of hosts.
     """
 
     def __init__(
@@ -219,8 +253,7 @@ class PairBatches(grain.transforms.Map):
         self.slots, self.sampler = np.asarray(slots, np.int64), sampler
         self.seed, self.batch_size, self.shuffle = int(seed), int(batch_size), bool(shuffle)
         self.index, self.count = int(process_index), int(process_count)
-        self.per_host = len(self.slots) // self.count
-        if self.per_host < 1:
+        if len(self.slots) < self.count:
             raise UserError(
                 f"an epoch has {len(self.slots)} samples, fewer than the {self.count} hosts"
             )
@@ -231,36 +264,42 @@ class PairBatches(grain.transforms.Map):
         state["_perm_cache"] = {}
         return state
 
-    def _host_order(self, epoch: int) -> np.ndarray:
-        """Slot positions of this host's share of `epoch`, in order."""
+    def _order(self, epoch: int) -> np.ndarray:
+        """Slot positions of `epoch`, in order (the same on every host)."""
         order = self._perm_cache.get(epoch)
         if order is None:
             n = len(self.slots)
-            perm = (
+            order = (
                 np.random.default_rng([self.seed, epoch, 0x5107]).permutation(n)
                 if self.shuffle
                 else np.arange(n)
             )
-            order = perm[self.index : self.per_host * self.count : self.count]
             if len(self._perm_cache) > 2:
                 self._perm_cache.pop(min(self._perm_cache))
             self._perm_cache[epoch] = order
         return order
 
-    def positions(self, k: int) -> np.ndarray:
-        """Clip indices of batch k."""
-        j = np.arange(k * self.batch_size, (k + 1) * self.batch_size, dtype=np.int64)
-        epochs, offsets = np.divmod(j, self.per_host)
+    def positions(self, k: int, whole: bool = False) -> np.ndarray:
+        """Clip indices of this host's batch k (of the global batch k with `whole`)."""
+        g = self.batch_size * self.count
+        j = np.arange(k * g, (k + 1) * g, dtype=np.int64)
+        if not whole:
+            j = j[self.index * self.batch_size : (self.index + 1) * self.batch_size]
+        epochs, offsets = np.divmod(j, len(self.slots))
         out = np.empty(len(j), np.int64)
         for e in np.unique(epochs):
             m = epochs == e
-            out[m] = self.slots[self._host_order(int(e))[offsets[m]]]
+            out[m] = self.slots[self._order(int(e))[offsets[m]]]
         return out
 
     def map(self, k) -> dict[str, np.ndarray]:
         k = int(k)
-        rng = np.random.default_rng([self.seed, self.index, k, 0xBA7C])
-        return self.sampler.sample(self.positions(k), rng)
+        # (seed, 0, k): what host 0 drew before batches were global, so one-host runs
+        # see the same data as with earlier lusjax versions.
+        rng = np.random.default_rng([self.seed, 0, k, 0xBA7C])
+        batch = self.sampler.sample(self.positions(k, whole=True), rng)
+        rows = slice(self.index * self.batch_size, (self.index + 1) * self.batch_size)
+        return {name: v[rows] for name, v in batch.items()}
 
 
 def pair_batches(
@@ -271,6 +310,7 @@ def pair_batches(
     max_dt: int,
     min_dt: int = 0,
     micle_prob: float = 0.0,
+    max_dt_s: float = 0.0,
     weighting: str | np.ndarray = "uniform",
     samples_per_clip: int = 0,
     skip_short: bool = False,
@@ -296,7 +336,8 @@ def pair_batches(
         skip_short=skip_short,
         what=what,
     )
-    sampler = PairSampler(clips, max_dt=max_dt, min_dt=min_dt, micle_prob=micle_prob)
+    sampler = PairSampler(clips, max_dt=max_dt, min_dt=min_dt, micle_prob=micle_prob,
+                          max_dt_s=max_dt_s)
     batches = PairBatches(
         slots,
         sampler,

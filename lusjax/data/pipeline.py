@@ -3,16 +3,17 @@
 Training (`train_iterator`), per host:
 
     pairs.pair_batches(clips)         element k = this host's batch k of pair indices
-                                      (balanced per clip, per-host share of every
-                                      reshuffled epoch, global // process_count each)
+                                      (balanced per clip; this host's slice of
+                                      global batch k, global // process_count)
       .map(ReadBatch)                 read + decode its frames in one call -> the
                                       TRAINING BATCH of lusjax.data.format
                                       [+ data.worker_side_aug: augment on the CPU]
       .to_iter_dataset(threads)       data.read_threads threads, data.prefetch batches
       [.mp_prefetch(data.workers)]    worker processes, each building whole batches
 
-Batch k depends only on (seed, k, process_index/count) (see lusjax.data.pairs):
-the same seed gives the same batches, with any number of workers or threads.
+Global batch k depends only on (seed, k, global batch size) (see
+lusjax.data.pairs): the same seed gives the same batches with any number of
+hosts, workers or threads; host i reads the i-th slice of it.
 
 Checkpointing (verified with grain 0.2.18 + orbax-checkpoint 0.12.8, see
 tests/test_pipeline.py): the iterator has `get_state()` (a small JSON-able dict)
@@ -59,6 +60,8 @@ def default_config() -> ml_collections.ConfigDict:
     train_split, val_split: split names ("a+b" joins splits).
     synthetic: arguments of data_prep.write.write_synthetic for the default data.
     max_dt: a positive pair is two frames at most max_dt stored frames apart
+    max_dt_s: > 0: ... at most max_dt_s seconds apart instead (per clip, at its
+      stored frame rate; clips of 30 and 10 fps get different frame windows)
       (0 = the same frame twice: classic SimCLR).
     min_dt: ... and at least min_dt apart (clips need min_dt + 1 frames).
     micle_prob: probability that the partner comes from another clip of the same
@@ -83,6 +86,7 @@ def default_config() -> ml_collections.ConfigDict:
             "val_split": "val",
             "synthetic": {"n_clips": 24, "n_frames": 16, "size": 64, "seed": 0},
             "max_dt": 4,
+            "max_dt_s": 0.0,
             "min_dt": 0,
             "micle_prob": 0.0,
             "clip_weighting": "uniform",
@@ -192,6 +196,7 @@ def train_dataset(
         seed=seed,
         batch_size=batch_size,
         max_dt=cfg.max_dt,
+        max_dt_s=float(cfg.get("max_dt_s", 0.0)),
         min_dt=cfg.min_dt,
         micle_prob=cfg.micle_prob,
         weighting=cfg.clip_weighting,

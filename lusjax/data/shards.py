@@ -42,6 +42,7 @@ class ClipTable:
     start: np.ndarray  # int64 [n_clips], index of the clip's first record
     length: np.ndarray  # int64 [n_clips], frames (records) of the clip
     findings: dict[str, np.ndarray]  # name -> int8 [n_clips]; -1 unknown, 0, 1
+    fps: np.ndarray | None = None  # float64 [n_clips], stored frames per second; NaN unknown
 
     def __len__(self) -> int:
         return len(self.video_id)
@@ -69,6 +70,8 @@ class ClipTable:
             findings={
                 k: np.array([c["findings"].get(k, -1) for c in clips], np.int8) for k in FINDINGS
             },
+            fps=np.array([np.nan if c.get("fps") is None else c["fps"] for c in clips],
+                         np.float64),
         )
 
     @classmethod
@@ -82,6 +85,8 @@ class ClipTable:
             start=np.concatenate([t.start for t in tables]),
             length=np.concatenate([t.length for t in tables]),
             findings={k: np.concatenate([t.findings[k] for t in tables]) for k in FINDINGS},
+            fps=np.concatenate([np.full(len(t), np.nan) if t.fps is None else t.fps
+                                for t in tables]),
         )
 
 
