@@ -368,3 +368,20 @@ def test_full_size_train_step_224_bf16(name):
     (_, feats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
     assert feats.shape == (2, NUM_FEATURES[name]) and np.all(np.isfinite(feats))
     assert all(g.dtype == jnp.float32 and np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("shape", [(2, 112, 112, 8), (1, 7, 9, 3)])
+def test_strided_slice_max_pool_equals_flax_max_pool(shape):
+    """Values equal nn.max_pool's; gradients too where no two window elements tie."""
+    from lusjax.models import layers
+
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)  # continuous: no ties
+
+    def ref(x):
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    np.testing.assert_array_equal(layers.max_pool_3x3_s2(x), ref(x))
+    g_ref = jax.grad(lambda x: (ref(x) ** 2).sum())(x)
+    g_new = jax.grad(lambda x: (layers.max_pool_3x3_s2(x) ** 2).sum())(x)
+    np.testing.assert_allclose(g_new, g_ref, rtol=1e-6)
+    assert layers.max_pool_3x3_s2(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16

@@ -136,7 +136,7 @@ class ResNet(nn.Module):
         elif self.stem == "imagenet":
             x = conv(stem_width, 7, 2, name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = layers.max_pool_3x3_s2(x)
         else:
             raise UserError(f"unknown ResNet stem {self.stem!r}: imagenet, small or patch")
 
