@@ -29,7 +29,8 @@ SSL = {
     "vicreg": dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, sim_weight=25.0,
                    var_weight=25.0, cov_weight=1.0),
     "swav": dict(proj_hidden_dim=2048, proj_dim=128, proj_layers=2, num_prototypes=3000,
-                 temperature=0.1, sinkhorn_iters=3, epsilon=0.05, queue_size=0),
+                 temperature=0.1, sinkhorn_iters=3, epsilon=0.05, queue_size=0,
+                 freeze_prototypes_steps=313),
 }
 
 # Optimiser per method, as in the papers / solo-learn (lr is per 256 images).

@@ -168,7 +168,11 @@ def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
         # their gradient is already the global one, and pmean of it is a no-op. Kept
         # so the step stays right if the params' typing ever changes.
         grads = sharding.pmean(grads, axis)
+        # Frozen parameters (SwAV's prototypes early on) get neither gradient nor update
+        # (no momentum, no weight decay), as when PyTorch skips a param without .grad.
+        grads = method.freeze(grads, step, cfg.ssl)
         upd, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        upd = method.freeze(upd, step, cfg.ssl)
         params = optax.apply_updates(state["params"], upd)
         # Without synced BN each replica has its own statistics: average the running
         # statistics so the replicated state stays identical everywhere.

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from scipy.stats import binomtest
 
 from configs import common
 from lusjax import config as config_lib
-from lusjax import report, train
+from lusjax import report, sharding, train
 from lusjax.data.default import ensure_data
 from lusjax.errors import UserError
 
@@ -33,7 +34,7 @@ def method_config(method, workdir, *extra):
         cfg.method = method
         cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
         for k, v in dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=64,
-                         num_prototypes=8).items():
+                         num_prototypes=8, freeze_prototypes_steps=0).items():
             if k in cfg.ssl:
                 cfg.ssl[k] = v
     return cfg
@@ -94,3 +95,36 @@ def test_every_method_trains_and_its_online_probe_beats_chance(tmp_path, method)
     k = int(round(sum(r["probe_acc"] * r["probe_labelled"] for r in late)))
     p = binomtest(k, n, 1.0 / n_classes, alternative="greater").pvalue
     assert p < 0.01, (method, k / n, p)
+
+
+def test_swav_prototypes_stay_frozen_for_their_first_steps(tmp_path):
+    """SwAV's prototypes get no update (not even weight decay) while step < the freeze;
+    the rest of the network trains meanwhile."""
+    cfg = method_config("swav", tmp_path, ("total_steps", "10"))
+    with cfg.unlocked():
+        cfg.ssl.freeze_prototypes_steps = 2
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    parts = train.build(cfg, num_classes=4, mesh=mesh)
+    state = parts.init_state(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batch = {"view1": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
+             "view2": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
+             "label": np.zeros(16, np.int32), "index": np.arange(16, dtype=np.int32)}
+    batch = jax.device_put(batch, sharding.batch_sharding(mesh))
+
+    def protos_and_conv(s):
+        p = jax.device_get(s["params"])
+        conv = max(jax.tree.leaves(p["backbone"]), key=lambda a: a.size)
+        return np.asarray(p["head"]["prototypes"]), np.asarray(conv)
+
+    p0, c0 = protos_and_conv(state)
+    history = []
+    for _ in range(3):
+        state, _ = parts.step(state, batch)
+        history.append(protos_and_conv(state))
+    np.testing.assert_array_equal(history[0][0], p0)  # steps 0 and 1: frozen
+    np.testing.assert_array_equal(history[1][0], p0)
+    assert not np.array_equal(history[2][0], p0)      # step 2: trains
+    assert not np.array_equal(history[1][1], c0)      # the backbone trains meanwhile
+    # (step 0 moves nothing: the warmup's lr is 0 there)
+

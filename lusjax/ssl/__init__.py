@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lusjax.errors import UserError
 
@@ -68,6 +69,10 @@ class Method:
       update_state: `(method_state, variables, step, total_steps, cfg) ->
         method_state` after the optimizer step (EMA target update).
       needs_target: whether step 2 above runs.
+      freeze: `(tree, step, cfg) -> tree`, applied to the gradients and to the
+        optimizer's updates of {"backbone", "head", "probe"} params: zeroes
+        what must not train yet (SwAV's prototypes early on). Identity by
+        default.
       global_outputs: head outputs that are not per example (e.g. SwAV's
         prototype matrix): the loop gives them whole to both views instead of
         splitting them along the batch.
@@ -80,6 +85,7 @@ class Method:
     init_state: Callable[[Any, Any], Any] = lambda variables, cfg: {}
     update_state: Callable[..., Any] = lambda state, variables, step, total, cfg: state
     needs_target: bool = False
+    freeze: Callable[[Any, Any, Any], Any] = lambda tree, step, cfg: tree
     global_outputs: tuple[str, ...] = ()
     paper: str = ""
 

@@ -43,6 +43,9 @@ def default_config() -> ml_collections.ConfigDict:
             "sinkhorn_iters": 3,
             "epsilon": 0.05,  # Sinkhorn entropic regularisation
             "queue_size": 0,  # 0: no queue; else recent embeddings kept (>= 2 x global batch)
+            # Prototypes stay at their init for the first steps (the paper: its first
+            # epoch, 313 steps of batch 4096 on ImageNet); 0 = never frozen.
+            "freeze_prototypes_steps": 313,
         }
     )
 
@@ -158,11 +161,21 @@ def loss(online, target, method_state, *, cfg, axis_name):
     return value, metrics, updates
 
 
+def freeze(tree, step, cfg):
+    """Zeroes the prototypes' entry of a params-shaped tree while step < the freeze."""
+    if not cfg.get("freeze_prototypes_steps", 0):
+        return tree
+    keep = (step >= cfg.freeze_prototypes_steps).astype(jnp.float32)
+    protos = tree["head"]["prototypes"]
+    return {**tree, "head": {**tree["head"], "prototypes": protos * keep.astype(protos.dtype)}}
+
+
 METHOD = Method(
     name="swav",
     make_head=make_head,
     loss=loss,
     init_state=init_state,
+    freeze=freeze,
     global_outputs=("prototypes",),
     paper="https://arxiv.org/abs/2006.09882",
 )
