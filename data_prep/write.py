@@ -29,6 +29,7 @@ from data_prep import splits as splits_lib
 from data_prep.store import ClipStore
 from lusjax.data.format import DATASET_JSON, FINDINGS
 from lusjax.errors import UserError
+from lusjax.files import write_text_atomic
 
 FILE_FORMATS = ("array_record", "tfrecord")
 DEFAULT_SHARD_MB = 128
@@ -143,7 +144,7 @@ def write_dataset(
     if extra:
         info.update(extra)
     info["summary"] = summary_text(info, out_dir)
-    _write_json_atomic(out_dir / DATASET_JSON, info)
+    write_text_atomic(out_dir / DATASET_JSON, json.dumps(info, indent=1))
     if verbose:
         print(info["summary"])
     return info
@@ -414,10 +415,6 @@ def _split_entry(store, keys, class_names, split_info, out_dir: Path) -> dict:
     }
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _has_tensorflow() -> bool:

@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 
 from lusjax.encoder import Encoder
 from lusjax.errors import UserError
+from lusjax.files import write_text_atomic
 
 ENCODER_DIR = "encoder"
 ENCODER_JSON = "encoder.json"
@@ -178,12 +179,10 @@ def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
     variables = jax.tree.map(np.asarray, variables)  # replicated: the local copy is whole
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(target, variables, force=True)
-    if jax.process_index() == 0:  # atomic: a killed run leaves the old file or the new one
-        tmp = workdir / f".{ENCODER_JSON}.tmp"
-        tmp.write_text(json.dumps({
+    if jax.process_index() == 0:
+        write_text_atomic(workdir / ENCODER_JSON, json.dumps({
             "model_name": model_name, "model_kwargs": model_kwargs,
             "image_size": image_size, "step": int(step)}, indent=2) + "\n")
-        os.replace(tmp, workdir / ENCODER_JSON)
     return target
 
 

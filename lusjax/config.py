@@ -26,6 +26,7 @@ from typing import Any
 import ml_collections
 
 from lusjax.errors import UserError
+from lusjax.files import write_text_atomic
 
 PREFIX = "--config."
 
@@ -184,12 +185,8 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 
 def save(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
     """Writes the resolved config to `<workdir>/config.json`."""
-    path = Path(workdir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".config.json.tmp")  # atomic: a killed run never leaves half a file
-    tmp.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(workdir) / "config.json",
+                             json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

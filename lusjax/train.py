@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -34,17 +33,15 @@ from lusjax.data import augment, pipeline, preprocess
 from lusjax.data.default import ensure_data
 from lusjax.data.shards import open_split
 from lusjax.errors import UserError
+from lusjax.eval.splits import PRETRAIN_CLIPS  # the leakage gate reads what train writes
+from lusjax.files import write_text_atomic
 from lusjax.metrics import MetricsWriter, console_line
 
-PRETRAIN_CLIPS = "pretrain_clips.json"
 CARBON_JSON = "carbon.json"
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # atomic: a killed run never leaves half a file
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------

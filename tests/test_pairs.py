@@ -217,3 +217,10 @@ def test_max_dt_in_seconds_without_frame_rates_is_a_user_error():
     clips.fps = np.array([20.0, np.nan])
     with pytest.raises(UserError, match="unknown for 1 of 2 clips .*v1"):
         pairs.pair_batches(clips, seed=0, batch_size=4, max_dt=2, max_dt_s=0.5)
+
+
+def test_negative_min_dt_is_refused_in_seconds_mode_too():
+    clips = table([10, 10])
+    clips.fps = np.array([20.0, 20.0])
+    with pytest.raises(UserError, match="min_dt"):
+        pairs.pair_batches(clips, seed=0, batch_size=4, max_dt=2, min_dt=-1, max_dt_s=0.5)

@@ -15,16 +15,17 @@ element k is batch k:
 so batch k is a pure function of (seed, k) and the global batch size G: the
 same seed gives the same global batches on any number of hosts (each host
 draws the whole global batch, cheap and vectorised, and keeps its slice), and
-grain's iterator state (the next k) resumes exactly, with any number of workers. Sampling is vectorised per batch (grain's per-element
-random_map costs ~0.15 ms per sample on this CPU, more than decoding a frame).
+grain's iterator state (the next k) resumes exactly, with any number of
+workers. Sampling is vectorised per batch (grain's per-element random_map
+costs ~0.15 ms per sample on this CPU, more than decoding a frame).
 
 `PairSampler` draws for each slot an ordered pair of frames (a, p) of its clip,
 uniformly over all pairs with min_dt <= |a - p| <= max_dt (max_dt = min_dt = 0:
 the same frame twice, SimCLR's two views of one image). Distances are in stored
 frames (after any subsampling at ingest), or with max_dt_s in seconds at each
-clip's stored frame rate. With probability `micle_prob`, and
-only when the patient has another clip, the partner is a uniform frame of a
-uniform other clip of the same patient (Azizi et al. 2021, "Big self-supervised
+clip's stored frame rate. With probability `micle_prob`, and only when the
+patient has another clip, the partner is a uniform frame of a uniform other
+clip of the same patient (Azizi et al. 2021, "Big self-supervised
 models advance medical image classification").
 """
 
@@ -141,11 +142,11 @@ class PairSampler:
                  max_dt_s: float = 0.0):
         if max_dt_s < 0 or not np.isfinite(max_dt_s):
             raise UserError(f"data.max_dt_s must be >= 0 seconds (got {max_dt_s})")
-        if max_dt_s == 0 and (max_dt < 0 or min_dt < 0 or min_dt > max_dt):
+        if min_dt < 0 or (max_dt_s == 0 and (max_dt < 0 or min_dt > max_dt)):
             raise UserError(f"need 0 <= data.min_dt <= data.max_dt (got {min_dt}, {max_dt})")
         if not 0.0 <= micle_prob <= 1.0:
             raise UserError(f"data.micle_prob must be in [0, 1] (got {micle_prob})")
-        self.max_dt, self.min_dt, self.micle_prob = int(max_dt), int(min_dt), float(micle_prob)
+        self.min_dt, self.micle_prob = int(min_dt), float(micle_prob)
         self.start = np.asarray(clips.start, np.int64)
         self.length = np.asarray(clips.length, np.int64)
         self.label = np.asarray(clips.label, np.int32)
@@ -279,12 +280,10 @@ class PairBatches(grain.transforms.Map):
             self._perm_cache[epoch] = order
         return order
 
-    def positions(self, k: int, whole: bool = False) -> np.ndarray:
-        """Clip indices of this host's batch k (of the global batch k with `whole`)."""
+    def positions(self, k: int) -> np.ndarray:
+        """Clip indices of global batch k (every host's rows)."""
         g = self.batch_size * self.count
         j = np.arange(k * g, (k + 1) * g, dtype=np.int64)
-        if not whole:
-            j = j[self.index * self.batch_size : (self.index + 1) * self.batch_size]
         epochs, offsets = np.divmod(j, len(self.slots))
         out = np.empty(len(j), np.int64)
         for e in np.unique(epochs):
@@ -297,7 +296,7 @@ class PairBatches(grain.transforms.Map):
         # (seed, 0, k): what host 0 drew before batches were global, so one-host runs
         # see the same data as with earlier lusjax versions.
         rng = np.random.default_rng([self.seed, 0, k, 0xBA7C])
-        batch = self.sampler.sample(self.positions(k, whole=True), rng)
+        batch = self.sampler.sample(self.positions(k), rng)
         rows = slice(self.index * self.batch_size, (self.index + 1) * self.batch_size)
         return {name: v[rows] for name, v in batch.items()}
 

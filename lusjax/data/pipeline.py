@@ -60,9 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
     train_split, val_split: split names ("a+b" joins splits).
     synthetic: arguments of data_prep.write.write_synthetic for the default data.
     max_dt: a positive pair is two frames at most max_dt stored frames apart
-    max_dt_s: > 0: ... at most max_dt_s seconds apart instead (per clip, at its
-      stored frame rate; clips of 30 and 10 fps get different frame windows)
       (0 = the same frame twice: classic SimCLR).
+    max_dt_s: > 0: ... at most max_dt_s seconds apart instead (per clip, at its
+      stored frame rate; clips of 30 and 10 fps get different frame windows).
     min_dt: ... and at least min_dt apart (clips need min_dt + 1 frames).
     micle_prob: probability that the partner comes from another clip of the same
       patient (MICLe); ignored for patients with one clip.

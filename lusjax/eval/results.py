@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lusjax.eval import metrics, splits
+from lusjax.files import write_text_atomic
 
 PROTOCOLS = ("linear", "mlp", "knn", "finetune")  # the order of the results table
 
@@ -101,10 +102,7 @@ def hardware() -> dict:
 
 def write_outputs(out_dir: Path, results: dict) -> None:
     """results.json (NaN written as null) and results.md in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
-    tmp.replace(out_dir / "results.json")
+    write_text_atomic(out_dir / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
     (out_dir / "results.md").write_text(markdown(results))
 
 

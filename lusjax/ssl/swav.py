@@ -165,9 +165,9 @@ def freeze(tree, step, cfg):
     """Zeroes the prototypes' entry of a params-shaped tree while step < the freeze."""
     if not cfg.get("freeze_prototypes_steps", 0):
         return tree
-    keep = (step >= cfg.freeze_prototypes_steps).astype(jnp.float32)
     protos = tree["head"]["prototypes"]
-    return {**tree, "head": {**tree["head"], "prototypes": protos * keep.astype(protos.dtype)}}
+    protos = jnp.where(step >= cfg.freeze_prototypes_steps, protos, jnp.zeros_like(protos))
+    return {**tree, "head": {**tree["head"], "prototypes": protos}}
 
 
 METHOD = Method(
