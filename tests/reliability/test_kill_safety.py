@@ -93,14 +93,14 @@ def run_trials(root: Path, ref: Reference, *, modes, workers: int, seed: int,
     rng = np.random.default_rng(seed)
     over = settings(workers)
     stats = collections.Counter()
-    episode, wd, newest, left = 0, None, None, set()
+    episode, wd, newest, left, started = 0, None, None, set(), False
     shm_before = tr.shm()
 
     def new_episode():
-        nonlocal episode, wd, newest, left
+        nonlocal episode, wd, newest, left, started
         episode += 1
         wd = root / f"episode{episode}"
-        newest, left = None, set()
+        newest, left, started = None, set(), False
 
     def check_done(log):
         """A finished episode: exactly the uninterrupted run, no temporary folder left.
@@ -120,6 +120,7 @@ def run_trials(root: Path, ref: Reference, *, modes, workers: int, seed: int,
         log = root / f"trial{trial}.log"
         before, logged = tr.committed(wd)[0], len(tr.metrics.read(wd))
         proc = tr.start(wd, over, DEVICES, log)
+        started = True
         _kill_at_random(proc, wd, mode, rng, startup_s=2.5)
         rc = proc.returncode
         steps, tmp = tr.committed(wd)
@@ -165,7 +166,9 @@ def run_trials(root: Path, ref: Reference, *, modes, workers: int, seed: int,
             stats["episodes finished"] += 1
             new_episode()
 
-    if finish and newest is not None:  # the last episode, resumed to its end
+    # The last episode, resumed to its end; also when its kills all came before the
+    # first checkpoint committed (a loaded machine), so the run starts over.
+    if finish and started:
         log = root / "finish.log"
         tr.run(wd, over, DEVICES, log)
         assert not left - tr.removed_by(log, left), left
