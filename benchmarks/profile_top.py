@@ -20,7 +20,7 @@ from pathlib import Path
 CLASSES = (("collective", ("nccl", "all-reduce", "all-gather", "allreduce", "allgather")),
            ("convolution", ("conv", "cudnn", "implicit_gemm", "xmma_fprop", "xmma_dgrad",
                             "xmma_wgrad", "fprop", "dgrad", "wgrad")),
-           ("matmul", ("gemm", "cublas", "matmul", "dot", "sm90_xmma")),
+           ("matmul", ("gemm", "cublas", "matmul", "dot", "sm90_xmma", "nvjet")),
            ("fusion", ("fusion", "reduce", "loop_", "input_", "triton")),
            ("copy/transpose", ("copy", "transpose", "memcpy", "memset")))
 

@@ -1,4 +1,4 @@
-"""Shared building blocks of the configs: every default of every section is here.
+"""Shared building blocks of the configs: the defaults of every section.
 
 A config file picks a method and a backbone and changes what differs:
 
@@ -12,9 +12,13 @@ Sections: model, ssl (the method's hyper-parameters), data (input pipeline,
 `lusjax.data.pipeline`), aug (on-device augmentation, `lusjax.data.augment`,
 with aug.us the ultrasound-specific ones), optim (`lusjax.optim`), probe
 (online linear probe), carbon (`lusjax.carbon`), and the loop's durations.
+The data and aug defaults are the modules' own `default_config()` (one place,
+documented there); the rest are spelled out here.
 """
 
 import ml_collections
+
+from lusjax.data import augment, pipeline
 
 # Each method's hyper-parameters (the `ssl` section); see lusjax/ssl/<name>.py.
 SSL = {
@@ -45,57 +49,21 @@ OPTIM = {
 }
 
 
-def us_aug() -> dict:
-    """Ultrasound-specific augmentations (lusjax/data/us_augment.py)."""
-    return dict(
-        estimate_apex=True,       # find apex and fan edges per frame
-        apex_y=0.0,               # fallback apex row (fraction of H; <0 above: linear-like)
-        zoom_prob=0.3, zoom=(0.8, 1.25),          # depth rescale along the beam
-        speckle_prob=0.2, speckle_strength=0.6,   # speckle re-synthesis
-        speckle_psf=(1.0, 2.0), speckle_envelope=2.0,
-        shadow_prob=0.2, shadow_width=(0.05, 0.15),             # rib shadow
-        shadow_depth=(0.0, 0.25), shadow_strength=(0.6, 0.95),
-        tgc_prob=0.3, tgc_db=4.0, tgc_points=5,   # time-gain-compensation curve
-        wedge_prob=0.2, wedge_max=0.3,            # narrower fan wedge
-    )
+def data() -> dict:
+    """Input pipeline (`lusjax.data.pipeline.default_config`, each key documented
+    there), with a larger embedded synthetic dataset than that test-sized default:
+    data_dir "" = the synthetic data, written once and cached."""
+    d = pipeline.default_config().to_dict()
+    d["synthetic"].update(n_clips=96, n_frames=32)
+    return d
 
 
 def aug(size: int) -> dict:
-    """On-device augmentation (lusjax/data/augment.py); output size = model input."""
-    return dict(
-        size=size,
-        crop_prob=1.0, crop_scale=(0.35, 1.0), crop_ratio=(3 / 4, 4 / 3),
-        flip_prob=0.5,
-        brightness_prob=0.8, brightness=0.25,
-        contrast_prob=0.8, contrast=0.35,
-        gamma_prob=0.3, gamma=(0.7, 1.4),
-        blur_prob=0.5, blur_sigma=(0.1, 2.0),
-        noise_prob=0.2, noise_std=0.04,
-        us=us_aug(),
-    )
-
-
-def data() -> dict:
-    """Input pipeline (lusjax/data/pipeline.py). data_dir "" = synthetic default."""
-    return dict(
-        data_dir="",
-        train_split="train",
-        val_split="val",
-        # The embedded default: data_prep.write.write_synthetic(**synthetic), cached.
-        synthetic=dict(n_clips=96, n_frames=32, size=64, seed=0),
-        max_dt=4,               # positive pair = frames at most max_dt apart (0: same frame)
-        max_dt_s=0.0,           # > 0: at most max_dt_s seconds apart instead (per-clip fps)
-        min_dt=0,
-        micle_prob=0.0,         # partner from another clip of the same patient
-        clip_weighting="uniform",
-        samples_per_clip=0,
-        skip_short_clips=False,
-        shuffle=True,
-        workers=0,              # grain worker processes (0: in-process)
-        read_threads=2,
-        prefetch=2,
-        worker_side_aug=False,  # augment on CPU workers instead of on device
-    )
+    """On-device augmentation (`lusjax.data.augment.default_config`, with aug.us the
+    ultrasound-specific ones of `lusjax.data.us_augment`); output side = model input."""
+    d = augment.default_config().to_dict()
+    d["size"] = size
+    return d
 
 
 def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.ConfigDict:

@@ -6,9 +6,9 @@
 Measures the real step of `lusjax/train.py` (augmentation, both views through
 backbone + head, method loss, online probe, optimizer update) on the devices
 of this host: compile time, step time, images/s (one image = one augmented
-view through forward and backward), peak device memory, and MFU = model FLOPs
-(XLA's cost analysis of the lowered step, see `_flops`) / (step time x devices x
-bf16 peak per device).
+view through forward and backward), peak device memory, and MFU = FLOPs per
+device (XLA's cost analysis of the lowered step, see `_flops`) / (step time x
+bf16 peak per device). `step_tflops` is the whole step's (all devices).
 
 `--input synthetic`: random uint8 views already on the device (the step alone).
 `--input pipeline`: batches from the grain pipeline over the configured
@@ -53,20 +53,37 @@ def device_peak(kind: str) -> float | None:
 
 
 def _flops(lowered) -> float | None:
-    """FLOPs of one global step from XLA's cost analysis of the *lowered* program.
+    """FLOPs of one step per device: XLA's cost analysis of the *lowered* program.
 
     Not the compiled one: on GPU, convolutions become cuDNN custom calls that the
     compiled cost analysis does not count (it under-reports a ResNet step ~30x),
-    and it is per device there but global on CPU. The lowered program is the
-    whole step, device independent.
+    and it is per device there but global on CPU. The lowered program is backend
+    independent, and its shard_map body has per-device shapes. GPU plugins do not
+    implement the lowered analysis (PJRT C API): the same HLO then goes to the CPU
+    backend's analysis.
     """
     try:
         cost = lowered.cost_analysis()
     except Exception:  # noqa: BLE001 - not every backend implements it
-        return None
+        cost = None
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        cost = _cpu_cost_analysis(lowered)
     return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def _cpu_cost_analysis(lowered) -> dict | None:
+    """XLA's HLO cost analysis of `lowered` on the CPU backend (private jax API: None
+    if it moved)."""
+    try:
+        from jax._src import xla_bridge
+        from jax._src.lib import _jax
+
+        module = lowered.compiler_ir("hlo").as_hlo_module()
+        return _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _peak_memory() -> float | None:
@@ -115,7 +132,7 @@ def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
     lowered = parts.step.lower(state, synthetic[0]())
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    flops = _flops(lowered)
+    flops = _flops(lowered)  # per device
     kind = jax.devices()[0].device_kind
     peak = device_peak(kind)
     n_dev = mesh.size
@@ -149,8 +166,8 @@ def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
                 "device": kind, "devices": n_dev, "compile_s": round(compile_s, 2),
                 "step_ms": round(step_s * 1e3, 3),
                 "images_per_s": round(2 * cfg.batch_size / step_s, 1),
-                "step_tflops": round(flops / 1e12, 4) if flops else None,
-                "mfu": round(flops / (step_s * peak * n_dev), 4) if flops and peak else None,
+                "step_tflops": round(flops * n_dev / 1e12, 4) if flops else None,
+                "mfu": round(flops / (step_s * peak), 4) if flops and peak else None,
                 "peak_mem_gib": round(mem, 2) if mem else None,
                 "loss": float(jax.device_get(metrics["loss"])),
             })

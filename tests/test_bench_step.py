@@ -25,8 +25,41 @@ def test_bench_step_synthetic_and_pipeline(capsys):
     assert any(x.startswith("| method") for x in out)
 
 
+def test_bench_step_flops_are_for_the_whole_step(capsys):
+    """The lowered shard_map body is per device: step_tflops counts all devices, so it
+    doubles with the global batch whatever the device count."""
+    rc = cli.main(["bench", "step", "--config", str(ROOT / "configs/quickstart.py"),
+                   "--batch-size", "16,32", "--steps", "1", "--warmup", "1", *TINY])
+    assert rc == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    small, big = (r["step_tflops"] for r in recs)
+    assert 1.9 < big / small < 2.1
+
+
 def test_bench_step_bad_input_is_a_user_error(capsys):
     rc = cli.main(["bench", "step", "--config", str(ROOT / "configs/quickstart.py"),
                    "--batch-size", "16", "--input", "disk", "--steps", "1", *TINY])
     assert rc == 2
     assert "--input must be synthetic or pipeline" in capsys.readouterr().err
+
+
+def test_flops_fall_back_to_the_cpu_analysis_of_the_same_hlo():
+    """GPU plugins raise in Lowered.cost_analysis: the CPU backend's analysis of the
+    same HLO gives the same count as the lowered analysis does on CPU."""
+    import jax
+    import jax.numpy as jnp
+
+    from lusjax import bench_step
+
+    lowered = jax.jit(lambda x: jnp.tanh(x @ x)).lower(jnp.ones((64, 64)))
+    direct = bench_step._flops(lowered)
+    assert direct >= 2 * 64**3
+
+    class NoAnalysis:  # what a PJRT C API plugin looks like from here
+        def cost_analysis(self):
+            raise NotImplementedError
+
+        def compiler_ir(self, dialect):
+            return lowered.compiler_ir(dialect)
+
+    assert bench_step._flops(NoAnalysis()) == direct

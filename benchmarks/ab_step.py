@@ -1,0 +1,79 @@
+"""A/B of backbone layer implementations inside the real train step, one process.
+
+    python benchmarks/ab_step.py --variants lusjax,stem=conv \
+        --config configs/simclr_resnet.py:r18 --batch-size 256 [--config.KEY=VALUE ...]
+
+Each variant swaps some of lusjax's layers (`lusjax.models.layers`) for the plain
+formulation they replaced, then runs `lusjax bench step` (compile once, time the
+synthetic-input step) on this host's devices. Same model, same parameters, same
+outputs up to float rounding; only the way XLA is asked to compute them differs.
+Prints one JSON line per variant ("variant" key added).
+
+  lusjax          the library as it is
+  stem=conv       stem as a plain 7x7/2 conv over the one-channel image
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from lusjax import bench_step
+from lusjax import config as config_lib
+from lusjax.models import layers
+
+
+def _plain_stem(features, dtype, name=None):
+    return layers.conv(features, 7, 2, dtype=dtype, name=name)
+
+
+SWAPS = {"lusjax": {}, "stem=conv": {"StemConv7x7S2": _plain_stem}}
+
+
+@contextlib.contextmanager
+def swapped(names: dict):
+    """Temporarily replaces attributes of `lusjax.models.layers` (read at trace time)."""
+    old = {k: getattr(layers, k) for k in names}
+    try:
+        for k, v in names.items():
+            setattr(layers, k, v)
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(layers, k, v)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides, rest = config_lib.split_overrides(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="configs/simclr_resnet.py:r18")
+    p.add_argument("--variants", default="lusjax,stem=conv",
+                   help=f"comma-separated, from: {', '.join(SWAPS)}")
+    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--profile", default="", metavar="DIR",
+                   help="also trace each variant into DIR/VARIANT (benchmarks/profile_top.py)")
+    args = p.parse_args(rest)
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in SWAPS]
+    if unknown:
+        p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(SWAPS)}")
+    over = list(overrides) + [("workdir", "/tmp/lusjax-bench")]
+    if args.batch_size:
+        over.append(("batch_size", str(args.batch_size)))
+    cfg = config_lib.load(args.config, over)
+    for v in variants:
+        with swapped(SWAPS[v]):
+            for rec in bench_step.bench(cfg, steps=args.steps, warmup=args.warmup,
+                                        inputs=["synthetic"],
+                                        profile_dir=f"{args.profile}/{v}" if args.profile else ""):
+                print(json.dumps({"variant": v, **rec}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
