@@ -3,7 +3,7 @@
     lusjax train --config configs/mocov2_resnet.py:r50 --config.workdir=runs/mocov2_resnet \
         --config.data.data_dir=data/lus
 
-The queue (ssl.queue_size) should be >= 2 x batch and well below the frame count.
+The queues (ssl.queue_size keys per view) should be >= batch and well below the frame count.
 """
 
 from configs import common

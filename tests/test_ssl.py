@@ -185,8 +185,8 @@ def fake_inputs(name, cfg):
     state = {}
     if name == "mocov2":
         target = {"view1": mk(2), "view2": mk(3)}
-        queue = heads.l2_normalize(rand(4, cfg.queue_size, dim))
-        state = {"queue": queue, "queue_ptr": jnp.int32(60)}  # 2N = 32 keys wrap past 64
+        queue = heads.l2_normalize(rand(4, 2, cfg.queue_size, dim))
+        state = {"queue": queue, "queue_ptr": jnp.int32(56)}  # N = 16 keys wrap past 64
     if name == "byol":
         target = {"view1": mk(2), "view2": mk(3)}
     if name == "swav":
@@ -267,10 +267,30 @@ def test_queue_updates_are_global():
     cfg = tiny_cfg("mocov2")
     online, target, state = fake_inputs("mocov2", cfg)
     _, (_, updates) = jit(loss_fns("mocov2", cfg, target, state)[1])(online)
-    keys = np.concatenate([unit(np.asarray(target[v]["z"])) for v in ("view1", "view2")])
-    idx = (60 + np.arange(2 * N)) % cfg.queue_size
-    np.testing.assert_allclose(np.asarray(updates["queue"])[idx], keys, **TOL)
-    assert int(updates["queue_ptr"]) == (60 + 2 * N) % cfg.queue_size
+    idx = (56 + np.arange(N)) % cfg.queue_size
+    for i, view in enumerate(("view1", "view2")):  # one queue per view
+        keys = unit(np.asarray(target[view]["z"]))
+        np.testing.assert_allclose(np.asarray(updates["queue"])[i, idx], keys, **TOL)
+        kept = np.setdiff1d(np.arange(cfg.queue_size), idx)
+        np.testing.assert_array_equal(np.asarray(updates["queue"])[i, kept],
+                                      np.asarray(state["queue"])[i, kept])
+    assert int(updates["queue_ptr"]) == (56 + N) % cfg.queue_size
+
+
+def test_mocov2_queries_meet_the_queue_of_their_positive_view():
+    """view-1 queries: positive key of view 2, negatives from the view-2 queue (solo-learn)."""
+    cfg = tiny_cfg("mocov2")
+    online, target, state = fake_inputs("mocov2", cfg)
+    value, _ = jit(loss_fns("mocov2", cfg, target, state)[1])(online)
+    q1, q2 = online["view1"]["z"], online["view2"]["z"]
+    k1, k2 = target["view1"]["z"], target["view2"]["z"]
+    t = cfg.temperature
+    expect = (mocov2.infonce(q1, k2, state["queue"][1], t)
+              + mocov2.infonce(q2, k1, state["queue"][0], t)) / 2
+    swapped = (mocov2.infonce(q1, k2, state["queue"][0], t)
+               + mocov2.infonce(q2, k1, state["queue"][1], t)) / 2
+    np.testing.assert_allclose(float(value), float(expect), **TOL)
+    assert abs(float(value) - float(swapped)) > 1e-4
 
 
 @pytest.mark.parametrize("name", ["simclr", pytest.param("swav", marks=pytest.mark.slow)])

@@ -8,9 +8,13 @@ loss is symmetrised over the two views and the momentum follows a cosine
 schedule from `base_momentum` to `final_momentum`.
 
 method_state: {"target": EMA variables of backbone + projector,
-"queue": [queue_size, proj_dim] float32 L2-normalised keys, "queue_ptr": int32}.
-The queue is global: each step enqueues the keys of the whole global batch
-(both views), so every device holds the same queue.
+"queue": [2, queue_size, proj_dim] float32 L2-normalised keys, "queue_ptr": int32}.
+One queue per view, as solo-learn's mocov2plus: queries of view 1 meet their
+positive key from view 2 and negatives from the view-2 queue (and vice versa),
+so both directions draw negatives from the same augmentation stream as their
+positive and each queue holds `queue_size` past batches' worth of keys. The
+queues are global: each step enqueues the keys of the whole global batch, so
+every device holds the same queues.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
             "proj_dim": 128,
             "proj_layers": 2,  # MoCo v2's head: Linear-ReLU-Linear, no BN
             "temperature": 0.2,
-            "queue_size": 65536,  # negatives kept; >= 2 x global batch
+            "queue_size": 65536,  # negatives kept per view; >= global batch
             "base_momentum": 0.99,  # EMA momentum at step 0 (cosine to final_momentum)
             "final_momentum": 1.0,
         }
@@ -77,7 +81,7 @@ def infonce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float, ax
 def init_state(variables, cfg) -> dict:
     # A fixed key keeps init_state a function of (variables, cfg) only, as the
     # contract wants; random unit vectors as initial negatives, as MoCo does.
-    queue = jax.random.normal(jax.random.PRNGKey(0), (cfg.queue_size, cfg.proj_dim))
+    queue = jax.random.normal(jax.random.PRNGKey(0), (2, cfg.queue_size, cfg.proj_dim))
     return {
         "target": copy_target(variables),
         "queue": l2_normalize(queue),
@@ -89,13 +93,14 @@ def loss(online, target, method_state, *, cfg, axis_name):
     q1, q2 = online["view1"]["z"], online["view2"]["z"]
     k1 = jax.lax.stop_gradient(l2_normalize(target["view1"]["z"]))
     k2 = jax.lax.stop_gradient(l2_normalize(target["view2"]["z"]))
-    queue = method_state["queue"]
+    queue, ptr = method_state["queue"], method_state["queue_ptr"]
     value = (
-        infonce(q1, k2, queue, cfg.temperature, axis_name)
-        + infonce(q2, k1, queue, cfg.temperature, axis_name)
+        infonce(q1, k2, queue[1], cfg.temperature, axis_name)
+        + infonce(q2, k1, queue[0], cfg.temperature, axis_name)
     ) / 2
-    keys = jnp.concatenate([gather_invariant(k1, axis_name), gather_invariant(k2, axis_name)])
-    new_queue, new_ptr = enqueue(queue, method_state["queue_ptr"], keys)
+    queue1, new_ptr = enqueue(queue[0], ptr, gather_invariant(k1, axis_name))
+    queue2, _ = enqueue(queue[1], ptr, gather_invariant(k2, axis_name))
+    new_queue = jnp.stack([queue1, queue2])
     metrics = {"infonce": value, "z_std": embedding_std((q1, q2), axis_name)}
     return value, metrics, {"queue": new_queue, "queue_ptr": new_ptr}
 
