@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lusjax import files
+
 
 def _fmt(v: Any) -> str:
     if v is None:
@@ -80,7 +82,7 @@ def plot_phases(summary: dict[str, Any], path_png: str | Path) -> None:
     ax.set_title(f"Carbon per phase ({summary['country']}, {summary['device_kind']})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path_png, dpi=120)
+    files.save_figure(fig, path_png, dpi=120)
 
 
 def break_even(
@@ -127,5 +129,5 @@ def plot_break_even(be: dict[str, Any], path_png: str | Path) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path_png, dpi=120)
+    files.save_figure(fig, path_png, dpi=120)
 

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lusjax import files
 from lusjax.encoder import Encoder
 from lusjax.errors import UserError
 from lusjax.files import write_text_atomic
@@ -63,13 +64,16 @@ def remove_unfinished(directory: str | os.PathLike) -> list[str]:
 
     Only process 0 deletes (one shared directory); returns the names removed.
     """
-    directory = Path(directory)
+    directory = files.path(directory)
     if jax.process_index() != 0 or not directory.is_dir():
         return []
     removed = []
     for path in sorted(directory.iterdir()):
         if TMP_MARK in path.name:
-            shutil.rmtree(path, ignore_errors=True)
+            if isinstance(path, Path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.rmtree()
             removed.append(path.name)
     return removed
 
@@ -85,7 +89,7 @@ class Checkpointer:
             raise UserError(f"keep_ckpts must be at least 1 (got {keep}): the newest "
                             "checkpoint is what a restarted run resumes from")
         self.every = every
-        self.directory = Path(workdir).resolve() / "checkpoints"
+        self.directory = files.absolute(workdir) / "checkpoints"
         # Synchronously, before orbax lists the steps: a killed run's half-written step
         # is never restored, and is gone once the next run has started.
         self.removed = [] if read_only else remove_unfinished(self.directory)
@@ -174,7 +178,7 @@ def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
     Call it on every process of a multi-host run: orbax synchronises them and the
     primary host writes.
     """
-    workdir = Path(workdir).resolve()
+    workdir = files.absolute(workdir)
     target = workdir / ENCODER_DIR
     variables = jax.tree.map(np.asarray, variables)  # replicated: the local copy is whole
     with ocp.StandardCheckpointer() as ckptr:
@@ -188,7 +192,7 @@ def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
 
 def load_encoder(workdir: str | os.PathLike) -> Encoder:
     """The pretrained backbone of a run (its `encoder/` export)."""
-    workdir = Path(workdir).resolve()
+    workdir = files.absolute(workdir)
     meta_path = workdir / ENCODER_JSON
     if not meta_path.exists():
         raise UserError(f"no exported encoder in {workdir} (missing {ENCODER_JSON}); "

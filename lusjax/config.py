@@ -25,6 +25,7 @@ from typing import Any
 
 import ml_collections
 
+from lusjax import files
 from lusjax.errors import UserError
 from lusjax.files import write_text_atomic
 
@@ -185,13 +186,13 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 
 def save(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
     """Writes the resolved config to `<workdir>/config.json`."""
-    return write_text_atomic(Path(workdir) / "config.json",
+    return write_text_atomic(files.path(workdir) / "config.json",
                              json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """Reads a run's resolved config back from `<workdir>/config.json`."""
-    path = Path(workdir) / "config.json"
+    path = files.path(workdir) / "config.json"
     if not path.exists():
         raise UserError(f"no config.json in {workdir}: not a lusjax run directory")
     return ml_collections.ConfigDict(json.loads(path.read_text()))

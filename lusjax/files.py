@@ -1,17 +1,89 @@
-"""Writing run and dataset files so that a killed process never leaves half of one."""
+"""Run and dataset files: local or on an object store (gs://, s3://), never half-written.
+
+A workdir on a TPU pod must be shared by all hosts, hence a bucket. `path()` gives
+a `pathlib.Path` for local paths and an `etils.epath.Path` (the path type orbax
+takes) for URLs, so the code that writes a run's files is the same for both.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
+from lusjax.errors import UserError
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes `text` to `path` through a temporary file beside it and a rename (atomic on
-    one filesystem): a reader, or the next run, sees the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+URL_SCHEMES = ("gs", "s3", "az")
+
+
+def is_remote(p: str | os.PathLike) -> bool:
+    """Whether `p` is an object-store URL (gs://, s3://, az://)."""
+    return any(os.fspath(p).startswith(f"{s}://") for s in URL_SCHEMES)
+
+
+def path(p: str | os.PathLike):
+    """A path object for `p`: `pathlib.Path` if local, `etils.epath.Path` if a URL.
+
+    A URL whose filesystem is not installed (gcsfs for gs:// without TensorFlow)
+    is a UserError naming the package.
+    """
+    if isinstance(p, Path) or not is_remote(p):
+        return Path(p)
+    from etils import epath
+
+    scheme = os.fspath(p).split("://", 1)[0]
+    try:
+        import fsspec
+
+        # epath uses tf.io.gfile when TensorFlow is installed, else fsspec.
+        if importlib.util.find_spec("tensorflow") is None:
+            fsspec.get_filesystem_class("gcs" if scheme == "gs" else scheme)
+    except ImportError as e:
+        package = {"gs": "gcsfs", "s3": "s3fs", "az": "adlfs"}[scheme]
+        raise UserError(f"{p}: {scheme}:// paths need {package} (pip install "
+                        f"'etils[epath-{'gcs' if scheme == 'gs' else scheme}]')") from e
+    return epath.Path(p)
+
+
+def absolute(p: str | os.PathLike):
+    """`path(p)`, made absolute if local (URLs already are)."""
+    q = path(p)
+    return q.resolve() if isinstance(q, Path) else q
+
+
+def write_text_atomic(p: str | os.PathLike, text: str):
+    """Writes `text` so that a reader, or the next run, sees the old file or the new one:
+    locally through a temporary file beside it and a rename (atomic on one
+    filesystem); on an object store by one write (objects are replaced whole)."""
+    p = path(p)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(p, Path):
+        p.write_text(text)
+        return p
+    tmp = p.with_name(f".{p.name}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    os.replace(tmp, p)
+    return p
+
+
+def append_text(p: str | os.PathLike, text: str) -> None:
+    """Appends `text` to a file; objects cannot be appended to, so on an object store the
+    object is rewritten with `text` added (fine for a run's small JSONL files)."""
+    p = path(p)
+    if isinstance(p, Path):
+        with open(p, "a") as f:
+            f.write(text)
+        return
+    old = p.read_text() if p.exists() else ""
+    p.write_text(old + text)
+
+
+def save_figure(fig, p: str | os.PathLike, **kwargs):
+    """`fig.savefig` to a local path or an object-store URL (format from the suffix)."""
+    p = path(p)
+    if isinstance(p, Path):
+        fig.savefig(p, **kwargs)
+    else:
+        with p.open("wb") as f:
+            fig.savefig(f, format=p.suffix.lstrip(".") or "png", **kwargs)
+    return p

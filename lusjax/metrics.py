@@ -11,9 +11,10 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
+
+from lusjax import files
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -32,7 +33,7 @@ class MetricsWriter:
     """Appends JSON lines to `<workdir>/metrics.jsonl`; a no-op on processes other than 0."""
 
     def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
-        self.path = Path(workdir) / METRICS_FILE
+        self.path = files.path(workdir) / METRICS_FILE
         self.enabled = enabled
         self._t0 = time.time()
         if enabled:
@@ -43,14 +44,13 @@ class MetricsWriter:
         rec = {"step": int(step), "wall_time": round(time.time() - self._t0, 3)}
         rec.update({k: _plain(v) for k, v in {**metrics, **extra}.items()})
         if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            files.append_text(self.path, json.dumps(rec) + "\n")
         return rec
 
 
 def read(workdir: str | os.PathLike) -> list[dict]:
     """All records of a run (skips a torn last line from a killed writer)."""
-    path = Path(workdir) / METRICS_FILE
+    path = files.path(workdir) / METRICS_FILE
     if not path.exists():
         return []
     out = []

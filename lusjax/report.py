@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from lusjax import files
 from lusjax import metrics as metrics_lib
 from lusjax.errors import UserError
 
@@ -40,7 +41,7 @@ def render(workdir: str | os.PathLike) -> list[Path]:
     records = metrics_lib.read(workdir)
     if not records:
         raise UserError(f"no metrics in {workdir} (expected {metrics_lib.METRICS_FILE})")
-    out_dir = Path(workdir) / "plots"
+    out_dir = files.path(workdir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, title, keys in PANELS:
@@ -57,10 +58,10 @@ def render(workdir: str | os.PathLike) -> list[Path]:
         if len(series) > 1:
             ax.legend()
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=100)
+        files.save_figure(fig, out_dir / name, dpi=100)
         plt.close(fig)
         written.append(out_dir / name)
-    written += _carbon(Path(workdir), out_dir)
+    written += _carbon(files.path(workdir), out_dir)
     return written
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from lusjax import config as config_lib
+from lusjax import files
 from lusjax.errors import UserError
 
 SWEEP_JSON = "sweep.json"
@@ -214,8 +215,8 @@ def write_plan(root: str, runs: Sequence[Run], config_spec: str, sweep_spec: str
     header = (f"lusjax sweep: {len(runs)} runs of {config_spec} x {sweep_spec}\n"
               "NAME<tab>WORKDIR<tab>lusjax train ARGS; one array task / one run per line")
     if "://" in root:
-        _epath(root).mkdir(parents=True, exist_ok=True)
-        (_epath(root) / SWEEP_JSON).write_text(json.dumps(plan, indent=2) + "\n")
+        files.path(root).mkdir(parents=True, exist_ok=True)
+        (files.path(root) / SWEEP_JSON).write_text(json.dumps(plan, indent=2) + "\n")
         path = Path(runs_file or f"{Path(sweep_spec.split(':')[0]).stem}-{RUNS_TXT}")
     else:
         Path(root).mkdir(parents=True, exist_ok=True)
@@ -229,15 +230,6 @@ def write_plan(root: str, runs: Sequence[Run], config_spec: str, sweep_spec: str
 # ----------------------------------------------------------------------------
 # Status of a run's workdir (shared with sweep-report).
 # ----------------------------------------------------------------------------
-
-
-def _epath(p: str):
-    """A path object for local or gs:// paths (etils, which orbax already needs)."""
-    if "://" in p:
-        from etils import epath
-
-        return epath.Path(p)
-    return Path(p)
 
 
 def last_error_line(text: str) -> str:
@@ -260,7 +252,7 @@ def run_status(workdir: str, *, active_s: float = 600.0) -> tuple[str, str]:
     metrics but unfinished and idle (stopped, preempted or killed; re-running
     resumes it). not started: nothing there.
     """
-    wd = _epath(workdir)
+    wd = files.path(workdir)
     try:
         if (wd / ENCODER_JSON).exists():
             return "done", ""

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lusjax import files
 from lusjax import sweep as sweep_lib
 from lusjax.errors import UserError
 
@@ -45,7 +46,7 @@ def _read_text(path) -> str | None:
 
 
 def _records(workdir: str) -> list[dict]:
-    text = _read_text(sweep_lib._epath(workdir) / "metrics.jsonl")
+    text = _read_text(files.path(workdir) / "metrics.jsonl")
     out = []
     for line in (text or "").splitlines():
         try:
@@ -67,7 +68,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def discover(root: str) -> list[dict]:
     """[{name, workdir, overrides}] of the runs under `root`."""
-    rootp = sweep_lib._epath(root)
+    rootp = files.path(root)
     if not rootp.exists():
         raise UserError(f"no such sweep root: {root}")
     plan_text = _read_text(rootp / sweep_lib.SWEEP_JSON)
@@ -81,7 +82,7 @@ def discover(root: str) -> list[dict]:
         if any((sub / f).exists() for f in ("config.json", sweep_lib.RUN_LOG)):
             extra.append({"name": sub.name, "workdir": str(sub), "overrides": None})
     if extra:
-        configs = {r["name"]: _flatten(json.loads(_read_text(sweep_lib._epath(r["workdir"])
+        configs = {r["name"]: _flatten(json.loads(_read_text(files.path(r["workdir"])
                                                              / "config.json") or "{}"))
                    for r in extra}
         keys = sorted({k for c in configs.values() for k in c} - {"workdir"})
@@ -101,7 +102,7 @@ def collect(root: str) -> list[dict]:
     for r in discover(root):
         status, detail = sweep_lib.run_status(r["workdir"])
         recs = _records(r["workdir"])
-        cfg_text = _read_text(sweep_lib._epath(r["workdir"]) / "config.json")
+        cfg_text = _read_text(files.path(r["workdir"]) / "config.json")
         total = json.loads(cfg_text).get("total_steps") if cfg_text else None
         final = {}
         for rec in recs:  # the last value of each metric (probe_val_acc is not on every line)
@@ -195,7 +196,7 @@ def render(root: str, out_dir: str | None = None, *, with_plot: bool = True) -> 
     """Writes the Markdown table (and PNG); returns {'table', 'md', 'png', 'rows'}."""
     rows = collect(root)
     text = table(rows)
-    out = sweep_lib._epath(out_dir or root)
+    out = files.path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
     md = out / REPORT_MD
     md.write_text(f"# Sweep report: {root}\n\n{text}")

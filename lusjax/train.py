@@ -16,7 +16,6 @@ import hashlib
 import json
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -27,21 +26,20 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from lusjax import carbon, checkpoint, distributed, models, optim, sharding, ssl, watchdog
+from lusjax import carbon, checkpoint, distributed, files, models, optim, sharding, ssl, watchdog
 from lusjax import config as config_lib
 from lusjax.data import augment, pipeline, preprocess
 from lusjax.data.default import ensure_data
 from lusjax.data.shards import open_split
 from lusjax.errors import UserError
 from lusjax.eval.splits import PRETRAIN_CLIPS  # the leakage gate reads what train writes
-from lusjax.files import write_text_atomic
 from lusjax.metrics import MetricsWriter, console_line
 
 CARBON_JSON = "carbon.json"
 
 
-def _write_json(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+def _write_json(path, obj) -> None:
+    files.write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------
@@ -307,8 +305,8 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     train_src = open_split(data_dir, cfg.data.train_split)
     num_classes = max(1, len(train_src.class_names))
     if is_main:  # which clips pretraining saw: evaluation refuses to test on them
-        _write_json(Path(workdir) / PRETRAIN_CLIPS, {
-            "data_dir": str(Path(data_dir).resolve()), "split": cfg.data.train_split,
+        _write_json(files.path(workdir) / PRETRAIN_CLIPS, {
+            "data_dir": str(files.absolute(data_dir)), "split": cfg.data.train_split,
             "video_id": list(train_src.clips.video_id),
             "patient_id": list(train_src.clips.patient_id)})
     total_steps = cfg.total_steps
@@ -421,7 +419,7 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
                "final": last, "carbon": tracker.summary()}
     tracker.close()
     if is_main:  # per-phase energy and CO2e, for `lusjax report`
-        _write_json(Path(workdir) / CARBON_JSON, summary["carbon"])
+        _write_json(files.path(workdir) / CARBON_JSON, summary["carbon"])
     return summary
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lusjax import files
 from lusjax.errors import UserError
 
 
@@ -139,7 +140,7 @@ PRETRAIN_CLIPS = "pretrain_clips.json"  # written by `lusjax train` in its workd
 def read_pretraining(workdir: str | Path) -> dict | None:
     """The clips (and patients) a run's SSL pretraining saw, from its pretrain_clips.json:
     {"video_id": [...], "patient_id": [...], "data_dir", "split"}; None if absent."""
-    path = Path(workdir) / PRETRAIN_CLIPS
+    path = files.path(workdir) / PRETRAIN_CLIPS
     if not path.is_file():
         return None
     try:
