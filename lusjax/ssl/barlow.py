@@ -16,7 +16,7 @@ import ml_collections
 
 from lusjax.sharding import pmean, psum
 from lusjax.ssl import Method
-from lusjax.ssl.heads import Head, MLPHead, embedding_std, global_batch_size, global_mean
+from lusjax.ssl.heads import embedding_std, global_batch_size, global_mean, projector_head
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -28,18 +28,6 @@ def default_config() -> ml_collections.ConfigDict:
             "lamb": 0.0051,  # weight of the off-diagonal (redundancy) term
             "scale_loss": 1.0,  # overall factor (solo-learn uses 0.1 on CIFAR)
         }
-    )
-
-
-def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
-    return Head(
-        projector=MLPHead(
-            cfg.proj_hidden_dim,
-            cfg.proj_dim,
-            cfg.proj_layers,
-            bn_axis_name=bn_axis_name,
-            dtype=dtype,
-        )
     )
 
 
@@ -79,7 +67,7 @@ def loss(online, target, method_state, *, cfg, axis_name):
 
 METHOD = Method(
     name="barlow",
-    make_head=make_head,
+    make_head=projector_head,
     loss=loss,
     paper="https://arxiv.org/abs/2103.03230",
 )

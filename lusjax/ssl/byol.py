@@ -17,12 +17,13 @@ from lusjax.sharding import pmean
 from lusjax.ssl import Method
 from lusjax.ssl.heads import (
     Head,
-    MLPHead,
     copy_target,
     ema_momentum,
     ema_update,
     embedding_std,
     l2_normalize,
+    predictor,
+    projector,
 )
 
 
@@ -41,10 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
     mlp = {"bn_axis_name": bn_axis_name, "dtype": dtype}
-    return Head(
-        projector=MLPHead(cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers, **mlp),
-        predictor=MLPHead(cfg.pred_hidden_dim, cfg.proj_dim, 2, **mlp),
-    )
+    return Head(projector=projector(cfg, **mlp), predictor=predictor(cfg, **mlp))
 
 
 def normalized_mse(p: jax.Array, z: jax.Array, axis_name=None) -> jax.Array:

@@ -105,6 +105,23 @@ class Head(nn.Module):
         return out
 
 
+def projector(cfg, *, dtype=jnp.float32, bn_axis_name=None, **kwargs) -> MLPHead:
+    """The projector MLP of a method's `ssl` config (proj_hidden_dim, proj_dim,
+    proj_layers); `kwargs` go to MLPHead (use_bn, last_bn)."""
+    return MLPHead(cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers,
+                   bn_axis_name=bn_axis_name, dtype=dtype, **kwargs)
+
+
+def predictor(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> MLPHead:
+    """BYOL's / SimSiam's 2-layer predictor: pred_hidden_dim -> proj_dim."""
+    return MLPHead(cfg.pred_hidden_dim, cfg.proj_dim, 2, bn_axis_name=bn_axis_name, dtype=dtype)
+
+
+def projector_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
+    """`Method.make_head` of the methods whose head is the projector alone."""
+    return Head(projector=projector(cfg, dtype=dtype, bn_axis_name=bn_axis_name))
+
+
 # ----------------------------------------------------------------------------
 # Global-batch statistics (per-device shard in, global quantity out)
 # ----------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from lusjax.sharding import pmean
 from lusjax.ssl import Method
 from lusjax.ssl.heads import (
     Head,
-    MLPHead,
     copy_target,
     ema_momentum,
     ema_update,
@@ -35,6 +34,7 @@ from lusjax.ssl.heads import (
     enqueue,
     gather_invariant,
     l2_normalize,
+    projector,
 )
 
 
@@ -53,16 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
-    return Head(
-        projector=MLPHead(
-            cfg.proj_hidden_dim,
-            cfg.proj_dim,
-            cfg.proj_layers,
-            use_bn=False,
-            bn_axis_name=bn_axis_name,
-            dtype=dtype,
-        )
-    )
+    return Head(projector=projector(cfg, use_bn=False, dtype=dtype, bn_axis_name=bn_axis_name))
 
 
 def infonce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float, axis_name=None):

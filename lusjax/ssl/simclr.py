@@ -12,7 +12,7 @@ import ml_collections
 
 from lusjax.sharding import all_gather, device_index, pmean
 from lusjax.ssl import Method
-from lusjax.ssl.heads import Head, MLPHead, embedding_std, global_batch_size, l2_normalize
+from lusjax.ssl.heads import embedding_std, global_batch_size, l2_normalize, projector_head
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -23,18 +23,6 @@ def default_config() -> ml_collections.ConfigDict:
             "proj_layers": 2,  # Linear layers in the projector
             "temperature": 0.1,  # NT-Xent temperature (solo-learn's 0.1; paper 0.1-0.5)
         }
-    )
-
-
-def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
-    return Head(
-        projector=MLPHead(
-            cfg.proj_hidden_dim,
-            cfg.proj_dim,
-            cfg.proj_layers,
-            bn_axis_name=bn_axis_name,
-            dtype=dtype,
-        )
     )
 
 
@@ -71,7 +59,7 @@ def loss(online, target, method_state, *, cfg, axis_name):
 
 METHOD = Method(
     name="simclr",
-    make_head=make_head,
+    make_head=projector_head,
     loss=loss,
     paper="https://arxiv.org/abs/2002.05709",
 )

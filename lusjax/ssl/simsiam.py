@@ -12,7 +12,7 @@ import ml_collections
 
 from lusjax.sharding import pmean
 from lusjax.ssl import Method
-from lusjax.ssl.heads import Head, MLPHead, embedding_std, l2_normalize
+from lusjax.ssl.heads import Head, embedding_std, l2_normalize, predictor, projector
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -28,10 +28,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
     mlp = {"bn_axis_name": bn_axis_name, "dtype": dtype}
-    return Head(
-        projector=MLPHead(cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers, last_bn=True, **mlp),
-        predictor=MLPHead(cfg.pred_hidden_dim, cfg.proj_dim, 2, **mlp),
-    )
+    return Head(projector=projector(cfg, last_bn=True, **mlp), predictor=predictor(cfg, **mlp))
 
 
 def negative_cosine(p: jax.Array, z: jax.Array, axis_name=None) -> jax.Array:

@@ -23,12 +23,12 @@ from lusjax.sharding import pmean, psum
 from lusjax.ssl import Method
 from lusjax.ssl.heads import (
     Head,
-    MLPHead,
     embedding_std,
     enqueue,
     gather_invariant,
     global_batch_size,
     l2_normalize,
+    projector,
 )
 
 
@@ -52,13 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
     return Head(
-        projector=MLPHead(
-            cfg.proj_hidden_dim,
-            cfg.proj_dim,
-            cfg.proj_layers,
-            bn_axis_name=bn_axis_name,
-            dtype=dtype,
-        ),
+        projector=projector(cfg, dtype=dtype, bn_axis_name=bn_axis_name),
         num_prototypes=cfg.num_prototypes,
         output_prototypes=cfg.queue_size > 0,
     )
