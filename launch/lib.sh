@@ -15,3 +15,17 @@ read_runs() {  # read_runs FILE: fills names[], workdirs[], argstrs[]
     names+=("$n"); workdirs+=("$w"); argstrs+=("$a")
   done < "$1"
 }
+# names[], workdirs[], argstrs[] from $runs_file, or one run of the TRAIN ARGS after `--`
+# when $single; bin[] = the lusjax command. $1: the `lusjax sweep --emit` kind to suggest.
+collect_runs() {
+  names=(); workdirs=(); argstrs=()
+  if (( single )); then
+    names=(run); workdirs=(""); argstrs=("$(show ${train[@]+"${train[@]}"})")
+  else
+    [[ -n $runs_file ]] || die "give a runs file (lusjax sweep --emit $1) or -- TRAIN ARGS"
+    [[ -f $runs_file ]] || die "runs file not found: $runs_file"
+    read_runs "$runs_file"
+    (( ${#names[@]} > 0 )) || die "no runs in $runs_file"
+  fi
+  read -r -a bin <<< "${LUSJAX_BIN:-lusjax}"
+}

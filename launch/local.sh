@@ -42,16 +42,7 @@ while (( $# )); do
   shift
 done
 [[ $procs =~ ^[1-9][0-9]*$ ]] || die "--procs needs a positive integer"
-names=(); workdirs=(); argstrs=()
-if (( single )); then
-  names=(run); workdirs=(""); argstrs=("$(show ${train[@]+"${train[@]}"})")
-else
-  [[ -n $runs_file ]] || die "give a runs file (lusjax sweep --emit local) or -- TRAIN ARGS"
-  [[ -f $runs_file ]] || die "runs file not found: $runs_file"
-  read_runs "$runs_file"
-  (( ${#names[@]} > 0 )) || die "no runs in $runs_file"
-fi
-read -r -a bin <<< "${LUSJAX_BIN:-lusjax}"
+collect_runs local
 
 pids=()
 cleanup() { local p; for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done; }

@@ -45,16 +45,7 @@ while (( $# )); do
 done
 [[ -n $name ]] || die "--name TPU (or \$TPU_NAME) is required"
 [[ -n $zone ]] || die "--zone ZONE (or \$ZONE) is required"
-names=(); workdirs=(); argstrs=()
-if (( single )); then
-  names=(run); workdirs=(""); argstrs=("$(show ${train[@]+"${train[@]}"})")
-else
-  [[ -n $runs_file ]] || die "give a runs file (lusjax sweep --emit tpu) or -- TRAIN ARGS"
-  [[ -f $runs_file ]] || die "runs file not found: $runs_file"
-  read_runs "$runs_file"
-  (( ${#names[@]} > 0 )) || die "no runs in $runs_file"
-fi
-read -r -a bin <<< "${LUSJAX_BIN:-lusjax}"
+collect_runs tpu
 
 failed=()
 for i in "${!names[@]}"; do
