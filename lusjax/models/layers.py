@@ -101,6 +101,17 @@ def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
 
 
+
+def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
+    """torchvision ResNet's stem max-pool (3x3, stride 2, padding 1), NHWC.
+
+    As `nn.max_pool` (XLA's reduce-window; select-and-scatter gradient). A max of
+    nine strided slices was 6.8% slower in the ResNet-18 step on an H200 (its
+    gradient became select-reduce fusions); `benchmarks/ab_step.py` has the
+    candidates.
+    """
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
 class StemConv7x7S2(nn.Module):
     """torchvision ResNet's stem conv (7x7, stride 2, padding 3, no bias), computed as
     a 4x4 stride-1 conv over a 2x2 space-to-depth of the input.

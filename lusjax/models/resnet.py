@@ -138,7 +138,7 @@ class ResNet(nn.Module):
         elif self.stem == "imagenet":
             x = layers.StemConv7x7S2(stem_width, dtype, name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = layers.max_pool_3x3_s2(x)
         else:
             raise UserError(f"unknown ResNet stem {self.stem!r}: imagenet, small or patch")
 
