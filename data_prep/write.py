@@ -415,8 +415,6 @@ def _split_entry(store, keys, class_names, split_info, out_dir: Path) -> dict:
     }
 
 
-
-
 def _has_tensorflow() -> bool:
     import importlib.util
 

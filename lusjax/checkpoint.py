@@ -33,7 +33,6 @@ import orbax.checkpoint as ocp
 from lusjax import files
 from lusjax.encoder import Encoder
 from lusjax.errors import UserError
-from lusjax.files import write_text_atomic
 
 ENCODER_DIR = "encoder"
 ENCODER_JSON = "encoder.json"
@@ -184,7 +183,7 @@ def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(target, variables, force=True)
     if jax.process_index() == 0:
-        write_text_atomic(workdir / ENCODER_JSON, json.dumps({
+        files.write_text_atomic(workdir / ENCODER_JSON, json.dumps({
             "model_name": model_name, "model_kwargs": model_kwargs,
             "image_size": image_size, "step": int(step)}, indent=2) + "\n")
     return target

@@ -27,7 +27,6 @@ import ml_collections
 
 from lusjax import files
 from lusjax.errors import UserError
-from lusjax.files import write_text_atomic
 
 PREFIX = "--config."
 
@@ -186,8 +185,8 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 
 def save(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
     """Writes the resolved config to `<workdir>/config.json`."""
-    return write_text_atomic(files.path(workdir) / "config.json",
-                             json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    return files.write_text_atomic(files.path(workdir) / "config.json",
+                                   json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

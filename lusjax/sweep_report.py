@@ -18,7 +18,6 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lusjax import files
@@ -143,7 +142,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + f"\n\n{len(rows)} runs: {summary}\n"
 
 
-def plot(rows: list[dict], path) -> Path | None:
+def plot(rows: list[dict], path):
     """Loss and probe accuracy curves of every run, final throughput and energy bars."""
     import matplotlib
 
@@ -187,9 +186,9 @@ def plot(rows: list[dict], path) -> Path | None:
     if handles:
         fig.legend(handles, leg, loc="lower center", ncol=min(2, len(handles)), fontsize=8)
     fig.tight_layout(rect=(0, 0.04 * math.ceil(len(handles) / 2) + 0.02, 1, 1))
-    fig.savefig(path, dpi=100)
+    path = files.save_figure(fig, path, dpi=100)
     plt.close(fig)
-    return Path(str(path))
+    return path
 
 
 def render(root: str, out_dir: str | None = None, *, with_plot: bool = True) -> dict:
@@ -202,16 +201,7 @@ def render(root: str, out_dir: str | None = None, *, with_plot: bool = True) -> 
     md.write_text(f"# Sweep report: {root}\n\n{text}")
     png = None
     if with_plot:
-        if "://" in str(out):  # matplotlib writes local files: plot locally, then copy
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                local = plot(rows, Path(tmp) / REPORT_PNG)
-                if local:
-                    png = out / REPORT_PNG
-                    png.write_bytes(local.read_bytes())
-        else:
-            png = plot(rows, out / REPORT_PNG)
+        png = plot(rows, out / REPORT_PNG)
     return {"table": text, "md": md, "png": png, "rows": rows}
 
 

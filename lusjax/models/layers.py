@@ -101,7 +101,6 @@ def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
 
 
-
 def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     """torchvision ResNet's stem max-pool (3x3, stride 2, padding 1), NHWC.
 
@@ -111,6 +110,7 @@ def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     candidates.
     """
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
 
 class StemConv7x7S2(nn.Module):
     """torchvision ResNet's stem conv (7x7, stride 2, padding 3, no bias), computed as
@@ -144,4 +144,3 @@ class StemConv7x7S2(nn.Module):
         k = k.reshape(4, 4, 4 * c, self.features)
         return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
