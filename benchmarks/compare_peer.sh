@@ -3,10 +3,12 @@
 #
 #   bash benchmarks/compare_peer.sh OUT.jsonl [ROW ...]      ROW = "MODEL SIZE BATCH"
 #
-# For each row, `lusjax bench step` (synthetic on-device input, the full step:
-# augmentation, both views, SimCLR head and loss, online probe, LARS) and then the
-# torch.compile peer, on the same GPU, one after the other; every JSON line goes to
-# OUT.jsonl. `python benchmarks/table.py OUT.jsonl` prints the Markdown table.
+# For each row, on the same GPU one after the other: `lusjax bench step` twice,
+#   1. the full step (synthetic on-device uint8 input: augmentation, both views,
+#      SimCLR head and loss, online probe, LARS), and
+#   2. the peer's work: views already augmented (float32, as with
+#      data.worker_side_aug), SGD; the online probe stays (SAME_WORK=0 skips it),
+# and then the torch.compile peer; every JSON line goes to OUT.jsonl. `python benchmarks/table.py OUT.jsonl` prints the Markdown table.
 # PROFILE_DIR=DIR also traces each lusjax step and appends the kernel summary
 # (benchmarks/profile_top.py) to OUT.profile.json. Extra lusjax options (e.g. --config.model.dtype=float32) go in $LUSJAX_BENCH_ARGS.
 set -uo pipefail
@@ -26,6 +28,10 @@ for row in "${rows[@]}"; do
   python3 -m lusjax.cli bench step "${prof[@]}" --config "$cfg" --config.model.name="$model" \
     --config.image_size="$size" --config.aug.size="$size" --batch-size "$batch" \
     --steps "${STEPS:-30}" --warmup 5 ${LUSJAX_BENCH_ARGS:-} | tee -a "$out"
+  [ "${SAME_WORK:-1}" = 1 ] && python3 -m lusjax.cli bench step --config "$cfg" \
+    --config.model.name="$model" --config.image_size="$size" --config.aug.size="$size" \
+    --batch-size "$batch" --steps "${STEPS:-30}" --warmup 5 \
+    --config.data.worker_side_aug=True --config.optim.name=sgd ${LUSJAX_BENCH_ARGS:-} | tee -a "$out"
   [ -n "${PROFILE_DIR:-}" ] && python3 "$here/benchmarks/profile_top.py" \
     "$PROFILE_DIR/$model-$size-$batch" >> "${out%.jsonl}.profile.json"
   python3 "$here/benchmarks/peer_torch.py" --model "$model" --image-size "$size" \

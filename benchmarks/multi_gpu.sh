@@ -6,7 +6,8 @@
 # 2. kill_resume.py: SIGKILL a run on all GPUs mid-way, resume, compare to an
 #    uninterrupted run (deterministic GPU ops).
 # 3. Scaling: `lusjax bench step` ResNet-50@224 at a fixed per-GPU batch of 256 on
-#    1 GPU and on all of them (SimCLR also end to end from the grain pipeline).
+#    1 GPU and on all of them (SimCLR also end to end from the grain pipeline, and
+#    with per-device BatchNorm).
 set -uo pipefail
 out="${1:?usage: multi_gpu.sh OUTDIR [METHODS]}"; methods="${2:-simclr mocov2 byol}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,3 +30,8 @@ for m in $methods; do
       | tee -a "$out/scaling.jsonl"
   done
 done
+# What synchronised BatchNorm costs: SimCLR with per-device BN on all GPUs (on one
+# GPU it is the run above: one device has nothing to synchronise).
+python3 -m lusjax.cli bench step --config "$here/configs/simclr_resnet.py:r50" \
+  --batch-size $((256 * n)) --steps 20 --warmup 5 --config.model.sync_bn=False \
+  | tee -a "$out/scaling.jsonl"

@@ -3,7 +3,8 @@
     python benchmarks/table.py OUT.jsonl
 
 Rows are keyed by (model, image size, batch); lusjax records are those without
-a "framework" key. Ratio = lusjax images/s over the peer's.
+a "framework" key: the full step, and (`"device_aug": false`) the step doing the
+peer's work (views augmented beforehand, SGD). Ratio = lusjax images/s over the peer's.
 """
 
 from __future__ import annotations
@@ -20,18 +21,22 @@ def rows(records: list[dict]) -> list[str]:
     table: dict[tuple, dict] = {}
     for r in records:
         key = (r["model"], r["image_size"], r["batch_size"])
-        side = "peer" if "framework" in r else "lusjax"
+        side = ("peer" if "framework" in r
+                else "lusjax" if r.get("device_aug", True) else "same_work")
         table.setdefault(key, {})[side] = r
-    header = ("| model, input, batch | torch.compile peer | lusjax | lusjax / peer | lusjax MFU "
-              "| peak mem lusjax / peer (GiB) |")
-    out = [header, "|---|---|---|---|---|---|"]
+    header = ("| model, input, batch | torch.compile peer | lusjax full step | ratio "
+              "| lusjax, the peer's work | ratio | lusjax MFU | peak mem lusjax / peer (GiB) |")
+    out = [header, "|---|---|---|---|---|---|---|---|"]
     for (model, size, batch), sides in table.items():
-        lj, pe = sides.get("lusjax", {}), sides.get("peer", {})
-        a, b = lj.get("images_per_s"), pe.get("images_per_s")
-        ratio = f"{a / b:.2f}x" if a and b else "-"
-        out.append(f"| {model} {size} b{batch} | {_ips(b)} | {_ips(a)} | {ratio} "
-                   f"| {lj.get('mfu', '-')} | {lj.get('peak_mem_gib', '-')} / "
-                   f"{pe.get('peak_mem_gib', '-')} |")
+        lj, sw, pe = (sides.get(k, {}) for k in ("lusjax", "same_work", "peer"))
+        b = pe.get("images_per_s")
+
+        def ratio(a, b=b):
+            return f"{a / b:.2f}x" if a and b else "-"
+        a, s = lj.get("images_per_s"), sw.get("images_per_s")
+        out.append(f"| {model} {size} b{batch} | {_ips(b)} | {_ips(a)} | {ratio(a)} "
+                   f"| {_ips(s)} | {ratio(s)} | {lj.get('mfu', '-')} "
+                   f"| {lj.get('peak_mem_gib', '-')} / {pe.get('peak_mem_gib', '-')} |")
     return out
 
 

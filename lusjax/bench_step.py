@@ -10,7 +10,9 @@ view through forward and backward), peak device memory, and MFU = FLOPs per
 device (XLA's cost analysis of the lowered step, see `_flops`) / (step time x
 bf16 peak per device). `step_tflops` is the whole step's (all devices).
 
-`--input synthetic`: random uint8 views already on the device (the step alone).
+`--input synthetic`: random uint8 views already on the device (the step alone);
+with `--config.data.worker_side_aug=True` they are float32 views as the CPU
+workers would deliver them, and the step does no augmentation (`device_aug`).
 `--input pipeline`: batches from the grain pipeline over the configured
 dataset (end to end: host decode + transfer + step).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +32,7 @@ import numpy as np
 
 from lusjax import config as config_lib
 from lusjax import sharding, train
+from lusjax.data import augment
 from lusjax.errors import UserError
 
 # Dense bf16 peak FLOP/s per device, from the vendors' datasheets.
@@ -98,8 +102,12 @@ def _input_fn(cfg, mesh, input_kind: str, workers: int | None):
     put = sharding.batch_sharding(mesh)
     if input_kind == "synthetic":
         rng = np.random.default_rng(0)
-        host = {"view1": rng.integers(0, 256, (b, s, s, c), dtype=np.uint8),
-                "view2": rng.integers(0, 256, (b, s, s, c), dtype=np.uint8),
+        if cfg.data.worker_side_aug:  # what the pipeline then delivers: augmented float32
+            so = augment.output_size(cfg.aug, (s, s, c))
+            views = [rng.random((b, so, so, c), dtype=np.float32) for _ in range(2)]
+        else:  # raw uint8 frames, augmented inside the step
+            views = [rng.integers(0, 256, (b, s, s, c), dtype=np.uint8) for _ in range(2)]
+        host = {"view1": views[0], "view2": views[1],
                 "label": rng.integers(-1, 4, (b,)).astype(np.int32),
                 "index": np.arange(b, dtype=np.int32)}
         batch = jax.make_array_from_process_local_data(put, host)
@@ -163,6 +171,7 @@ def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
                 "method": cfg.method, "model": cfg.model.name, "dtype": cfg.model.dtype,
                 "image_size": cfg.image_size, "batch_size": cfg.batch_size,
                 "input": input_kind if w is None else f"{input_kind} ({w} workers)",
+                "device_aug": not cfg.data.worker_side_aug, "optim": cfg.optim.name,
                 "device": kind, "devices": n_dev, "compile_s": round(compile_s, 2),
                 "step_ms": round(step_s * 1e3, 3),
                 "images_per_s": round(2 * cfg.batch_size / step_s, 1),
@@ -170,6 +179,7 @@ def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
                 "mfu": round(flops / (step_s * peak), 4) if flops and peak else None,
                 "peak_mem_gib": round(mem, 2) if mem else None,
                 "loss": float(jax.device_get(metrics["loss"])),
+                "xla_flags": os.environ.get("XLA_FLAGS", ""),
             })
     return records
 

@@ -36,6 +36,21 @@ def test_bench_step_flops_are_for_the_whole_step(capsys):
     assert 1.9 < big / small < 2.1
 
 
+def test_bench_step_with_worker_side_aug_times_the_step_without_augmentation(capsys):
+    """Views arrive augmented (float32, as the workers deliver them): the step skips the
+    on-device augmentation, and the pipeline input runs the same compiled step."""
+    args = ["bench", "step", "--config", str(ROOT / "configs/quickstart.py"), "--batch-size",
+            "16", "--steps", "1", "--warmup", "1", "--config.aug.size=24", *TINY]
+    assert cli.main(args) == 0
+    on_device = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x[:1] == "{"]
+    assert cli.main([*args, "--input", "synthetic,pipeline", "--workers", "0",
+                     "--config.data.worker_side_aug=True"]) == 0
+    host = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x[:1] == "{"]
+    assert on_device[0]["device_aug"] and not any(r["device_aug"] for r in host)
+    assert [r["input"] for r in host] == ["synthetic", "pipeline (0 workers)"]
+    assert host[0]["compile_s"] == host[1]["compile_s"]  # float32 views both times
+
+
 def test_bench_step_bad_input_is_a_user_error(capsys):
     rc = cli.main(["bench", "step", "--config", str(ROOT / "configs/quickstart.py"),
                    "--batch-size", "16", "--input", "disk", "--steps", "1", *TINY])
@@ -63,3 +78,17 @@ def test_flops_fall_back_to_the_cpu_analysis_of_the_same_hlo():
             return lowered.compiler_ir(dialect)
 
     assert bench_step._flops(NoAnalysis()) == direct
+
+
+def test_peer_table_puts_both_lusjax_steps_beside_the_peer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("table", ROOT / "benchmarks/table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    key = {"model": "resnet18", "image_size": 224, "batch_size": 256}
+    lines = table.rows([{**key, "images_per_s": 1200.0, "mfu": 0.2, "peak_mem_gib": 9.0},
+                        {**key, "images_per_s": 1500.0, "device_aug": False},
+                        {**key, "images_per_s": 1000.0, "framework": "torch", "peak_mem_gib": 8.0}])
+    assert lines[2] == ("| resnet18 224 b256 | 1,000 img/s | 1,200 img/s | 1.20x | 1,500 img/s "
+                        "| 1.50x | 0.2 | 9.0 / 8.0 |")

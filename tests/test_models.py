@@ -374,14 +374,15 @@ def _rel(a, b):
     return float(jnp.abs(a - b).max() / jnp.abs(b).max())
 
 
+@pytest.mark.parametrize("k", [7, 3, 5])
 @pytest.mark.parametrize("shape", [(2, 64, 64, 1), (2, 33, 30, 1), (1, 17, 9, 3)])
-def test_space_to_depth_stem_equals_7x7_stride2_conv(shape):
-    """Same parameter tree, outputs and kernel gradients as a plain 7x7/2 conv (odd sides too)."""
+def test_space_to_depth_stem_equals_stride2_conv(shape, k):
+    """Same parameter tree, outputs and kernel gradients as a plain kxk/2 conv (odd sides too)."""
     from lusjax.models import layers
 
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    new = layers.StemConv7x7S2(8, jnp.float32)
-    ref = layers.conv(8, 7, 2, dtype=jnp.float32)
+    new = layers.StemConvS2(8, k, jnp.float32)
+    ref = layers.conv(8, k, 2, dtype=jnp.float32)
     v = new.init(jax.random.PRNGKey(1), x)
     assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, ref.init(jax.random.PRNGKey(1), x))
     assert _rel(new.apply(v, x), ref.apply(v, x)) < 1e-5

@@ -104,43 +104,103 @@ def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
 def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     """torchvision ResNet's stem max-pool (3x3, stride 2, padding 1), NHWC.
 
-    As `nn.max_pool` (XLA's reduce-window; select-and-scatter gradient). A max of
-    nine strided slices was 6.8% slower in the ResNet-18 step on an H200 (its
-    gradient became select-reduce fusions); `benchmarks/ab_step.py` has the
-    candidates.
+    On GPUs `argmax_max_pool_3x3_s2` (same values and gradients): in the SimCLR
+    step on an H200 it was 5.1% (ResNet-18) and 2.8% (ResNet-50) faster than
+    `nn.max_pool`, whose select-and-scatter gradient it replaces. Elsewhere
+    `nn.max_pool`: on CPUs the argmax form is ~3x slower, and it was not measured on
+    TPUs. A max of nine strided slices with autodiff's gradient was 6.8% slower on
+    the GPU. `benchmarks/ab_step.py` times the variants.
     """
+    if jax.default_backend() == "gpu":
+        return argmax_max_pool_3x3_s2(x)
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-class StemConv7x7S2(nn.Module):
-    """torchvision ResNet's stem conv (7x7, stride 2, padding 3, no bias), computed as
-    a 4x4 stride-1 conv over a 2x2 space-to-depth of the input.
+def _windows(x):
+    """The nine [B, Ho, Wo, C] strided slices of the 3x3/2 windows (padding 1, -inf)."""
+    h, w = x.shape[1:3]
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    return [xp[:, di:di + 2 * ho - 1:2, dj:dj + 2 * wo - 1:2, :]
+            for di in range(3) for dj in range(3)]
 
-    The same parameter ("kernel", [7, 7, C, F], as `conv(F, 7, 2)`) and the same
-    output: the kernel is zero-padded to 8x8 and regrouped, inside the step, into a
-    [4, 4, 4C, F] kernel. Why: with one input channel cuDNN runs the 7x7/2 conv on a
-    generic, non-tensor-core engine plus a layout conversion (~12% of a ResNet-18
-    SimCLR step on an H200); four channels and stride 1 suit its implicit-GEMM
-    kernels (MLPerf's TPU ResNet uses the same rewrite).
+
+@jax.custom_vjp
+def argmax_max_pool_3x3_s2(x):
+    """3x3/2 max-pool (padding 1) with a gradient XLA can fuse.
+
+    Values as `nn.max_pool`; the gradient goes to the first maximum of each window in
+    row-major order, as XLA's select-and-scatter. The forward keeps each window's
+    int8 argmax; the backward places the incoming gradient with nine interior-padded
+    `lax.pad`s (elementwise) instead of select-and-scatter, which re-reads the input
+    and was 8% of a ResNet-18 step on an H200.
+    """
+    return _argmax_fwd(x)[0]
+
+
+def _argmax_fwd(x):
+    win = _windows(x)
+    out = win[0]
+    for s in win[1:]:
+        out = jnp.maximum(out, s)
+    idx = jnp.full(out.shape, 8, jnp.int8)
+    for k in range(7, -1, -1):  # the first k whose value is the maximum wins
+        idx = jnp.where(win[k] == out, jnp.int8(k), idx)
+    return out, (idx, x.shape)
+
+
+def _argmax_bwd(res, g):
+    idx, (_, h, w, _) = res
+    ho, wo = g.shape[1:3]
+    zero = jnp.zeros((), g.dtype)
+    grad = None
+    for k in range(9):
+        di, dj = divmod(k, 3)
+        part = jax.lax.pad(jnp.where(idx == k, g, zero), zero,
+                           ((0, 0, 0), (di, h + 2 - di - (2 * ho - 1), 1),
+                            (dj, w + 2 - dj - (2 * wo - 1), 1), (0, 0, 0)))
+        grad = part if grad is None else grad + part
+    return (grad[:, 1:h + 1, 1:w + 1, :],)
+
+
+argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
+
+
+class StemConvS2(nn.Module):
+    """A stride-2 stem conv over few input channels (k x k, odd k, padding (k-1)//2, no
+    bias), computed as a stride-1 conv over a 2x2 space-to-depth of the input.
+
+    The same parameter ("kernel", [k, k, C, F], as `conv(F, k, 2)`) and the same
+    output: the kernel is zero-padded to (k+1)x(k+1) and regrouped, inside the step,
+    into a [(k+1)/2, (k+1)/2, 4C, F] kernel. Why: with one input channel cuDNN runs
+    a stride-2 conv on a generic, non-tensor-core engine plus a layout conversion
+    (~12% of a ResNet-18 SimCLR step on an H200, for the 7x7 stem); four channels
+    and stride 1 suit its implicit-GEMM kernels (MLPerf's TPU ResNet uses the same
+    rewrite). ResNet's 7x7 stem and MobileNetV3's 3x3 stem use it.
     """
 
     features: int
+    kernel_size: int
     dtype: Any
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         b, h, w, c = x.shape
-        kernel = self.param("kernel", conv_init, (7, 7, c, self.features), jnp.float32)
+        k = self.kernel_size
+        if k % 2 != 1:
+            raise ValueError(f"StemConvS2 needs an odd kernel size, not {k}")
+        kernel = self.param("kernel", conv_init, (k, k, c, self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        p, t = (k - 1) // 2, (k + 1) // 2  # padding; taps of the regrouped kernel
         ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-        # Pad 3 on the top/left (PyTorch's) and enough on the bottom/right for an even
-        # size of 2 * (out + 3); the extra row/column only meets the kernel's zero tap.
-        hp, wp = 2 * (ho + 3), 2 * (wo + 3)
-        x = jnp.pad(x, ((0, 0), (3, hp - h - 3), (3, wp - w - 3), (0, 0)))
+        # Pad p on the top/left (PyTorch's) and enough on the bottom/right for an even
+        # size of 2 * (out + p); the extra row/column only meets the kernel's zero tap.
+        hp, wp = 2 * (ho + p), 2 * (wo + p)
+        x = jnp.pad(x, ((0, 0), (p, hp - h - p), (p, wp - w - p), (0, 0)))
         x = x.reshape(b, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
         x = x.reshape(b, hp // 2, wp // 2, 4 * c)
-        k = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-        k = k.reshape(4, 2, 4, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5)
-        k = k.reshape(4, 4, 4 * c, self.features)
-        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+        kp = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+        kp = kp.reshape(t, 2, t, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5)
+        kp = kp.reshape(t, t, 4 * c, self.features)
+        return jax.lax.conv_general_dilated(x, kp, (1, 1), "VALID",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))

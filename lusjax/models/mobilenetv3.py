@@ -18,6 +18,10 @@ mode and by 40-60% (max relative error) in train mode on a batch of 4, where
 late small maps give channels of tiny batch variance. Momentum stays 0.9 like every lusjax backbone
 (torchvision uses 0.99 in flax terms); it changes only the running averages.
 
+Stem: the 3x3/2 conv is computed over a 2x2 space-to-depth of the input
+(`layers.StemConvS2`: same weights and outputs; 7.8% faster SimCLR step on an
+H200 with one input channel).
+
 Width multiplier: every block's channels are `make_divisible(c * width, 8)`
 (as torchvision's `width_mult`); the last conv is 6x the last block's width.
 """
@@ -162,7 +166,7 @@ class MobileNetV3(nn.Module):
 
         x = x.astype(dtype)
         in_features = self._ch(self.stem_width)
-        x = layers.conv(in_features, 3, 2, dtype=dtype, name="stem_conv")(x)
+        x = layers.StemConvS2(in_features, 3, dtype, name="stem_conv")(x)  # = conv(F, 3, 2)
         x = jax.nn.hard_swish(norm(name="stem_bn")(x))
         for i, block in enumerate(self.blocks):
             out_features = self._ch(block.out)

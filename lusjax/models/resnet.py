@@ -12,8 +12,9 @@ is for tests and the CPU quickstart.
 
 Options beyond the shared backbone API (see `lusjax.models`):
   stem: "imagenet" (default: 7x7/2 conv + 3x3/2 max-pool, /4; the conv is
-    computed over a space-to-depth of the input, `layers.StemConv7x7S2`, which
-    has the same weights and outputs and is 12% faster on an H200), "small" (3x3/1
+    computed over a space-to-depth of the input, `layers.StemConvS2`, which
+    has the same weights and outputs and is 12% faster on an H200, and on GPUs
+    the pool's gradient uses its kept argmax, `layers.max_pool_3x3_s2`), "small" (3x3/1
     conv, no pool, /1: SimCLR's CIFAR variant for 32-96 px inputs) or "patch"
     (4x4 space-to-depth + 3x3/1 conv, /4). "patch" is ResNetTiny's: on CPUs
     XLA's convolutions over one input channel and max-pool gradients are slow
@@ -136,7 +137,7 @@ class ResNet(nn.Module):
             x = conv(stem_width, 3, name="conv1")(x.reshape(b, h // 4, w // 4, 16 * c))
             x = nn.relu(norm(name="bn1")(x))
         elif self.stem == "imagenet":
-            x = layers.StemConv7x7S2(stem_width, dtype, name="conv1")(x)
+            x = layers.StemConvS2(stem_width, 7, dtype, name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
             x = layers.max_pool_3x3_s2(x)
         else:
