@@ -7,8 +7,9 @@
 #   1. the full step (synthetic on-device uint8 input: augmentation, both views,
 #      SimCLR head and loss, online probe, LARS), and
 #   2. the peer's work: views already augmented (float32, as with
-#      data.worker_side_aug), SGD; the online probe stays (SAME_WORK=0 skips it),
-# and then the torch.compile peer; every JSON line goes to OUT.jsonl. `python benchmarks/table.py OUT.jsonl` prints the Markdown table.
+#      data.worker_side_aug), SGD; the online probe stays (SAME_WORK=0 skips run 2),
+# and then the torch.compile peer; every JSON line goes to OUT.jsonl.
+# `python benchmarks/table.py OUT.jsonl` prints the Markdown table.
 # PROFILE_DIR=DIR also traces each lusjax step and appends the kernel summary
 # (benchmarks/profile_top.py) to OUT.profile.json. Extra lusjax options (e.g. --config.model.dtype=float32) go in $LUSJAX_BENCH_ARGS.
 set -uo pipefail
