@@ -26,8 +26,6 @@ import contextlib
 import json
 import sys
 
-import flax.linen as nn
-
 from lusjax import bench_step
 from lusjax import config as config_lib
 from lusjax.models import layers
@@ -37,12 +35,9 @@ def _plain_stem(features, kernel_size, dtype, name=None):
     return layers.conv(features, kernel_size, 2, dtype=dtype, name=name)
 
 
-def _reduce_window_max_pool(x):
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-
 SWAPS = {"lusjax": {}, "stem=conv": {"StemConvS2": _plain_stem},
          "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
-         "maxpool=reduce_window": {"max_pool_3x3_s2": _reduce_window_max_pool}}
+         "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2}}
 
 
 @contextlib.contextmanager

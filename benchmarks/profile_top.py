@@ -66,6 +66,15 @@ def _busy(kernels: list[dict]) -> tuple[float, float]:
     return max(b for _, b in iv) - iv[0][0], busy + hi - lo
 
 
+def _device_times(kernels: list[dict], device: set) -> dict:
+    """Per device: wall time from its first kernel to its last (span_ms), and the part of
+    it in which some kernel ran (busy_ms); the rest is the device waiting (host,
+    collectives)."""
+    spans = [_busy([e for e in kernels if e.get("pid") == pid]) for pid in sorted(device)]
+    return {"span_ms": [round(a / 1e3, 3) for a, _ in spans],
+            "busy_ms": [round(b / 1e3, 3) for _, b in spans]}
+
+
 def summarize(folder: str, top: int = 25) -> dict:
     """Kernel time by class and name, plus per-device span and busy time."""
     trace, kernels, device = _events(folder)
@@ -76,14 +85,9 @@ def summarize(folder: str, top: int = 25) -> dict:
     per_class: collections.Counter = collections.Counter()
     for name, dur in per_name.items():
         per_class[classify(name)] += dur
-    spans = [_busy([e for e in kernels if e.get("pid") == pid]) for pid in sorted(device)]
     return {"trace": trace, "timelines": "device" if device else "host",
             "devices": max(len(device), 1),
-            "total_ms": round(total / 1e3, 3),
-            # Wall time from a device's first kernel to its last, and the part of it in
-            # which some kernel ran: the rest is the device waiting (host, collectives).
-            "span_ms": [round(a / 1e3, 3) for a, _ in spans],
-            "busy_ms": [round(b / 1e3, 3) for _, b in spans],
+            "total_ms": round(total / 1e3, 3), **_device_times(kernels, device),
             "share": {k: round(v / total, 3) for k, v in per_class.most_common()},
             "top": [{"name": n[:120], "ms": round(d / 1e3, 3), "share": round(d / total, 4)}
                     for n, d in per_name.most_common(top)]}
@@ -105,10 +109,8 @@ def diff(folder_a: str, folder_b: str, top: int = 25) -> dict:
         for e in kernels:
             fam[_family(e.get("name", "?"))] += float(e["dur"]) / n
         per.append(fam)
-        spans = [_busy([e for e in kernels if e.get("pid") == pid]) for pid in sorted(device)]
         out[folder] = {"devices": n, "kernel_ms_per_device": round(sum(fam.values()) / 1e3, 3),
-                       "span_ms": [round(a / 1e3, 3) for a, _ in spans],
-                       "busy_ms": [round(b / 1e3, 3) for _, b in spans]}
+                       **_device_times(kernels, device)}
     a, b = per
     cls: collections.Counter = collections.Counter()
     for name in set(a) | set(b):
@@ -124,5 +126,7 @@ def diff(folder_a: str, folder_b: str, top: int = 25) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--diff":
         print(json.dumps(diff(sys.argv[2], sys.argv[3]), indent=1))
-    else:
+    elif len(sys.argv) == 2 and not sys.argv[1].startswith("-"):
         print(json.dumps(summarize(sys.argv[1]), indent=1))
+    else:
+        raise SystemExit("usage: python benchmarks/profile_top.py DIR | --diff DIR_A DIR_B")

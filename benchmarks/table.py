@@ -17,6 +17,10 @@ def _ips(x) -> str:
     return f"{x:,.0f} img/s" if x else "-"
 
 
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
 def rows(records: list[dict]) -> list[str]:
     table: dict[tuple, dict] = {}
     for r in records:
@@ -29,20 +33,21 @@ def rows(records: list[dict]) -> list[str]:
     out = [header, "|---|---|---|---|---|---|---|---|"]
     for (model, size, batch), sides in table.items():
         lj, sw, pe = (sides.get(k, {}) for k in ("lusjax", "same_work", "peer"))
-        b = pe.get("images_per_s")
-
-        def ratio(a, b=b):
-            return f"{a / b:.2f}x" if a and b else "-"
-        a, s = lj.get("images_per_s"), sw.get("images_per_s")
-        out.append(f"| {model} {size} b{batch} | {_ips(b)} | {_ips(a)} | {ratio(a)} "
-                   f"| {_ips(s)} | {ratio(s)} | {lj.get('mfu', '-')} "
+        a, s, b = (x.get("images_per_s") for x in (lj, sw, pe))
+        out.append(f"| {model} {size} b{batch} | {_ips(b)} | {_ips(a)} | {_ratio(a, b)} "
+                   f"| {_ips(s)} | {_ratio(s, b)} | {lj.get('mfu', '-')} "
                    f"| {lj.get('peak_mem_gib', '-')} / {pe.get('peak_mem_gib', '-')} |")
     return out
 
 
 def main() -> None:
-    with open(sys.argv[1]) as f:
-        records = [json.loads(x) for x in f if x.strip().startswith("{")]
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python benchmarks/table.py OUT.jsonl")
+    try:
+        with open(sys.argv[1]) as f:
+            records = [json.loads(x) for x in f if x.strip().startswith("{")]
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"table.py: cannot read {sys.argv[1]}: {e}") from None
     print("\n".join(rows(records)))
 
 

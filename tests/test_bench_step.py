@@ -92,3 +92,13 @@ def test_peer_table_puts_both_lusjax_steps_beside_the_peer():
                         {**key, "images_per_s": 1000.0, "framework": "torch", "peak_mem_gib": 8.0}])
     assert lines[2] == ("| resnet18 224 b256 | 1,000 img/s | 1,200 img/s | 1.20x | 1,500 img/s "
                         "| 1.50x | 0.2 | 9.0 / 8.0 |")
+
+
+def test_peer_table_of_a_missing_file_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/table.py"),
+                        str(tmp_path / "no.jsonl")], check=False, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("table.py: cannot read")

@@ -48,3 +48,14 @@ def test_diff_is_per_device_and_merges_fusion_numbering(tmp_path):
     assert d["class_delta_ms"] == {"convolution": 0.02, "collective": 0.02, "fusion": 0.0}
     top = {r["name"]: r for r in d["top_delta"]}
     assert top["loop_add_fusion"]["delta_ms"] == 0.0 and top["conv"]["b_ms"] == 0.12
+
+
+def test_bad_arguments_and_missing_traces_are_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    script = str(ROOT / "benchmarks/profile_top.py")
+    for args in ([], ["--diff", str(tmp_path)], [str(tmp_path)]):
+        r = subprocess.run([sys.executable, script, *args], check=False, capture_output=True, text=True)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert r.stderr.strip().startswith(("usage:", "no perfetto_trace.json.gz under"))

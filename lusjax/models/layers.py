@@ -113,6 +113,12 @@ def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     """
     if jax.default_backend() == "gpu":
         return argmax_max_pool_3x3_s2(x)
+    return reduce_window_max_pool_3x3_s2(x)
+
+
+def reduce_window_max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
+    """The 3x3/2 max-pool (padding 1) as `nn.max_pool`: XLA's reduce-window, with a
+    select-and-scatter gradient."""
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
