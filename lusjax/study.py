@@ -96,7 +96,8 @@ def run(config) -> dict:
     ctx = {"config": config, "data": data, "data_dir": data_dir, "split_names": split_names,
            "tasks": tasks, "protocols": protocols, "baselines": baselines,
            "fractions": fractions, "strat": strat, "groups": groups, "known": known,
-           "fingerprint": fingerprint(config), "extra": extra, "cache": {}}
+           "fingerprint": fingerprint(config), "extra": extra[0], "extra_ids": extra[1],
+           "cache": {}}
     fold_results = []
     for k in run_folds:
         fold_results.append(run_fold(ctx, k, folds[k], out_dir / f"fold{k}"))
@@ -118,6 +119,10 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     if done is not None:
         print(f"fold {k}: finished earlier, results read from {fold_dir} (skipped)", flush=True)
         return done
+    if (fold_dir / FOLD_JSON).is_file():
+        print(f"fold {k}: evaluation settings changed since {fold_dir / FOLD_JSON} was "
+              "written: evaluating again (its pretraining is reused if its settings match)",
+              flush=True)
     t_fold = time.time()
     pre = pretrain(ctx, k, fold, fold_dir)
     enc = _load_encoder(fold_dir / "pretrain")
@@ -218,23 +223,34 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
 
     config, data = ctx["config"], ctx["data"]
     record = fold_dir / PRETRAIN_JSON
-    if record.is_file():
-        print(f"fold {k}: pretraining finished earlier (skipped)", flush=True)
-        return json.loads(record.read_text())
     test_groups = set(ctx["groups"][fold.test])
     unlabelled = [i for i in np.flatnonzero(~ctx["known"])
                   if ctx["groups"][i] not in test_groups]
     clip_ids = sorted(data.clips.video_id[np.concatenate([fold.train, unlabelled])
-                                          .astype(int)].tolist())
-    files.write_text_atomic(fold_dir / CLIPS_JSON, json.dumps(clip_ids) + "\n")
+                                          .astype(int)].tolist()) + ctx["extra_ids"]
     cfg = pretrain_config(config, ctx, fold_dir)
+    fp = hashlib.sha256(json.dumps([config_lib.to_dict(cfg), clip_ids], sort_keys=True)
+                        .encode()).hexdigest()[:16]
+    if record.is_file():
+        done = json.loads(record.read_text())
+        if done.get("fingerprint") != fp:
+            raise UserError(f"{fold_dir / 'pretrain'} was pretrained with other settings "
+                            "(recipe, data or fold clips): use another --config.out_dir, or "
+                            f"delete {fold_dir} to pretrain again")
+        print(f"fold {k}: pretraining finished earlier (skipped)", flush=True)
+        return done
+    if (fold_dir / CLIPS_JSON).is_file() and json.loads(
+            (fold_dir / CLIPS_JSON).read_text()) != clip_ids:
+        raise UserError(f"{fold_dir / 'pretrain'} holds a pretraining of other clips: use "
+                        f"another --config.out_dir, or delete {fold_dir} to pretrain again")
+    files.write_text_atomic(fold_dir / CLIPS_JSON, json.dumps(clip_ids) + "\n")
     print(f"fold {k}: pretraining {cfg.method}/{cfg.model.name} on {len(clip_ids)} clips "
           f"({cfg.total_steps} steps) in {cfg.workdir}", flush=True)
     t0 = time.time()
     summary = train.train(cfg, progress=config.progress)
     phase = next(p for p in summary["carbon"]["phases"] if p["phase"] == "pretrain")
     out = {"steps": summary["step"], "clips": len(clip_ids), "wall_s": round(time.time() - t0, 1),
-           "carbon": phase, "final": summary.get("final", {})}
+           "carbon": phase, "final": summary.get("final", {}), "fingerprint": fp}
     files.write_text_atomic(record, json.dumps(_jsonable(out), indent=1) + "\n")
     return out
 
@@ -244,9 +260,9 @@ def pretrain_config(config, ctx: dict, fold_dir: Path):
     cfg = config.train.copy_and_resolve_references()
     with cfg.unlocked():
         cfg.workdir = str(fold_dir / "pretrain")
-        cfg.data.data_dir = ctx["data_dir"] if ctx["extra"] is None else ctx["extra"]
-        cfg.data.train_split = "+".join(ctx["split_names"] if ctx["extra"] is None
-                                        else _merged_splits(ctx["extra"]))
+        cfg.data.data_dir = ctx["data_dir"]
+        cfg.data.train_split = "+".join(ctx["split_names"])
+        cfg.data.extra_data_dir = ctx["extra"] or ""
         cfg.data.clips_file = str(fold_dir / CLIPS_JSON)
         cfg.probe.eval_every = 0  # its val split may hold test clips: no online probe eval
     cfg.lock()
@@ -284,9 +300,7 @@ def read_fold(fold_dir: Path, fp: str, test_ids) -> dict | None:
         return None
     result = json.loads(path.read_text())
     if result.get("fingerprint") != fp or sorted(result["test"]) != sorted(map(str, test_ids)):
-        raise UserError(f"{fold_dir} holds a fold of a study with other settings (data, "
-                        "folds, protocols or recipe): use another --config.out_dir, or "
-                        "delete it to start again")
+        return None  # other settings: evaluated again
     with np.load(fold_dir / FOLD_NPZ, allow_pickle=False) as z:
         arrays = {key: z[key] for key in z.files}
     for i, r in enumerate(result["per_fold"]):
@@ -361,36 +375,27 @@ def fold_class_notes(folds, run_folds, strat: np.ndarray, class_names: list[str]
     return notes
 
 
-def check_pretrain_data(config, data, folds, run_folds) -> str | None:
-    """The extra unlabelled pretraining dataset (config.pretrain_data) after the leakage
-    gate: refused if it holds a clip, or a patient, of a test fold that will run. Returns
-    a merged dataset folder (the study's splits + the extra ones), or None."""
+def check_pretrain_data(config, data, folds, run_folds) -> tuple[str | None, list[str]]:
+    """The extra unlabelled pretraining dataset (config.pretrain_data), after the leakage
+    gate: refused if it holds a clip, or a clip of a patient, of a test fold that runs.
+    Returns (its folder, its clip ids), or (None, [])."""
     if not config.pretrain_data:
-        return None
+        return None, []
     from lusjax.data import shards
 
     extra_dir = str(Path(config.pretrain_data).expanduser())
-    extra = shards.open_split(extra_dir, "+".join(shards.list_splits(extra_dir)))
-    seen = {"video_id": list(extra.clips.video_id), "patient_id": list(extra.clips.patient_id),
-            "data_dir": extra_dir}
+    extra = shards.open_split(extra_dir, "+".join(shards.list_splits(extra_dir))).clips
+    seen = {"video_id": list(extra.video_id), "patient_id": list(extra.patient_id)}
     for k in run_folds:
-        try:
-            splits.check_pretraining(folds[k].test, data.clips.video_id,
-                                     data.clips.patient_id, seen, flag="(no override)")
-        except UserError as e:
-            raise UserError(f"pretrain_data {extra_dir} overlaps fold {k}'s test set: "
-                            f"{str(e).split(' saw ', 1)[-1].split('. Test on')[0]}") from None
-    return merge_datasets(config, extra_dir)
-
-
-def merge_datasets(config, extra_dir: str) -> str:
-    raise UserError("pretrain_data is not supported yet by this version of lusjax study")
-
-
-def _merged_splits(merged_dir: str) -> list[str]:
-    from lusjax.data import shards
-
-    return shards.list_splits(merged_dir)
+        clips, patients = splits.pretraining_overlap(folds[k].test, data.clips.video_id,
+                                                     data.clips.patient_id, seen)
+        if clips or patients:
+            what = "; ".join(
+                [f"{len(clips)} test clip(s): {', '.join(clips[:5])}"] * bool(clips)
+                + [f"{len(patients)} test patient(s): {', '.join(patients[:5])}"] * bool(patients))
+            raise UserError(f"pretrain_data {extra_dir} overlaps fold {k}'s test set ({what}): "
+                            "pretraining would see test clips; remove them from it")
+    return extra_dir, sorted(map(str, extra.video_id))
 
 
 def _progress(config, total: int, desc: str):

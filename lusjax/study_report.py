@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lusjax import files
 from lusjax import config as config_lib
+from lusjax import files
 from lusjax.eval import splits, stats
 from lusjax.eval.results import _jsonable, hardware
 
@@ -247,15 +247,17 @@ def markdown(results: dict) -> str:
     """The human summary: the table per task, the paired tests, carbon, notes, plots."""
     cfg, ds = results["config"], results["dataset"]
     ran = [f["fold"] for f in results["folds"] if f["run"]]
+    tc = cfg["train"]
     lines = [
         "# SSL study", "",
-        f"- Recipe: `{cfg['recipe']}` ({cfg['train']['method']}, {cfg['train']['model']['name']},"
-        f" {cfg['train']['image_size']} px, {cfg['train']['total_steps']} steps), pretrained "
-        "per fold on that fold's training clips only.",
-        f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} "
-        f"patients/groups; folds run: {', '.join(map(str, ran))} of {len(results['folds'])}.",
-        f"- Cells: clip balanced accuracy % [{cfg['ci'] * 100:g}% CI]; accuracy; macro ROC AUC "
-        f"(one-vs-rest). {results['statistics']}.", "",
+        (f"- Recipe: `{cfg['recipe']}` ({tc['method']}, {tc['model']['name']}, "
+         f"{tc['image_size']} px, {tc['total_steps']} steps), pretrained per fold on that "
+         "fold's training clips only" + (f" plus the unlabelled clips of `{cfg['pretrain_data']}`"
+                                        if cfg.get("pretrain_data") else "") + "."),
+        (f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} "
+         f"patients/groups; folds run: {', '.join(map(str, ran))} of {len(results['folds'])}."),
+        (f"- Cells: clip balanced accuracy % [{cfg['ci'] * 100:g}% CI]; accuracy; macro ROC "
+         f"AUC (one-vs-rest). Statistics: {results['statistics']}."), "",
     ]
     for task, counts in ds["clips_per_class"].items():
         rows = [r for r in results["pooled"] if r["task"] == task]

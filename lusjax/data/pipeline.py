@@ -61,6 +61,8 @@ def default_config() -> ml_collections.ConfigDict:
     clips_file: a JSON list of video ids: training pairs come only from those
       clips of train_split ("" = every clip). `lusjax study` pretrains each
       fold on its training clips this way; pretrain_clips.json lists only them.
+    extra_data_dir: "" or a second `lusjax prep` dataset whose clips (every split,
+      as unlabelled) join the training split (`open_train_source`).
     synthetic: arguments of data_prep.write.write_synthetic for the default data.
     max_dt: a positive pair is two frames at most max_dt stored frames apart
       (0 = the same frame twice: classic SimCLR).
@@ -88,6 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
             "train_split": "train",
             "val_split": "val",
             "clips_file": "",
+            "extra_data_dir": "",
             "synthetic": {"n_clips": 24, "n_frames": 16, "size": 64, "seed": 0},
             "max_dt": 4,
             "max_dt_s": 0.0,
@@ -114,6 +117,19 @@ def _open(data_dir_or_source, split: str):
     return open_split(os.fspath(data_dir_or_source), split)
 
 
+def open_train_source(data_dir: str, cfg: ml_collections.ConfigDict):
+    """The source training reads: cfg.train_split of `data_dir`, followed by every split of
+    cfg.extra_data_dir (its clips unlabelled) when that is set."""
+    from lusjax.data.shards import ConcatSource, list_splits, open_split
+
+    source = open_split(data_dir, cfg.train_split)
+    extra = cfg.get("extra_data_dir", "")
+    if not extra:
+        return source
+    return ConcatSource([source, open_split(extra, "+".join(list_splits(extra)))],
+                        unlabelled=[False, True])
+
+
 def train_clips(source, cfg: ml_collections.ConfigDict):
     """The clip table training pairs are drawn from: the split's clips, or only those
     listed in `cfg.clips_file` (a JSON list of video ids). Record starts stay those of
@@ -123,11 +139,12 @@ def train_clips(source, cfg: ml_collections.ConfigDict):
     if not path:
         return clips
     import json
+    from pathlib import Path
 
     from lusjax.data.shards import ClipTable
 
     try:
-        wanted = {str(v) for v in json.loads(open(path).read())}
+        wanted = {str(v) for v in json.loads(Path(path).read_text())}
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"data.clips_file {path}: not a readable JSON list of video ids "
                         f"({e})") from None
