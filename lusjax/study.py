@@ -149,7 +149,9 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
 
     frozen = [p for p in ctx["protocols"] if p in protocol.FROZEN]
     runs: list[dict] = []
-    n_runs = {"finetune": 0, "supervised": 0}
+    # Seconds of each fine-tuning run: the first one also compiles (the scratch runs
+    # reuse its compiled steps), so a run's cost is taken at the median duration.
+    run_s: dict[str, list[float]] = {"finetune": [], "supervised": []}
     bar = _progress(config, len(ctx["fractions"]) * config.seeds, f"fold {k} fits")
     for fraction in ctx["fractions"]:
         for seed in range(config.seeds):
@@ -164,13 +166,15 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
                 if PIXELS in ctx["baselines"]:
                     _fit(*fit, PIXELS, None, data.images, ["pixels"])
             if "finetune" in ctx["protocols"] and seed < config.finetune.seeds:
+                t_run = time.time()
                 with tracker.phase("finetune"):
                     _fit(*fit, SSL, enc, None, ["finetune"])
-                n_runs["finetune"] += 1
+                run_s["finetune"].append(time.time() - t_run)
                 if SCRATCH in ctx["baselines"]:
+                    t_run = time.time()
                     with tracker.phase("supervised"):
                         _fit(*fit, SCRATCH, rand, None, ["finetune"])
-                    n_runs["supervised"] += 1
+                    run_s["supervised"].append(time.time() - t_run)
             bar.update(1)
     bar.close()
     summary = tracker.summary()
@@ -186,7 +190,7 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
                                                      "tdp_w", "tdp_source",
                                                      "measured_gpu_source",
                                                      "measured_cpu_source")}},
-        "n_runs": n_runs, "wall_s": round(time.time() - t_fold, 1),
+        "run_s": run_s, "wall_s": round(time.time() - t_fold, 1),
         "per_fold": [{key: r[key] for key in r if key not in ("probs", "video_id")}
                      for r in runs],
     }
@@ -246,11 +250,14 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     files.write_text_atomic(fold_dir / CLIPS_JSON, json.dumps(clip_ids) + "\n")
     print(f"fold {k}: pretraining {cfg.method}/{cfg.model.name} on {len(clip_ids)} clips "
           f"({cfg.total_steps} steps) in {cfg.workdir}", flush=True)
+    resumed = any((fold_dir / "pretrain" / "checkpoints").glob("*"))
     t0 = time.time()
     summary = train.train(cfg, progress=config.progress)
     phase = next(p for p in summary["carbon"]["phases"] if p["phase"] == "pretrain")
     out = {"steps": summary["step"], "clips": len(clip_ids), "wall_s": round(time.time() - t0, 1),
-           "carbon": phase, "final": summary.get("final", {}), "fingerprint": fp}
+           "carbon": phase, "final": summary.get("final", {}), "fingerprint": fp,
+           # Resumed from a checkpoint: time and energy count this process's part only.
+           "resumed": resumed}
     files.write_text_atomic(record, json.dumps(_jsonable(out), indent=1) + "\n")
     return out
 

@@ -72,7 +72,7 @@ def write(out_dir: Path, config, data, data_dir, tasks, folds, run_folds, fold_r
                        "seed-averaged probabilities"),
         "carbon": carbon,
         "timing": timing(fold_results, seconds),
-        "notes": sorted(set(notes)) + verdict_notes(paired),
+        "notes": sorted(set(notes)) + resume_notes(fold_results) + verdict_notes(paired),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     results["plots"] = render_plots(out_dir, config, data, tasks, table, carbon, fold_results)
@@ -132,14 +132,22 @@ def paired_tests(task: str, p: dict, w: np.ndarray, ci: float) -> list[dict]:
     return out
 
 
+def resume_notes(fold_results: list[dict]) -> list[str]:
+    return [f"fold {r['fold']}: pretraining resumed from a checkpoint; its time and energy "
+            "count the resumed part only" for r in fold_results if r["pretrain"].get("resumed")]
+
+
 def verdict_notes(paired: list[dict]) -> list[str]:
     """Plain lines where SSL does not beat scratch."""
     out = []
     for t in paired:
-        if not (t["difference"] > 0 and t["p"] < 0.05):
-            out.append(f"{t['task']}, {t['fraction'] * 100:g}% labels: SSL {t['ssl_protocol']} "
-                       f"does not beat scratch fine-tuning (balanced accuracy difference "
-                       f"{_pp(t['difference'])} points, p = {t['p']:.3g})")
+        what = f"{t['task']}, {t['fraction'] * 100:g}% labels: SSL {t['ssl_protocol']}"
+        numbers = f"balanced accuracy {_pp(t['difference'])} points, p = {t['p']:.3g}"
+        if t["difference"] <= 0:
+            out.append(f"{what} does not beat scratch fine-tuning ({numbers})")
+        elif t["p"] >= 0.05:
+            out.append(f"{what} is ahead of scratch fine-tuning but not significantly "
+                       f"({numbers}): no evidence that SSL helps here")
     return out
 
 
@@ -172,8 +180,9 @@ def carbon_summary(fold_results: list[dict]) -> dict:
             for key in ("time_s", "model_kwh", "model_kg_co2e", "measured_kwh",
                         "measured_kg_co2e"):
                 t[key] = None if t[key] is None or ph.get(key) is None else t[key] + ph[key]
-    runs = {ph: sum(r["n_runs"].get(ph, 0) for r in fold_results)
-            for ph in ("finetune", "supervised")}
+    run_s = {ph: [t for r in fold_results for t in r.get("run_s", {}).get(ph, [])]
+             for ph in ("finetune", "supervised")}
+    runs = {ph: len(v) for ph, v in run_s.items()}
     out = {"phases": [totals[p] for p in PHASES if p in totals], "runs": runs,
            "folds": len(fold_results)}
     if fold_results:
@@ -189,19 +198,27 @@ def carbon_summary(fold_results: list[dict]) -> dict:
     measured = all(totals[p]["measured_kg_co2e"] is not None
                    for p in ("pretrain", "finetune", "supervised"))
     src = "measured" if measured else "model"
+
+    def per_run(phase: str, unit: str) -> float:
+        # The phase's energy per second times a run's median duration: the first
+        # fine-tune also compiles the step, which the others (and scratch) reuse.
+        t = totals[phase]
+        return t[f"{src}_{unit}"] / max(t["time_s"], 1e-9) * float(np.median(run_s[phase]))
+
     x = totals["pretrain"][f"{src}_kg_co2e"] / len(fold_results)
-    y = totals["finetune"][f"{src}_kg_co2e"] / runs["finetune"]
-    z = totals["supervised"][f"{src}_kg_co2e"] / runs["supervised"]
-    be = carbon_report.break_even(x, y, z)
-    kwh = {p: totals[p][f"{src}_kwh"] for p in ("pretrain", "finetune", "supervised")}
+    be = carbon_report.break_even(x, per_run("finetune", "kg_co2e"),
+                                  per_run("supervised", "kg_co2e"))
     out["break_even"] = {
         **be, "source": src,
-        "pretrain_kwh": kwh["pretrain"] / len(fold_results),
-        "finetune_kwh": kwh["finetune"] / runs["finetune"],
-        "supervised_kwh": kwh["supervised"] / runs["supervised"],
-        "basis": ("x = mean pretraining per fold; y = one SSL fine-tune and z = one "
-                  "supervised-from-scratch fine-tune (each: the grid search and retrain), "
-                  f"averaged over all runs; {src} energy"),
+        "pretrain_kwh": totals["pretrain"][f"{src}_kwh"] / len(fold_results),
+        "finetune_kwh": per_run("finetune", "kwh"),
+        "supervised_kwh": per_run("supervised", "kwh"),
+        "finetune_run_s": float(np.median(run_s["finetune"])),
+        "supervised_run_s": float(np.median(run_s["supervised"])),
+        "basis": ("x = mean pretraining per fold (compilation included); y = one SSL fine-tune, "
+                  "z = one supervised-from-scratch fine-tune (each: grid search + retrain): "
+                  "the phase's energy per second times a run's median duration (the first "
+                  f"fine-tune also compiles); {src} energy"),
     }
     return out
 
@@ -257,7 +274,10 @@ def markdown(results: dict) -> str:
         (f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} "
          f"patients/groups; folds run: {', '.join(map(str, ran))} of {len(results['folds'])}."),
         (f"- Cells: clip balanced accuracy % [{cfg['ci'] * 100:g}% CI]; accuracy; macro ROC "
-         f"AUC (one-vs-rest). Statistics: {results['statistics']}."), "",
+         f"AUC (one-vs-rest). Statistics: {results['statistics']}."),
+        (f"- Seeds (label subsets): {cfg['seeds']} for the frozen protocols and pixels, "
+         f"{min(cfg['seeds'], cfg['finetune']['seeds'])} for fine-tuning (SSL and scratch; "
+         "config finetune.seeds)."), "",
     ]
     for task, counts in ds["clips_per_class"].items():
         rows = [r for r in results["pooled"] if r["task"] == task]
@@ -327,10 +347,16 @@ def carbon_lines(c: dict) -> list[str]:
         lines.append(
             f"- Break-even ({be['source']}): pretraining x = {be['pretrain_kg']:.4g} kg "
             f"({be['pretrain_kwh']:.4g} kWh) per fold, one SSL fine-tune y = "
-            f"{be['finetune_kg']:.4g} kg, one supervised run z = {be['supervised_kg']:.4g} kg: "
+            f"{be['finetune_kg']:.4g} kg ({be['finetune_run_s']:.1f} s), one supervised run "
+            f"z = {be['supervised_kg']:.4g} kg ({be['supervised_run_s']:.1f} s): "
             + (f"SSL pays off after n = {be['break_even_n_int']} downstream task(s) "
                f"(n* = {n:.3g})" if n != "never" else
                "never (a fine-tune costs at least a supervised run)"))
+        lines.append(f"- Basis: {be['basis']}.")
+        if be["supervised_kg"] and abs(be["finetune_kg"] / be["supervised_kg"] - 1) < 0.2:
+            lines.append("- SSL fine-tuning and scratch share the architecture and the step "
+                         "budget, so y ≈ z: cheaper fine-tunes do not pay the pretraining back; "
+                         "what it buys is the accuracy difference above.")
     return lines + [""]
 
 
