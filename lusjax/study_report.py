@@ -61,7 +61,11 @@ def write(out_dir: Path, config, data, data_dir, tasks, folds, run_folds, fold_r
                   for k, f in enumerate(folds)],
         "per_fold": [{"fold": r["fold"], "pretrain": r["pretrain"],
                       "pretrain_clips": r["pretrain_clips"], "wall_s": r["wall_s"],
-                      "runs": r["per_fold"]} for r in fold_results],
+                      "carbon": r["carbon"]["phases"],
+                      # clip probabilities stay in fold{k}/result.npz
+                      "runs": [{k: v for k, v in run.items() if k not in ("probs", "video_id")}
+                               for run in r["per_fold"]]}
+                     for r in fold_results],
         "pooled": table,
         "paired_tests": paired,
         "statistics": (f"clip level; each metric is the mean over seeds of the metric of each "
@@ -183,8 +187,12 @@ def carbon_summary(fold_results: list[dict]) -> dict:
     run_s = {ph: [t for r in fold_results for t in r.get("run_s", {}).get(ph, [])]
              for ph in ("finetune", "supervised")}
     runs = {ph: len(v) for ph, v in run_s.items()}
-    out = {"phases": [totals[p] for p in PHASES if p in totals], "runs": runs,
-           "folds": len(fold_results)}
+    phases = [totals[p] for p in PHASES if p in totals]
+    total = {"phase": "total"}
+    for key in ("time_s", "model_kwh", "model_kg_co2e", "measured_kwh", "measured_kg_co2e"):
+        vals = [p[key] for p in phases]
+        total[key] = None if not vals or any(v is None for v in vals) else sum(vals)
+    out = {"phases": phases, "total": total, "runs": runs, "folds": len(fold_results)}
     if fold_results:
         first = fold_results[0]["carbon"]
         out.update({k: first.get(k) for k in ("country", "carbon_intensity_kg_per_kwh",
@@ -336,7 +344,7 @@ def carbon_lines(c: dict) -> list[str]:
                  f"({c.get('tdp_source')}); {c.get('country')}, "
                  f"{c.get('carbon_intensity_kg_per_kwh')} kg CO2e/kWh; measured GPU: "
                  f"{c.get('measured_gpu_source')}; measured CPU: {c.get('measured_cpu_source')}")
-    for ph in c["phases"]:
+    for ph in [*c["phases"], c["total"]]:
         measured = ("" if ph["measured_kwh"] is None else
                     f", measured {ph['measured_kwh']:.4g} kWh / {ph['measured_kg_co2e']:.4g} kg")
         lines.append(f"- {ph['phase']} (all {c['folds']} fold(s)): {ph['time_s']:.0f} s, model "
@@ -357,6 +365,9 @@ def carbon_lines(c: dict) -> list[str]:
             lines.append("- SSL fine-tuning and scratch share the architecture and the step "
                          "budget, so y ≈ z: cheaper fine-tunes do not pay the pretraining back; "
                          "what it buys is the accuracy difference above.")
+    else:
+        lines.append("- Break-even: not computed (it needs the pretraining, SSL fine-tuning and "
+                     "scratch fine-tuning runs: protocols finetune, baselines scratch)")
     return lines + [""]
 
 
@@ -388,7 +399,11 @@ def render_plots(out_dir: Path, config, data, tasks, table, carbon, fold_results
         for r in table:
             if r["task"] == task:
                 ba = r["balanced_accuracy"]
-                curves[f"{r['encoder']} / {r['protocol']}"].append(
+                # "random" in a name draws it dashed (plots.label_efficiency): the baselines.
+                name = {"scratch": "scratch (random-init) / finetune",
+                        "pixels": "pixels / PCA + linear"}.get(
+                            r["encoder"], f"{r['encoder']} / {r['protocol']}")
+                curves[name].append(
                     (r["fraction"], ba["value"], ba["value"] - ba["ci"][0],
                      ba["ci"][1] - ba["value"]))
         if curves:
