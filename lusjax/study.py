@@ -233,7 +233,10 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     clip_ids = sorted(data.clips.video_id[np.concatenate([fold.train, unlabelled])
                                           .astype(int)].tolist()) + ctx["extra_ids"]
     cfg = pretrain_config(config, ctx, fold_dir)
-    fp = hashlib.sha256(json.dumps([config_lib.to_dict(cfg), clip_ids], sort_keys=True)
+    settings = config_lib.to_dict(cfg)
+    settings.pop("workdir")  # where, not what: the same out_dir may be spelled otherwise
+    settings["data"].pop("clips_file")  # its content, clip_ids, is hashed instead
+    fp = hashlib.sha256(json.dumps([settings, clip_ids], sort_keys=True)
                         .encode()).hexdigest()[:16]
     if record.is_file():
         done = json.loads(record.read_text())
