@@ -87,7 +87,7 @@ def run(config) -> dict:
     fractions = [float(f) for f in config.label_fractions]
     notes += protocol.fraction_notes([folds[k] for k in run_folds], strat, fractions)
     notes += fold_class_notes(folds, run_folds, strat, class_names)
-    if (known < 1).any():
+    if (~known).any():
         notes.append(f"{int((~known).sum())} unlabelled clip(s) are in no test fold; each "
                      "fold pretrains on those of them whose patient is not a test patient")
     extra = check_pretrain_data(config, data, folds, run_folds)

@@ -141,6 +141,23 @@ def test_clips_file_restricts_training_pairs(tiny_data, tmp_path):
         pipeline.train_clips(src, bad)
 
 
+def test_concat_source_reads_both_datasets(tiny_data, tmp_path):
+    from lusjax.data.shards import ConcatSource, open_split
+
+    extra_dir = _extra_data(tmp_path / "extra", 18, 3)
+    a, b = open_split(tiny_data, "train"), open_split(extra_dir, "train")
+    src = ConcatSource([a, b], unlabelled=[False, True])
+    assert len(src) == len(a) + len(b) and len(src.clips) == len(a.clips) + len(b.clips)
+    assert (src.clips.label[len(a.clips):] == -1).all()
+    assert (src.clips.label[:len(a.clips)] == a.clips.label).all()
+    last = len(a) + int(b.clips.start[-1])  # the first frame of b's last clip
+    got = src.__getitems__([0, last, len(a) - 1])
+    assert got[1]["video_id"] == b.clips.video_id[-1]
+    np.testing.assert_array_equal(got[1]["image"], b[int(b.clips.start[-1])]["image"])
+    assert got[0]["video_id"] == a[0]["video_id"] and got[2]["video_id"] == a[len(a) - 1][
+        "video_id"]
+
+
 def test_recipe_method_switch_under_train():
     from lusjax import config as config_lib
 

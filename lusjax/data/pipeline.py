@@ -141,8 +141,6 @@ def train_clips(source, cfg: ml_collections.ConfigDict):
     import json
     from pathlib import Path
 
-    from lusjax.data.shards import ClipTable
-
     try:
         wanted = {str(v) for v in json.loads(Path(path).read_text())}
     except (OSError, ValueError, TypeError) as e:
@@ -155,13 +153,7 @@ def train_clips(source, cfg: ml_collections.ConfigDict):
     keep = np.flatnonzero(np.isin(np.asarray(clips.video_id, str), sorted(wanted)))
     if not len(keep):
         raise UserError(f"data.clips_file {path} lists no clip")
-    return ClipTable(
-        video_id=[clips.video_id[i] for i in keep],
-        patient_id=[clips.patient_id[i] for i in keep],
-        probe=[clips.probe[i] for i in keep],
-        label=clips.label[keep], start=clips.start[keep], length=clips.length[keep],
-        findings={k: v[keep] for k, v in clips.findings.items()},
-        fps=None if clips.fps is None else clips.fps[keep])
+    return clips.select(keep)
 
 
 def _read(source, indices: list[int]) -> list[dict[str, Any]]:

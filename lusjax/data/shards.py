@@ -74,6 +74,18 @@ class ClipTable:
                          np.float64),
         )
 
+    def select(self, keep: np.ndarray) -> ClipTable:
+        """The clips at positions `keep`, in that order (record starts unchanged)."""
+        keep = np.asarray(keep, int)
+        return ClipTable(
+            video_id=[self.video_id[i] for i in keep],
+            patient_id=[self.patient_id[i] for i in keep],
+            probe=[self.probe[i] for i in keep],
+            label=self.label[keep], start=self.start[keep], length=self.length[keep],
+            findings={k: v[keep] for k, v in self.findings.items()},
+            fps=None if self.fps is None else self.fps[keep],
+        )
+
     @classmethod
     def concat(cls, tables: Sequence[ClipTable]) -> ClipTable:
         """Tables of consecutive record ranges, as one (starts stay absolute)."""
