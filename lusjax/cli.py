@@ -5,6 +5,7 @@
     lusjax train --config configs/simclr_r18.py --config.batch_size=512 --config.workdir=DIR
     lusjax probe WORKDIR                  quick linear probe of a run's encoder
     lusjax eval --config configs/eval.py --config.encoder=WORKDIR
+    lusjax study --config configs/study.py --config.data_dir=DATA   SSL vs baselines, per fold
     lusjax predict --encoder WORKDIR --heads EVAL_OUT --input FOLDER
     lusjax bench input|step ...           throughput benchmarks (JSON lines)
     lusjax report WORKDIR                 plots of a run's metrics (PNG)
@@ -67,6 +68,15 @@ def cmd_eval(args, overrides) -> int:
     cfg = _load_config(args, overrides)
     results = protocol.run(cfg)
     print(f"results written to {results.get('out_dir', cfg.out_dir)}")
+    return 0
+
+
+def cmd_study(args, overrides) -> int:
+    from lusjax import study
+
+    cfg = _load_config(args, overrides)
+    results = study.run(cfg)
+    print(f"results written to {results['out_dir']}")
     return 0
 
 
@@ -151,6 +161,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("eval", cmd_eval, "evaluation protocols (linear, MLP, kNN, fine-tune; label "
              "fractions; k-fold CV) from a config file")
     sp.add_argument("--config", default="configs/eval.py", help=CONFIG_HELP)
+
+    sp = add("study", cmd_study, "does SSL pretraining help on my data, and what does it "
+             "cost? Per fold: pretrain on the training clips, evaluate vs scratch and pixel "
+             "baselines; pooled CIs, paired tests, carbon break-even (resumable)")
+    sp.add_argument("--config", default="configs/study.py", help=CONFIG_HELP)
+    sp.epilog = ("Main keys: data_dir, splits, tasks, exclude_classes, folds, run_folds, "
+                 "label_fractions, seeds, protocols, baselines, pretrain_data, bootstrap, ci, "
+                 "out_dir, and the recipe's train.* (e.g. --config.train.total_steps=500, "
+                 "--config.train.method=byol); see configs/study.py")
 
     add("predict", cmd_predict, "per-clip predictions for a folder of clips "
         "(see `lusjax predict --help`)", passthrough=True)

@@ -160,10 +160,15 @@ def load(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections
         cfg = ml_collections.ConfigDict(cfg)
     # `method` first: changing it brings the new method's own `ssl` section (its
     # defaults), on which any --config.ssl.* override then applies.
-    for k, v in sorted(overrides, key=lambda kv: kv[0] != "method"):
+    # The same for a nested recipe (`lusjax study`'s --config.train.method=byol).
+    for k, v in sorted(overrides, key=lambda kv: kv[0].rpartition(".")[2] != "method"):
         apply_override(cfg, k, v)
-        if k == "method" and isinstance(cfg.get("ssl"), ml_collections.ConfigDict):
-            _reset_ssl(cfg)
+        parent = cfg
+        for part in k.split(".")[:-1]:
+            parent = parent[part]
+        if (k.rpartition(".")[2] == "method"
+                and isinstance(parent.get("ssl"), ml_collections.ConfigDict)):
+            _reset_ssl(parent)
     cfg.lock()
     return cfg
 

@@ -302,15 +302,15 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
 
     # --- Input ----------------------------------------------------------------
     data_dir = ensure_data(cfg.data)
-    train_src = open_split(data_dir, cfg.data.train_split)
+    train_src = pipeline.open_train_source(data_dir, cfg.data)  # + data.extra_data_dir
     num_classes = max(1, len(train_src.class_names))
+    seen = pipeline.train_clips(train_src, cfg.data)  # data.clips_file may narrow the split
     if is_main:  # which clips pretraining saw: evaluation refuses to test on them
         _write_json(files.path(workdir) / PRETRAIN_CLIPS, {
             "data_dir": str(files.absolute(data_dir)), "split": cfg.data.train_split,
-            "video_id": list(train_src.clips.video_id),
-            "patient_id": list(train_src.clips.patient_id)})
+            "video_id": list(seen.video_id), "patient_id": list(seen.patient_id)})
     total_steps = cfg.total_steps
-    it = pipeline.train_iterator(data_dir, cfg.data.train_split, cfg.data,
+    it = pipeline.train_iterator(train_src, cfg.data.train_split, cfg.data,
                                  global_batch_size=cfg.batch_size, seed=cfg.seed,
                                  aug_cfg=cfg.aug)
 

@@ -58,6 +58,11 @@ def default_config() -> ml_collections.ConfigDict:
     data_dir: dataset folder written by `lusjax prep`; "" = the cached synthetic
       dataset described by `synthetic` (see lusjax.data.default).
     train_split, val_split: split names ("a+b" joins splits).
+    clips_file: a JSON list of video ids: training pairs come only from those
+      clips of train_split ("" = every clip). `lusjax study` pretrains each
+      fold on its training clips this way; pretrain_clips.json lists only them.
+    extra_data_dir: "" or a second `lusjax prep` dataset whose clips (every split,
+      as unlabelled) join the training split (`open_train_source`).
     synthetic: arguments of data_prep.write.write_synthetic for the default data.
     max_dt: a positive pair is two frames at most max_dt stored frames apart
       (0 = the same frame twice: classic SimCLR).
@@ -84,6 +89,8 @@ def default_config() -> ml_collections.ConfigDict:
             "data_dir": "",
             "train_split": "train",
             "val_split": "val",
+            "clips_file": "",
+            "extra_data_dir": "",
             "synthetic": {"n_clips": 24, "n_frames": 16, "size": 64, "seed": 0},
             "max_dt": 4,
             "max_dt_s": 0.0,
@@ -108,6 +115,45 @@ def _open(data_dir_or_source, split: str):
     from lusjax.data.shards import open_split
 
     return open_split(os.fspath(data_dir_or_source), split)
+
+
+def open_train_source(data_dir: str, cfg: ml_collections.ConfigDict):
+    """The source training reads: cfg.train_split of `data_dir`, followed by every split of
+    cfg.extra_data_dir (its clips unlabelled) when that is set."""
+    from lusjax.data.shards import ConcatSource, list_splits, open_split
+
+    source = open_split(data_dir, cfg.train_split)
+    extra = cfg.get("extra_data_dir", "")
+    if not extra:
+        return source
+    return ConcatSource([source, open_split(extra, "+".join(list_splits(extra)))],
+                        unlabelled=[False, True])
+
+
+def train_clips(source, cfg: ml_collections.ConfigDict):
+    """The clip table training pairs are drawn from: the split's clips, or only those
+    listed in `cfg.clips_file` (a JSON list of video ids). Record starts stay those of
+    the whole split, so the full source still reads them."""
+    clips = source.clips
+    path = cfg.get("clips_file", "")
+    if not path:
+        return clips
+    import json
+    from pathlib import Path
+
+    try:
+        wanted = {str(v) for v in json.loads(Path(path).read_text())}
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"data.clips_file {path}: not a readable JSON list of video ids "
+                        f"({e})") from None
+    missing = sorted(wanted - set(clips.video_id))
+    if missing:
+        raise UserError(f"data.clips_file {path}: {len(missing)} video id(s) not in the "
+                        f"training split: {', '.join(missing[:10])}")
+    keep = np.flatnonzero(np.isin(np.asarray(clips.video_id, str), sorted(wanted)))
+    if not len(keep):
+        raise UserError(f"data.clips_file {path} lists no clip")
+    return clips.select(keep)
 
 
 def _read(source, indices: list[int]) -> list[dict[str, Any]]:
@@ -192,7 +238,7 @@ def train_dataset(
         f" of {data_dir}" if isinstance(data_dir, (str, os.PathLike)) else ""
     )
     ds = pairs.pair_batches(
-        source.clips,
+        train_clips(source, cfg),
         seed=seed,
         batch_size=batch_size,
         max_dt=cfg.max_dt,
@@ -307,7 +353,7 @@ def steps_per_epoch(
     source = _open(data_dir, split)
     n = len(
         pairs.epoch_slots(
-            source.clips,
+            train_clips(source, cfg),
             weighting=cfg.clip_weighting,
             samples_per_clip=cfg.samples_per_clip,
             min_dt=cfg.min_dt,

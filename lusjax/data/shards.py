@@ -74,6 +74,18 @@ class ClipTable:
                          np.float64),
         )
 
+    def select(self, keep: np.ndarray) -> ClipTable:
+        """The clips at positions `keep`, in that order (record starts unchanged)."""
+        keep = np.asarray(keep, int)
+        return ClipTable(
+            video_id=[self.video_id[i] for i in keep],
+            patient_id=[self.patient_id[i] for i in keep],
+            probe=[self.probe[i] for i in keep],
+            label=self.label[keep], start=self.start[keep], length=self.length[keep],
+            findings={k: v[keep] for k, v in self.findings.items()},
+            fps=None if self.fps is None else self.fps[keep],
+        )
+
     @classmethod
     def concat(cls, tables: Sequence[ClipTable]) -> ClipTable:
         """Tables of consecutive record ranges, as one (starts stay absolute)."""
@@ -193,6 +205,58 @@ class FrameSource:
         if self._features is None:
             self._features = _FastDecoder(self.tfds_dir)
         return _str_fields(self._features.features.deserialize_example_np(raw))
+
+
+class ConcatSource:
+    """Several open sources read as one: the records of the first, then of the second...
+
+    Its clip table is theirs, concatenated, with record starts shifted to match;
+    `unlabelled` marks sources whose clips get label -1 (their class list may differ).
+    Picklable like its parts (grain workers)."""
+
+    def __init__(self, sources: Sequence[FrameSource], unlabelled: Sequence[bool] = ()):
+        shapes = {tuple(s.image_shape) for s in sources}
+        if len(shapes) > 1:
+            raise UserError("datasets read together must have one frame size, got "
+                            + " and ".join(f"{s.name} {tuple(s.image_shape)}" for s in sources))
+        self.sources = list(sources)
+        self.offsets = np.concatenate([[0], np.cumsum([len(s) for s in sources])]).astype(int)
+        tables = []
+        for i, (src, off) in enumerate(zip(self.sources, self.offsets)):
+            label = np.full(len(src.clips), -1, np.int32) if (
+                i < len(unlabelled) and unlabelled[i]) else src.clips.label
+            tables.append(dataclasses.replace(src.clips, start=src.clips.start + off,
+                                              label=label))
+        self.clips = ClipTable.concat(tables)
+        self.class_names = list(self.sources[0].class_names)
+        self.image_shape = self.sources[0].image_shape
+        self.name = " + ".join(s.name for s in self.sources)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __repr__(self) -> str:
+        return f"ConcatSource({', '.join(map(repr, self.sources))})"
+
+    def _locate(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(keys, np.int64)
+        part = np.searchsorted(self.offsets, keys, side="right") - 1
+        if len(keys) and (keys.min() < 0 or keys.max() >= len(self)):
+            raise IndexError(f"record out of range for {self!r}")
+        return part, keys - self.offsets[part]
+
+    def __getitem__(self, record_key: int) -> dict[str, Any]:
+        part, local = self._locate([int(record_key)])
+        return self.sources[int(part[0])][int(local[0])]
+
+    def __getitems__(self, record_keys: Sequence[int]) -> list[dict[str, Any]]:
+        part, local = self._locate(record_keys)
+        out: list = [None] * len(part)
+        for p in np.unique(part):
+            rows = np.flatnonzero(part == p)
+            for r, ex in zip(rows, self.sources[int(p)].__getitems__(local[rows].tolist())):
+                out[r] = ex
+        return out
 
 
 class _FastDecoder:

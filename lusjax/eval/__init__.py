@@ -3,7 +3,8 @@
 Core (numpy arrays in, numbers out): `splits` (grouped stratified k-fold, label
 fractions by clip, leakage gate), `linear` / `mlp` / `knn` (probes on
 features), `finetune` (backbone + task heads), `metrics` (sklearn, frame and
-clip level), `plots`. Glue: `features` (datasets and encoders -> arrays),
+clip level), `stats` (patient-bootstrap CIs, paired tests; `lusjax study`),
+`pixels` (the raw-pixel baseline), `plots`. Glue: `features` (datasets and encoders -> arrays),
 `protocol` (`run(config)`, `linear_probe_accuracy`), `predict` (`lusjax predict`).
 """
 

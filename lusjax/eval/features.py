@@ -127,6 +127,38 @@ def concat(a: Frames, b: Frames) -> Frames:
     return Frames(clips, cat([a.frame_clip, b.frame_clip + len(a.clips)]), images)
 
 
+def select(frames: Frames, keep: np.ndarray) -> Frames:
+    """The frames of the clips `keep` (bool [C] or clip indices), clips renumbered."""
+    keep = np.asarray(keep)
+    keep = np.flatnonzero(keep) if keep.dtype == bool else np.sort(keep)
+    c = frames.clips
+    clips = Clips(c.video_id[keep], c.patient_id[keep], c.label[keep], c.findings[keep],
+                  list(c.class_names))
+    new_index = np.full(len(c), -1)
+    new_index[keep] = np.arange(len(keep))
+    rows = np.flatnonzero(new_index[frames.frame_clip] >= 0)
+    images = None if frames.images is None else frames.images[rows]
+    return Frames(clips, new_index[frames.frame_clip[rows]], images)
+
+
+def drop_classes(frames: Frames, names: list[str]) -> tuple[Frames, dict[str, int]]:
+    """Removes the clips whose label is one of `names` and those classes from the label
+    list (labels renumbered). Returns (frames, {name: clips removed}) for the names
+    that are classes of the dataset."""
+    c = frames.clips
+    gone = [i for i, n in enumerate(c.class_names) if n in names]
+    if not gone:
+        return frames, {}
+    removed = {c.class_names[i]: int((c.label == i).sum()) for i in gone}
+    out = select(frames, ~np.isin(c.label, gone))
+    kept = [i for i in range(len(c.class_names)) if i not in gone]
+    remap = np.full(len(c.class_names) + 1, -1)  # index -1 (unlabeled) stays -1
+    remap[kept] = np.arange(len(kept))
+    out.clips.label = remap[out.clips.label]
+    out.clips.class_names = [c.class_names[i] for i in kept]
+    return out, removed
+
+
 def extract(encoder, frames: Frames | np.ndarray, batch_size: int = 256,
             progress: bool = False, desc: str = "features") -> np.ndarray:
     """float32 [N, D] eval-mode features of the frames' images with `encoder`."""

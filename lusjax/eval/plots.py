@@ -29,7 +29,8 @@ def _save(fig, path) -> Path:
 
 def label_efficiency(curves: dict[str, tuple], path, *, metric: str, title: str = "") -> Path:
     """Mean ± std over label fractions (log x), one line per "encoder / protocol" curve:
-    {name: (fractions, mean, std)}. Colour = protocol, dashed = random-init encoder."""
+    {name: (fractions, mean, err)}, err the std or [2, n] offsets below/above (a CI).
+    Colour = protocol, dashed = random-init encoder."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     protocols = list(dict.fromkeys(name.split(" / ")[-1] for name in curves))
     fractions = sorted({float(f) for fr, _, _ in curves.values() for f in fr})

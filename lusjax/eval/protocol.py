@@ -24,7 +24,7 @@ import numpy as np
 from lusjax import config as config_lib
 from lusjax.errors import UserError
 from lusjax.eval import features as feats_lib
-from lusjax.eval import finetune, knn, linear, metrics, mlp, plots, splits
+from lusjax.eval import finetune, knn, linear, metrics, mlp, pixels, plots, splits
 from lusjax.eval.results import (
     PROTOCOLS,
     crosscheck_table,
@@ -34,7 +34,9 @@ from lusjax.eval.results import (
     write_outputs,
 )
 
-FROZEN = {"linear": linear.fit_predict, "mlp": mlp.fit_predict, "knn": knn.fit_predict}
+FROZEN = {"linear": linear.fit_predict, "mlp": mlp.fit_predict, "knn": knn.fit_predict,
+          # `lusjax study`'s raw-pixel baseline: its "features" are the frames themselves.
+          "pixels": pixels.fit_predict}
 PRETRAINED, RANDOM = "pretrained", "random-init"
 
 
