@@ -11,7 +11,7 @@
 # after $STUDY_ARGS (settings shared by every row, e.g. the data), with its log in
 # ROOT/NAME.log. PARALLEL rows run at once (default 4), spread over
 # the GPUs round robin (GPUS="0 1", default: all that nvidia-smi lists); rows that
-# share a GPU split its memory (XLA_PYTHON_CLIENT_MEM_FRACTION). After SECONDS
+# share a GPU allocate its memory as they need it (no preallocation). After SECONDS
 # (default: no limit) the rows still running are stopped; what finished is kept.
 # `python benchmarks/study_table.py ROOT/*/study.json` prints the comparison table.
 set -uo pipefail
@@ -23,8 +23,6 @@ mkdir -p "$root"
 parallel="${PARALLEL:-4}"
 read -r -a gpus <<< "${GPUS:-$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | tr '\n' ' ')}"
 (( ${#gpus[@]} > 0 )) || gpus=("")
-per_gpu=$(( (parallel + ${#gpus[@]} - 1) / ${#gpus[@]} ))
-frac=$(python3 -c "print(round(0.9 / $per_gpu, 3))")
 start=$(date +%s)
 i=0
 while IFS=$'\t' read -r name cfg overrides || [[ -n ${name:-} ]]; do
@@ -36,12 +34,12 @@ while IFS=$'\t' read -r name cfg overrides || [[ -n ${name:-} ]]; do
   gpu="${gpus[$(( i % ${#gpus[@]} ))]}"; i=$((i + 1))
   echo "study_rows: start $name (gpu ${gpu:-default}) $(date +%T)" >&2
   (
-    export XLA_PYTHON_CLIENT_MEM_FRACTION="$frac"
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false
     [ -n "$gpu" ] && export CUDA_VISIBLE_DEVICES="$gpu"
     t0=$(date +%s)
     # shellcheck disable=SC2086  # overrides are words
     python3 -m lusjax.cli study --config "$cfg" --config.out_dir="$root/$name" \
-      --config.progress=False ${STUDY_ARGS:-} $overrides > "$root/$name.log" 2>      --config.progress=False $overrides ${STUDY_ARGS:-} > "$root/$name.log" 2>&11
+      --config.progress=False ${STUDY_ARGS:-} $overrides > "$root/$name.log" 2>&1
     rc=$?
     echo "study_rows: end $name status $rc after $(( $(date +%s) - t0 )) s" >&2
     tail -n 3 "$root/$name.log" >&2

@@ -95,9 +95,10 @@ def table(rows: list[dict], protocol: str, fraction: float) -> str:
 
 
 def best(rows: list[dict], fraction: float) -> dict | None:
-    scored = [(r["cells"][fraction]["ssl"]["balanced_accuracy"]["value"], r["name"], r)
-              for r in rows if fraction in r["cells"] and r["cells"][fraction]["ssl"]]
-    return max(scored, key=lambda t: (t[0], t[1]))[2] if scored else None
+    """The row with the highest SSL balanced accuracy at `fraction` (the first on a tie)."""
+    scored = [(r["cells"][fraction]["ssl"]["balanced_accuracy"]["value"], -i, r)
+              for i, r in enumerate(rows) if fraction in r["cells"] and r["cells"][fraction]["ssl"]]
+    return max(scored, key=lambda t: t[:2])[2] if scored else None
 
 
 def main(argv=None) -> int:
