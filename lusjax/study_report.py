@@ -57,7 +57,8 @@ def write(out_dir: Path, config, data, data_dir, tasks, folds, run_folds, fold_r
         "folds": [{"fold": k, "run": k in run_folds,
                    "train": data.clips.video_id[f.train].tolist(),
                    "test": data.clips.video_id[f.test].tolist(),
-                   "test_patients": sorted(set(data.clips.patient_id[f.test].tolist()))}
+                   "test_patients": sorted({g.split(":", 1)[1] for g in groups[f.test]
+                                            if g.startswith("patient:")})}
                   for k, f in enumerate(folds)],
         "per_fold": [{"fold": r["fold"], "pretrain": r["pretrain"],
                       "pretrain_clips": r["pretrain_clips"], "wall_s": r["wall_s"],
