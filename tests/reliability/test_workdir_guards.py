@@ -152,3 +152,10 @@ def test_stop_signals_restores_handlers_and_never_raises():
     t.start()
     t.join()
     assert seen[0].signal is None and {s: signal.getsignal(s) for s in preemption.SIGNALS} == before
+
+
+def test_sweep_counts_exit_3_as_resumable_not_failed(tmp_path):
+    from lusjax import sweep
+
+    (tmp_path / sweep.RUN_RC).write_text("3\n")
+    assert sweep.run_status(str(tmp_path))[0] == "partial"
