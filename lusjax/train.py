@@ -313,14 +313,8 @@ def _utc_now() -> str:
 def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) -> dict:
     workdir, started = cfg.workdir, _utc_now()
     tracker = carbon.Tracker(country=cfg.carbon.country, measure=cfg.carbon.measure)
-    # --- Resume point, and the config its state was trained with ---------------
-    ckpt = checkpoint.Checkpointer(workdir, every=cfg.ckpt_every, keep=cfg.keep_ckpts,
-                                   async_save=cfg.async_ckpt)
-    it = None
+    ckpt = it = None
     try:
-        resumed = ckpt.latest_step()
-        changes = resume.check_config(cfg, workdir) if resumed is not None else []
-
         # --- Mesh -------------------------------------------------------------
         mesh = sharding.make_mesh()
         n_dev = mesh.size
@@ -342,15 +336,20 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
         state = parts.init_state(jax.random.PRNGKey(cfg.seed))
         n_params = sum(x.size for x in jax.tree.leaves(state["params"]["backbone"]))
 
-        # --- Restore ----------------------------------------------------------
+        # --- Restore, once the config matches the one its state was trained with
+        ckpt = checkpoint.Checkpointer(workdir, every=cfg.ckpt_every, keep=cfg.keep_ckpts,
+                                       async_save=cfg.async_ckpt)
+        resumed = ckpt.latest_step()
+        changes = resume.check_config(cfg, workdir) if resumed is not None else []
         if resumed is not None:
             state, data_state = ckpt.restore(resumed, state)
             if data_state:
                 it.set_state(data_state)
             print(f"resumed from step {resumed} in {workdir}", flush=True)
         start = int(state["step"])
-        if stop.signal and start < total_steps:  # no step of this run done: nothing to save
-            raise Preempted(stop.signal, resumed, str(ckpt.directory))
+        sig = _agree(stop.signal)
+        if sig and start < total_steps:  # no step of this run done: nothing new to save
+            raise Preempted(sig, resumed, str(ckpt.directory))
 
         # --- Run files, written once every check passed -----------------------
         if is_main:
@@ -450,7 +449,8 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
                 bar.close()
             dog.pet(dog.step, "close")
     finally:
-        ckpt.close()  # waits for the async save in flight: it commits or raises here
+        if ckpt is not None:
+            ckpt.close()  # waits for the async save in flight: it commits or raises here
         if hasattr(it, "close"):
             it.close()  # grain worker processes
 

@@ -61,8 +61,10 @@ def test_stale_lock_is_taken_over_and_resume_checks_the_config(tmp_path, capsys)
     wd.mkdir()
     (wd / workdir_lock.LOCK_FILE).write_text(json.dumps(
         {"host": socket.gethostname(), "pid": _dead_pid(), "since": "earlier", "command": "x"}))
+    handlers = {s: signal.getsignal(s) for s in preemption.SIGNALS}
     assert cli.main(_train(wd, "--config.total_steps=2")) == 0
     assert "lusjax: taking over" in capsys.readouterr().err
+    assert {s: signal.getsignal(s) for s in preemption.SIGNALS} == handlers  # given back
     assert not (wd / workdir_lock.LOCK_FILE).exists()
     saved = (wd / "config.json").read_text()
 
@@ -93,7 +95,7 @@ def test_a_run_that_fails_before_training_leaves_no_run_file(tmp_path, capsys):
     wd = tmp_path / "run"
     assert cli.main(_train(wd, "--config.data.data_dir=/nonexistent")) == 2
     assert "not a lusjax dataset" in _one_error_line(capsys)
-    assert sorted(p.name for p in wd.iterdir()) == ["checkpoints"]
+    assert list(wd.iterdir()) == []
 
 
 def test_unwritable_paths_are_one_error_line(tmp_path, capsys):
