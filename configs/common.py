@@ -96,6 +96,9 @@ def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.Co
     c.watchdog_s = 600
     c.probe = dict(eval_every=1_000, eval_frames=2048)   # online probe on data.val_split
     c.carbon = dict(country="WORLD", measure=True)
+    # Resuming a workdir with settings that change the training (model, method, batch,
+    # optim, data, aug...) is an error unless this is True (lusjax/resume.py).
+    c.allow_config_change = False
     return c
 
 

@@ -31,8 +31,11 @@
 #SBATCH --signal=TERM@120
 #SBATCH --requeue
 #SBATCH --open-mode=append
-# (SIGTERM 2 minutes before the time limit: `lusjax train` saves and exits 0;
-# a preempted task is requeued and resumes.)
+# (SIGTERM 2 minutes before the time limit, to every trainer process of the job
+# step, not to this batch shell (no "B:"): `lusjax train` saves its current step
+# and exits 3, and this script then requeues the task (`scontrol requeue`); the
+# requeued task resumes from that step. A run that SLURM preempts gets SIGTERM
+# the same way and is requeued by SLURM itself.)
 set -euo pipefail
 
 die() { echo "slurm.sh: error: $*" >&2; exit 2; }
@@ -113,12 +116,23 @@ fi
 if (( dry )); then show "${cmd[@]}"; exit 0; fi
 cd "${SLURM_SUBMIT_DIR:-.}"
 echo "slurm.sh: task ${SLURM_ARRAY_TASK_ID:-0} ($run_name) on $nodes node(s): $(show "${cmd[@]}")"
-if (( ! local_wd )); then exec "${cmd[@]}"; fi
-mkdir -p "$workdir"; rm -f "$workdir/run.rc"
-echo "### slurm job ${SLURM_JOB_ID} task ${SLURM_ARRAY_TASK_ID:-0} $(date '+%F %T'): $(show "${cmd[@]}")" >> "$workdir/run.log"
+# A SIGTERM to this shell too (SLURM preemption signals every process): keep going,
+# the trainer saves and exits 3, then the task is requeued below.
+trap 'echo "slurm.sh: SIGTERM: waiting for the trainer to save" >&2' TERM
 set +e
-"${cmd[@]}" 2>&1 | tee -a "$workdir/run.log"
-rc=${PIPESTATUS[0]}
+if (( local_wd )); then
+  mkdir -p "$workdir"; rm -f "$workdir/run.rc"
+  echo "### slurm job ${SLURM_JOB_ID} task ${SLURM_ARRAY_TASK_ID:-0} $(date '+%F %T'): $(show "${cmd[@]}")" >> "$workdir/run.log"
+  # tee ignores SIGTERM: it must outlive the trainer's last lines (the saved step).
+  "${cmd[@]}" 2>&1 | (trap '' TERM; exec tee -a "$workdir/run.log")
+  rc=${PIPESTATUS[0]}
+  echo "$rc" > "$workdir/run.rc"
+else
+  "${cmd[@]}"; rc=$?
+fi
 set -e
-echo "$rc" > "$workdir/run.rc"
+if (( rc == 3 )); then  # lusjax's PREEMPTED_EXIT: the step is saved, a rerun resumes
+  echo "slurm.sh: preempted, checkpoint saved (exit 3): requeueing job $SLURM_JOB_ID" >&2
+  scontrol requeue "$SLURM_JOB_ID" || echo "slurm.sh: requeue failed: submit again to resume" >&2
+fi
 exit "$rc"

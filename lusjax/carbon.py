@@ -33,6 +33,11 @@ Two numbers per phase (prep, pretrain, probe, finetune, eval, predict, ...):
 Only time inside `with tracker.phase(name):` counts. Re-entering a phase name adds
 to it. Multi-host: each process tracks its local devices (and its host's
 sensors); add the hosts' numbers up.
+
+A run's `carbon.json` is a ledger of its segments (each start of a command on the
+workdir: a run preempted and resumed twice has three), `record_segment` adds one:
+`{"segments": [{start, end, host, ..., <Tracker.summary()>}, ...], "totals":
+{"phases": [...], "total": {...}}}`, the totals being the sums over segments.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import functools
 import importlib.resources
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -464,6 +470,53 @@ class Tracker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------- ledger
+LEDGER_FILE = "carbon.json"
+SUMMED = ("time_s", "data_transfer_bytes", "model_compute_kwh", "model_transfer_kwh",
+          "model_kwh", "model_kg_co2e", "measured_gpu_kwh", "measured_cpu_kwh", "measured_kwh",
+          "measured_kg_co2e", "km_by_car", "phone_charges")
+
+
+def _sum_rows(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    # The Tracker's rule: a sum is None (unknown) when any part lacks the number.
+    out: dict[str, Any] = {"phase": name}
+    for k in SUMMED:
+        vals = [r.get(k) for r in rows]
+        out[k] = None if any(v is None for v in vals) else sum(vals)
+    return out
+
+
+def _ledger(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    names = list(dict.fromkeys(p["phase"] for s in segments for p in s["phases"]))
+    totals = {"phases": [_sum_rows(n, [p for s in segments for p in s["phases"]
+                                       if p["phase"] == n]) for n in names],
+              "total": _sum_rows("total", [s["total"] for s in segments])}
+    return {"segments": segments, "totals": totals}
+
+
+def read_ledger(workdir: str | os.PathLike) -> dict[str, Any]:
+    """A run's carbon.json as `{"segments": [...], "totals": {...}}`. A carbon.json from
+    before segments existed (one `Tracker.summary()`) is one segment; none: no segment."""
+    from lusjax import files
+
+    path = files.path(workdir) / LEDGER_FILE
+    data = json.loads(path.read_text()) if path.exists() else {"segments": []}
+    return _ledger(data.get("segments", [data]))
+
+
+def record_segment(workdir: str | os.PathLike, summary: dict[str, Any], **info: Any
+                   ) -> dict[str, Any]:
+    """Appends one segment (`info`, e.g. start, end, host, steps, exit, and a
+    `Tracker.summary()`) to `<workdir>/carbon.json`, recomputes the totals, writes the
+    ledger atomically and returns it. Call it on process 0 only."""
+    from lusjax import files
+
+    ledger = _ledger([*read_ledger(workdir)["segments"], {**info, **summary}])
+    files.write_text_atomic(files.path(workdir) / LEDGER_FILE,
+                            json.dumps(ledger, indent=1) + "\n")
+    return ledger
 
 
 if __name__ == "__main__":

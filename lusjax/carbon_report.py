@@ -1,7 +1,8 @@
 """Carbon reports: the per-phase table and chart of a run, and the poster's comparison.
 
-`report_table` / `plot_phases` render a `carbon.Tracker.summary()` (what
-`lusjax report` writes as plots/carbon.md and carbon.png); `break_even` is
+`report_table` / `plot_phases` render a `carbon.Tracker.summary()` or a run's
+ledger of segments (`carbon.read_ledger`: its totals, what `lusjax report` writes
+as plots/carbon.md and carbon.png); `break_even` is
 SSL pretraining + n fine-tunes (x + y n) against n supervised runs (z n).
 """
 
@@ -22,35 +23,49 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _notes(summary: dict[str, Any]) -> list[str]:
+    return [
+        (
+            f"Model: {summary['n_devices']} x {summary['device_kind']} at "
+            f"{summary['tdp_w']:g} W ({summary['tdp_source']}), cumulator's method "
+            "(time x devices x TDP, + data transfer)."
+        ),
+        (
+            f"Carbon intensity {summary['carbon_intensity_kg_per_kwh']:g} kg CO2e/kWh for "
+            f"{summary['country']} ({summary['carbon_intensity_source']})."
+        ),
+        f"Measured GPU: {summary['measured_gpu_source']}.",
+        f"Measured CPU: {summary['measured_cpu_source']}.",
+        f"Human units from {summary['human_units_basis']}.",
+    ]
+
+
 def report_table(summary: dict[str, Any]) -> str:
-    """Markdown table of a `Tracker.summary()`, with sources and reasons as notes."""
+    """Markdown table of a `Tracker.summary()`, or of a ledger's totals over its segments
+    (`carbon.read_ledger`), with sources and reasons as notes."""
     cols = [
         ("phase", "phase"), ("time_s", "time (s)"), ("model_kwh", "model kWh"),
         ("model_kg_co2e", "model kg CO2e"), ("measured_gpu_kwh", "GPU kWh (NVML)"),
         ("measured_cpu_kwh", "CPU kWh (RAPL)"), ("measured_kg_co2e", "measured kg CO2e"),
         ("km_by_car", "km by car"), ("phone_charges", "phone charges"),
     ]  # fmt: skip
+    segments = summary.get("segments")
+    rows = summary["totals"] if segments is not None else summary
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-    for r in [*summary["phases"], summary["total"]]:
+    for r in [*rows["phases"], rows["total"]]:
         cells = [_fmt(r[k]) for k, _ in cols]
         if r["phase"] == "total":
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        (
-            f"- Model: {summary['n_devices']} x {summary['device_kind']} at "
-            f"{summary['tdp_w']:g} W ({summary['tdp_source']}), cumulator's method "
-            "(time x devices x TDP, + data transfer)."
-        ),
-        (
-            f"- Carbon intensity {summary['carbon_intensity_kg_per_kwh']:g} kg CO2e/kWh for "
-            f"{summary['country']} ({summary['carbon_intensity_source']})."
-        ),
-        f"- Measured GPU: {summary['measured_gpu_source']}.",
-        f"- Measured CPU: {summary['measured_cpu_source']}.",
-        f"- Human units from {summary['human_units_basis']}.",
-    ]
+    lines.append("")
+    if segments is None:
+        lines += [f"- {n}" for n in _notes(summary)]
+    else:
+        lines.append(f"Totals over {len(segments)} run segment(s) (each start of the run):")
+        for i, seg in enumerate(segments, 1):
+            when = f"{seg.get('start', '?')} to {seg.get('end', '?')}"
+            lines.append(f"- Segment {i} ({when}, {seg.get('exit', 'finished')}): "
+                         + " ".join(_notes(seg)))
     return "\n".join(lines) + "\n"
 
 
@@ -64,7 +79,11 @@ def _figure(width: float = 6.4, height: float = 4.0):
 
 
 def plot_phases(summary: dict[str, Any], path_png: str | Path) -> None:
-    """Bar chart of kg CO2e per phase: model bars, and measured ones where available."""
+    """Bar chart of kg CO2e per phase: model bars, and measured ones where available
+    (a ledger: its totals over segments)."""
+    if "segments" in summary:
+        last = summary["segments"][-1] if summary["segments"] else {}
+        summary = {**last, **summary["totals"]}
     phases = summary["phases"]
     names = [p["phase"] for p in phases]
     fig, ax = _figure()
@@ -79,7 +98,7 @@ def plot_phases(summary: dict[str, Any], path_png: str | Path) -> None:
         ax.bar([i + w / 2 for i in have], vals, w, label="measured (NVML + RAPL available)")
     ax.set_xticks(list(x), names)
     ax.set_ylabel("kg CO2e")
-    ax.set_title(f"Carbon per phase ({summary['country']}, {summary['device_kind']})")
+    ax.set_title(f"Carbon per phase ({summary.get('country')}, {summary.get('device_kind')})")
     ax.legend()
     fig.tight_layout()
     files.save_figure(fig, path_png, dpi=120)

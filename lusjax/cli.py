@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from lusjax.errors import UserError
+from lusjax.errors import PREEMPTED_EXIT, Preempted, UserError
 
 CONFIG_HELP = ("config file, optionally with an argument: configs/simclr_r18.py[:arg]; "
                "override any key with --config.KEY=VALUE (e.g. --config.batch_size=512, "
@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
              "latest checkpoint in the workdir)")
     sp.add_argument("--config", required=True, help=CONFIG_HELP)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.epilog = (f"Exit status: 0 trained to total_steps; 2 bad input (one error line); "
+                 f"{PREEMPTED_EXIT} preempted by SIGTERM or SIGINT: the current step is saved, "
+                 "rerun the same command to resume.")
 
     sp = add("probe", cmd_probe, "quick linear probe (frame and clip accuracy) of a run's "
              "pretrained encoder, next to the same probe on a random-init encoder")
@@ -213,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"lusjax: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # saved and resumable: not a failure, not done either
+        print(f"lusjax: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except KeyboardInterrupt:
         print("lusjax: interrupted", file=sys.stderr)
         return 130

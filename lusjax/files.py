@@ -7,6 +7,7 @@ takes) for URLs, so the code that writes a run's files is the same for both.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -51,31 +52,57 @@ def absolute(p: str | os.PathLike):
     return q.resolve() if isinstance(q, Path) else q
 
 
+@contextlib.contextmanager
+def writing(p):
+    """Turns an OSError while writing `p` (read-only folder, full disk, quota, a file where
+    a folder should be) into a UserError naming `p`: one line for the user, no traceback."""
+    try:
+        yield
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise UserError(f"cannot write {p}: {reason}") from e
+
+
+def makedirs(p: str | os.PathLike):
+    """`mkdir -p p`; a UserError naming `p` if it cannot be created."""
+    p = path(p)
+    with writing(p):
+        p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def write_text_atomic(p: str | os.PathLike, text: str):
     """Writes `text` so that a reader, or the next run, sees the old file or the new one:
     locally through a temporary file beside it and a rename (atomic on one
-    filesystem); on an object store by one write (objects are replaced whole)."""
+    filesystem); on an object store by one write (objects are replaced whole).
+    A failed write is a UserError naming `p`, and leaves the old file."""
     p = path(p)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if not isinstance(p, Path):
-        p.write_text(text)
-        return p
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    makedirs(p.parent)
+    with writing(p):
+        if not isinstance(p, Path):
+            p.write_text(text)
+            return p
+        tmp = p.with_name(f".{p.name}.tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves no temporary file
     return p
 
 
 def append_text(p: str | os.PathLike, text: str) -> None:
     """Appends `text` to a file; objects cannot be appended to, so on an object store the
-    object is rewritten with `text` added (fine for a run's small JSONL files)."""
+    object is rewritten with `text` added (fine for a run's small JSONL files).
+    A failed write is a UserError naming `p`."""
     p = path(p)
-    if isinstance(p, Path):
-        with open(p, "a") as f:
-            f.write(text)
-        return
-    old = p.read_text() if p.exists() else ""
-    p.write_text(old + text)
+    with writing(p):
+        if isinstance(p, Path):
+            with open(p, "a") as f:
+                f.write(text)
+            return
+        old = p.read_text() if p.exists() else ""
+        p.write_text(old + text)
 
 
 def save_figure(fig, p: str | os.PathLike, **kwargs):

@@ -3,6 +3,8 @@
 Every log step is one JSON object per line in `<workdir>/metrics.jsonl`,
 always with `step` and `wall_time` (seconds since the writer started), plus
 whatever the caller passes (loss, lr, images_per_s, energy so far...).
+A resumed run first moves the lines of the steps it will redo to
+`metrics.jsonl.discarded` (`discard_after`), so each step appears once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from lusjax import files
 
 METRICS_FILE = "metrics.jsonl"
+DISCARDED_FILE = METRICS_FILE + ".discarded"
 
 
 def _plain(v):
@@ -37,7 +40,7 @@ class MetricsWriter:
         self.enabled = enabled
         self._t0 = time.time()
         if enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            files.makedirs(self.path.parent)
 
     def write(self, step: int, metrics: dict, **extra) -> dict:
         """Writes one record and returns it."""
@@ -60,6 +63,32 @@ def read(workdir: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        rec = json.loads(line)
+        return int(rec["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # a torn line (killed writer): not a record
+
+
+def discard_after(workdir: str | os.PathLike, step: int) -> int:
+    """Moves the records of steps after `step` (and torn lines) to `metrics.jsonl.discarded`
+    (appended): a run resumed from checkpoint `step` redoes them. Returns how many lines
+    moved. Call it on process 0 only; the rewrite is atomic."""
+    path = files.path(workdir) / METRICS_FILE
+    if not path.exists():
+        return 0
+    keep, drop = [], []
+    for line in filter(str.strip, path.read_text().splitlines()):
+        s = _step_of(line)
+        (keep if s is not None and s <= step else drop).append(line + "\n")
+    if drop:
+        # Discarded first: a kill in between leaves those lines twice, never lost.
+        files.append_text(path.with_name(DISCARDED_FILE), "".join(drop))
+        files.write_text_atomic(path, "".join(keep))
+    return len(drop)
 
 
 def console_line(rec: dict, keys=("loss", "lr", "images_per_s", "probe_acc")) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -66,16 +65,15 @@ def render(workdir: str | os.PathLike) -> list[Path]:
 
 
 def _carbon(workdir: Path, out_dir: Path) -> list[Path]:
-    """The run's per-phase energy/CO2e (written by train at the end) as a table and a chart."""
-    from lusjax import carbon_report
-    from lusjax.train import CARBON_JSON
+    """The run's per-phase energy/CO2e, totals over its segments (train records each), as a
+    table and a chart."""
+    from lusjax import carbon, carbon_report
 
-    path = workdir / CARBON_JSON
-    if not path.exists():
+    ledger = carbon.read_ledger(workdir)
+    if not ledger["segments"]:
         return []
-    summary = json.loads(path.read_text())
     table = out_dir / "carbon.md"
-    table.write_text(carbon_report.report_table(summary) + "\n")
+    table.write_text(carbon_report.report_table(ledger) + "\n")
     chart = out_dir / "carbon.png"
-    carbon_report.plot_phases(summary, chart)
+    carbon_report.plot_phases(ledger, chart)
     return [table, chart]

@@ -45,7 +45,7 @@ from typing import Any
 
 from lusjax import config as config_lib
 from lusjax import files
-from lusjax.errors import UserError
+from lusjax.errors import PREEMPTED_EXIT, UserError
 
 SWEEP_JSON = "sweep.json"
 RUNS_TXT = "runs.txt"
@@ -246,11 +246,11 @@ def last_error_line(text: str) -> str:
 def run_status(workdir: str, *, active_s: float = 600.0) -> tuple[str, str]:
     """(status, detail) of a run directory.
 
-    done: `encoder.json` exists. failed: the last attempt exited non-zero
-    (detail: its error line). running: no exit status yet and the log or the
+    done: `encoder.json` exists. failed: the last attempt exited non-zero, other
+    than 3 (detail: its error line). running: no exit status yet and the log or the
     metrics changed in the last `active_s` seconds. partial: checkpoints or
-    metrics but unfinished and idle (stopped, preempted or killed; re-running
-    resumes it). not started: nothing there.
+    metrics but unfinished and idle (stopped, preempted or killed, or exit 3:
+    preempted with its step saved; re-running resumes it). not started: nothing there.
     """
     wd = files.path(workdir)
     try:
@@ -261,6 +261,8 @@ def run_status(workdir: str, *, active_s: float = 600.0) -> tuple[str, str]:
         rc_path, log = wd / RUN_RC, wd / RUN_LOG
         if rc_path.exists():
             rc = rc_path.read_text().strip()
+            if rc == str(PREEMPTED_EXIT):
+                return "partial", f"preempted (exit {rc}): its checkpoint resumes"
             if rc not in ("", "0"):
                 line = last_error_line(log.read_text(errors="replace")) if log.exists() else ""
                 return "failed", f"exit {rc}: {line}" if line else f"exit {rc}"

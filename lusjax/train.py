@@ -11,10 +11,12 @@ averaged over it. Augmentation happens here, on the device, from uint8 views.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import hashlib
 import json
 import signal
+import socket
 import time
 from typing import Any
 
@@ -26,16 +28,27 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from lusjax import carbon, checkpoint, distributed, files, models, optim, sharding, ssl, watchdog
+from lusjax import (
+    carbon,
+    checkpoint,
+    distributed,
+    files,
+    models,
+    optim,
+    preemption,
+    resume,
+    sharding,
+    ssl,
+    watchdog,
+    workdir_lock,
+)
 from lusjax import config as config_lib
 from lusjax.data import augment, pipeline, preprocess
 from lusjax.data.default import ensure_data
 from lusjax.data.shards import open_split
-from lusjax.errors import UserError
+from lusjax.errors import Preempted, UserError
 from lusjax.eval.splits import PRETRAIN_CLIPS  # the leakage gate reads what train writes
-from lusjax.metrics import MetricsWriter, console_line
-
-CARBON_JSON = "carbon.json"
+from lusjax.metrics import DISCARDED_FILE, MetricsWriter, console_line, discard_after
 
 
 def _write_json(path, obj) -> None:
@@ -265,148 +278,184 @@ def build(cfg: ml_collections.ConfigDict, num_classes: int, mesh) -> Parts:
     return Parts(net, method, probe, tx, lr_schedule, init, compile_step(step_fn, mesh))
 
 
-class _Preemption:
-    """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. inside tests): no handler
-            pass
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-
 def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     """Pretrains per `cfg` in `cfg.workdir`, resuming if it holds a checkpoint.
 
-    Returns a summary dict (final step and metrics, throughput, carbon).
+    Returns a summary dict (final step and metrics, throughput, carbon). One trainer
+    at a time per workdir (`workdir_lock`). SIGTERM or SIGINT: the current step is saved
+    and committed, then `Preempted` is raised (the CLI exits with status 3); the
+    previous signal handlers are back when this returns or raises.
     """
-    workdir = cfg.workdir
-    if not workdir:
+    if not cfg.workdir:
         raise UserError("config.workdir is empty: say where the run goes (--config.workdir=DIR)")
     distributed.initialize()  # multi-host (SLURM, TPU pod, explicit env); no-op otherwise
     is_main = jax.process_index() == 0
-    if is_main:
-        config_lib.save(cfg, workdir)
-    writer = MetricsWriter(workdir, enabled=is_main)
+    with workdir_lock.hold(cfg.workdir, enabled=is_main), preemption.StopSignals() as stop:
+        return _train(cfg, stop, is_main=is_main, progress=progress)
+
+
+def _agree(sig: str | None) -> str | None:
+    """The signal that any process got (a collective when there are several: every
+    process must save and stop at the same step)."""
+    if jax.process_count() == 1:
+        return sig
+    from jax.experimental import multihost_utils
+
+    code = int(np.max(multihost_utils.process_allgather(
+        np.int32(signal.Signals[sig].value if sig else 0))))
+    return signal.Signals(code).name if code else None
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) -> dict:
+    workdir, started = cfg.workdir, _utc_now()
     tracker = carbon.Tracker(country=cfg.carbon.country, measure=cfg.carbon.measure)
-
-    # --- Mesh -----------------------------------------------------------------
-    mesh = sharding.make_mesh()
-    n_dev = mesh.size
-    if cfg.batch_size % n_dev:
-        raise UserError(f"batch_size {cfg.batch_size} is not divisible by {n_dev} devices")
-
-    # --- Input ----------------------------------------------------------------
-    data_dir = ensure_data(cfg.data)
-    train_src = pipeline.open_train_source(data_dir, cfg.data)  # + data.extra_data_dir
-    num_classes = max(1, len(train_src.class_names))
-    seen = pipeline.train_clips(train_src, cfg.data)  # data.clips_file may narrow the split
-    if is_main:  # which clips pretraining saw: evaluation refuses to test on them
-        _write_json(files.path(workdir) / PRETRAIN_CLIPS, {
-            "data_dir": str(files.absolute(data_dir)), "split": cfg.data.train_split,
-            "video_id": list(seen.video_id), "patient_id": list(seen.patient_id)})
-    total_steps = cfg.total_steps
-    it = pipeline.train_iterator(train_src, cfg.data.train_split, cfg.data,
-                                 global_batch_size=cfg.batch_size, seed=cfg.seed,
-                                 aug_cfg=cfg.aug)
-
-    # --- Model, optimizer, state ----------------------------------------------
-    parts = build(cfg, num_classes, mesh)
-    state = parts.init_state(jax.random.PRNGKey(cfg.seed))
-    n_params = sum(x.size for x in jax.tree.leaves(state["params"]["backbone"]))
-
-    # --- Restore --------------------------------------------------------------
-    ckpt = checkpoint.Checkpointer(workdir, every=cfg.ckpt_every, keep=cfg.keep_ckpts,
-                                   async_save=cfg.async_ckpt)
-    start = ckpt.latest_step()
-    if start is not None:
-        state, data_state = ckpt.restore(start, state)
-        if data_state:
-            it.set_state(data_state)
-        print(f"resumed from step {start} in {workdir}", flush=True)
-    start = int(state["step"])
-
-    step_fn, lr_schedule = parts.step, parts.lr_schedule
-    probe_eval = make_probe_eval(cfg, parts.net, parts.probe)
-    eval_frames = (_load_eval_frames(data_dir, cfg.data.val_split, cfg.probe.eval_frames)
-                   if cfg.probe.eval_every > 0 else None)
-    batch_sharding = sharding.batch_sharding(mesh)
-    preempt = _Preemption()
-
-    # --- Loop -----------------------------------------------------------------
-    bar = None
-    if progress and is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, initial=start, desc=f"{cfg.method}/{cfg.model.name}",
-                   unit="step", dynamic_ncols=True)
-    last = {}
-    t_log, steps_since_log, compile_s = time.time(), 0, None
-    # Multi-host: no progress for cfg.watchdog_s -> an error naming the stuck process.
-    # Left running if the loop raises, so that a hang on the way out still ends.
-    dog = watchdog.start(cfg.watchdog_s)
+    ckpt = it = None
     try:
-        with tracker.phase("pretrain"):
-            for step in range(start, total_steps):
-                dog.pet(step + 1, "data")
-                batch = next(it)
-                dog.pet(step + 1, "step")
-                # Before the step: it donates the state's buffers.
-                bhash = (batch_hash(batch["index"], state["rng"], step)
-                         if cfg.log_batch_hash else None)
-                batch = jax.make_array_from_process_local_data(batch_sharding, batch)
-                t0 = time.time()
-                state, metrics = step_fn(state, batch)
-                if compile_s is None:
-                    jax.block_until_ready(metrics["loss"])
-                    compile_s = time.time() - t0
-                    t_log = time.time()
-                else:
-                    steps_since_log += 1
-                done = step + 1
-                if bar is not None:
-                    bar.update(1)
-                final = done == total_steps or preempt.requested
-                log_now = done % cfg.log_every == 0 or final
-                save_now = final or ckpt.due(done)
-                if log_now or save_now:
-                    # Never log or checkpoint a state that went non-finite.
-                    metrics = jax.device_get(metrics)
-                    _check_finite(metrics, done, ckpt, workdir)
-                if log_now:
-                    elapsed = time.time() - t_log
-                    ips = 2 * cfg.batch_size * steps_since_log / elapsed if steps_since_log else 0.0
-                    rec = {k: float(v) for k, v in metrics.items()}
-                    rec.update(lr=float(lr_schedule(done // cfg.optim.grad_accum)),
-                               images_per_s=ips, compile_s=compile_s, **tracker.snapshot())
-                    if bhash is not None:
-                        rec["batch_hash"] = bhash
-                    if eval_frames is not None and (done % cfg.probe.eval_every == 0 or final):
-                        rec["probe_val_acc"] = probe_eval(state, eval_frames)
-                    last = writer.write(done, rec)
+        # --- Mesh -------------------------------------------------------------
+        mesh = sharding.make_mesh()
+        n_dev = mesh.size
+        if cfg.batch_size % n_dev:
+            raise UserError(f"batch_size {cfg.batch_size} is not divisible by {n_dev} devices")
+
+        # --- Input ------------------------------------------------------------
+        data_dir = ensure_data(cfg.data)
+        train_src = pipeline.open_train_source(data_dir, cfg.data)  # + data.extra_data_dir
+        num_classes = max(1, len(train_src.class_names))
+        seen = pipeline.train_clips(train_src, cfg.data)  # data.clips_file may narrow it
+        total_steps = cfg.total_steps
+        it = pipeline.train_iterator(train_src, cfg.data.train_split, cfg.data,
+                                     global_batch_size=cfg.batch_size, seed=cfg.seed,
+                                     aug_cfg=cfg.aug)
+        stop.point("setup")
+
+        # --- Model, optimizer, state ------------------------------------------
+        parts = build(cfg, num_classes, mesh)
+        state = parts.init_state(jax.random.PRNGKey(cfg.seed))
+        n_params = sum(x.size for x in jax.tree.leaves(state["params"]["backbone"]))
+
+        # --- Restore, once the config matches the one its state was trained with
+        ckpt = checkpoint.Checkpointer(workdir, every=cfg.ckpt_every, keep=cfg.keep_ckpts,
+                                       async_save=cfg.async_ckpt)
+        resumed = ckpt.latest_step()
+        changes = resume.check_config(cfg, workdir) if resumed is not None else []
+        if resumed is not None:
+            state, data_state = ckpt.restore(resumed, state)
+            if data_state:
+                it.set_state(data_state)
+            print(f"resumed from step {resumed} in {workdir}", flush=True)
+        start = int(state["step"])
+        sig = _agree(stop.signal)
+        if sig and start < total_steps:  # no step of this run done: nothing new to save
+            raise Preempted(sig, resumed, str(ckpt.directory))
+
+        # --- Run files, written once every check passed -----------------------
+        if is_main:
+            config_lib.save(cfg, workdir)
+            _write_json(files.path(workdir) / PRETRAIN_CLIPS, {  # evaluation refuses these
+                "data_dir": str(files.absolute(data_dir)), "split": cfg.data.train_split,
+                "video_id": list(seen.video_id), "patient_id": list(seen.patient_id)})
+            if moved := discard_after(workdir, start):
+                print(f"moved {moved} metrics lines of steps after {start} (redone now) to "
+                      f"{DISCARDED_FILE}", flush=True)
+            for line in changes:
+                print(f"config changed since the last run segment: {line}", flush=True)
+        writer = MetricsWriter(workdir, enabled=is_main)
+
+        step_fn, lr_schedule = parts.step, parts.lr_schedule
+        probe_eval = make_probe_eval(cfg, parts.net, parts.probe)
+        eval_frames = (_load_eval_frames(data_dir, cfg.data.val_split, cfg.probe.eval_frames)
+                       if cfg.probe.eval_every > 0 else None)
+        batch_sharding = sharding.batch_sharding(mesh)
+
+        # --- Loop -------------------------------------------------------------
+        bar = None
+        if progress and is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total_steps, initial=start, desc=f"{cfg.method}/{cfg.model.name}",
+                       unit="step", dynamic_ncols=True)
+        last, stopped, saved = {}, None, None
+        t_log, steps_since_log, compile_s = time.time(), 0, None
+        # Multi-host: no progress for cfg.watchdog_s -> an error naming the stuck process.
+        # Left running if the loop raises, so that a hang on the way out still ends.
+        dog = watchdog.start(cfg.watchdog_s)
+        try:
+            with tracker.phase("pretrain"):
+                for step in range(start, total_steps):
+                    dog.pet(step + 1, "data")
+                    batch = next(it)
+                    dog.pet(step + 1, "step")
+                    # Before the step: it donates the state's buffers.
+                    bhash = (batch_hash(batch["index"], state["rng"], step)
+                             if cfg.log_batch_hash else None)
+                    batch = jax.make_array_from_process_local_data(batch_sharding, batch)
+                    t0 = time.time()
+                    stop.point("compile" if compile_s is None else "step", step + 1)
+                    state, metrics = step_fn(state, batch)
+                    if compile_s is None:
+                        jax.block_until_ready(metrics["loss"])
+                        compile_s = time.time() - t0
+                        t_log = time.time()
+                    else:
+                        steps_since_log += 1
+                    done = step + 1
                     if bar is not None:
-                        bar.set_postfix_str(console_line(last, ("loss", "probe_acc",
-                                                                "images_per_s")))
-                    t_log, steps_since_log = time.time(), 0
-                if save_now:
-                    dog.pet(done, "save")
-                    ckpt.save(done, state, it.get_state(), force=True)
-                if preempt.requested:
-                    print(f"SIGTERM: saved step {done}, exiting", flush=True)
-                    break
+                        bar.update(1)
+                    # The signal flag is read once per step, here: logging, saving and
+                    # stopping all follow from this one reading (a signal arriving later
+                    # counts at the next step). Multi-host: the processes agree at log and
+                    # checkpoint steps, where they wait for each other anyway.
+                    sync = jax.process_count() == 1 or done % cfg.log_every == 0 or ckpt.due(done)
+                    stopped = _agree(stop.signal) if sync and done < total_steps else None
+                    final = done == total_steps or stopped is not None
+                    log_now = done % cfg.log_every == 0 or final
+                    save_now = final or ckpt.due(done)
+                    if log_now or save_now:
+                        # Never log or checkpoint a state that went non-finite.
+                        metrics = jax.device_get(metrics)
+                        _check_finite(metrics, done, ckpt, workdir)
+                    if log_now:
+                        stop.point("log", done)
+                        elapsed = time.time() - t_log
+                        ips = (2 * cfg.batch_size * steps_since_log / elapsed
+                               if steps_since_log else 0.0)
+                        rec = {k: float(v) for k, v in metrics.items()}
+                        rec.update(lr=float(lr_schedule(done // cfg.optim.grad_accum)),
+                                   images_per_s=ips, compile_s=compile_s, **tracker.snapshot())
+                        if bhash is not None:
+                            rec["batch_hash"] = bhash
+                        if eval_frames is not None and (done % cfg.probe.eval_every == 0
+                                                        or final):
+                            rec["probe_val_acc"] = probe_eval(state, eval_frames)
+                        last = writer.write(done, rec)
+                        if bar is not None:
+                            bar.set_postfix_str(console_line(last, ("loss", "probe_acc",
+                                                                    "images_per_s")))
+                        t_log, steps_since_log = time.time(), 0
+                    if save_now:
+                        dog.pet(done, "save")
+                        ckpt.save(done, state, it.get_state(), force=True)
+                        stop.point("save", done)
+                    if stopped:
+                        ckpt.wait()  # committed on disk before anyone is told so
+                        saved = ckpt.committed_step()
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+            dog.pet(dog.step, "close")
     finally:
-        if bar is not None:
-            bar.close()
-        dog.pet(dog.step, "close")
-        ckpt.close()  # waits for the async save in flight: it commits or raises here
+        if ckpt is not None:
+            ckpt.close()  # waits for the async save in flight: it commits or raises here
         if hasattr(it, "close"):
             it.close()  # grain worker processes
 
     done = int(state["step"])
+    stop.point("end", done)
     if done >= total_steps:  # every process: orbax's save synchronises all of them
         dog.pet(done, "export")
         enc_vars = {"params": state["params"]["backbone"],
@@ -418,8 +467,14 @@ def train(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     summary = {"step": done, "backbone_params": int(n_params), "devices": n_dev,
                "final": last, "carbon": tracker.summary()}
     tracker.close()
-    if is_main:  # per-phase energy and CO2e, for `lusjax report`
-        _write_json(files.path(workdir) / CARBON_JSON, summary["carbon"])
+    if is_main:  # per-phase energy and CO2e of this segment, added up in carbon.json
+        carbon.record_segment(
+            workdir, summary["carbon"], start=started, end=_utc_now(),
+            host=socket.gethostname(), processes=jax.process_count(), devices=n_dev,
+            steps=[start, done], exit=f"preempted ({stopped})" if stopped else "finished",
+            config_changes=changes)
+    if stopped:
+        raise Preempted(stopped, saved, str(ckpt.directory))
     return summary
 
 

@@ -311,3 +311,42 @@ def test_plots_write_png(tmp_path):
     carbon_report.plot_break_even(carbon_report.break_even(6, 2, 1), tmp_path / "never.png")
     for f in ("phases.png", "be.png", "never.png"):
         assert (tmp_path / f).read_bytes()[:4] == b"\x89PNG"
+
+
+def _segment(seconds: dict[str, float], measured: bool = False) -> dict:
+    clock = FakeClock()
+    nvml = FakeNvml(n=1, energy_mj=[0]) if measured else None
+    tr = carbon.Tracker(device_kind=H100, n_devices=2, clock=clock, nvml=nvml,
+                        measure=measured, sample_interval_s=None, rapl_root="/nonexistent")
+    for name, s in seconds.items():
+        with tr.phase(name):
+            clock.t += s
+    return tr.summary()
+
+
+def test_ledger_totals_are_the_sums_over_segments(tmp_path):
+    """carbon.json accumulates run segments; per phase and overall the totals are the sums
+    (None where a segment lacks the number); the old single-summary file is one segment."""
+    old = _segment({"pretrain": 100})
+    (tmp_path / carbon.LEDGER_FILE).write_text(json.dumps(old))  # before segments existed
+    assert carbon.read_ledger(tmp_path)["segments"] == [old]
+    carbon.record_segment(tmp_path, _segment({"pretrain": 50, "probe": 5}), exit="preempted")
+    ledger = carbon.record_segment(tmp_path, _segment({"pretrain": 25}), start="t0", end="t1")
+    assert ledger == json.loads((tmp_path / carbon.LEDGER_FILE).read_text())
+    segs, totals = ledger["segments"], ledger["totals"]
+    assert len(segs) == 3 and segs[1]["exit"] == "preempted" and segs[2]["start"] == "t0"
+    by_phase = {p["phase"]: p for p in totals["phases"]}
+    assert by_phase["pretrain"]["time_s"] == 175 and by_phase["probe"]["time_s"] == 5
+    for k in carbon.SUMMED:
+        want = [s["total"][k] for s in segs]
+        got = totals["total"][k]
+        assert got is None if None in want else got == pytest.approx(sum(want)), k
+    kwh = [p["model_kwh"] for s in segs for p in s["phases"] if p["phase"] == "pretrain"]
+    assert by_phase["pretrain"]["model_kwh"] == pytest.approx(sum(kwh))
+    assert totals["total"]["measured_kwh"] is None  # no sensor: unknown, not 0
+    # `lusjax report`'s table shows the totals and one note per segment.
+    table = carbon_report.report_table(ledger)
+    assert "| **total** | **180** |" in table and table.count("- Segment ") == 3
+    carbon_report.plot_phases(ledger, tmp_path / "c.png")
+    assert carbon.read_ledger(tmp_path / "none") == {
+        "segments": [], "totals": {"phases": [], "total": carbon._sum_rows("total", [])}}

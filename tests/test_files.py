@@ -90,3 +90,40 @@ def test_remote_unfinished_checkpoints_are_removed(bucket):
 def test_gs_without_gcsfs_is_a_user_error():
     with pytest.raises(UserError, match="gcsfs"):
         files.path("gs://bucket/run")
+
+
+def test_failed_writes_are_user_errors_naming_the_path(tmp_path, monkeypatch):
+    """A full disk, a read-only folder or a file in the way: one UserError naming the path,
+    the old file kept and no temporary file left."""
+    import errno
+    import os
+
+    with pytest.raises(UserError, match="cannot write /dev/full: No space left on device"):
+        files.append_text("/dev/full", "x" * 10)
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(UserError, match=f"cannot write {tmp_path}/blocker/sub: Not a directory"):
+        files.write_text_atomic(tmp_path / "blocker" / "sub" / "x.json", "{}")
+    target = tmp_path / "x.json"
+    target.write_text("old")
+
+    def full(*a):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(UserError, match=f"cannot write {target}: No space left on device"):
+        files.write_text_atomic(target, "new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "blocker", "x.json"]
+
+
+def test_remote_workdir_lock_is_best_effort(bucket):
+    """gs:// cannot be locked: the lock object is created if absent, refused while there
+    (naming its holder), removed at the end."""
+    from lusjax import workdir_lock
+
+    with workdir_lock.hold(bucket):
+        assert files.path(f"{bucket}/{workdir_lock.LOCK_FILE}").exists()
+        with pytest.raises(UserError, match=f"{bucket} is in use by pid"), \
+                workdir_lock.hold(bucket):
+            pass
+    assert not files.path(f"{bucket}/{workdir_lock.LOCK_FILE}").exists()

@@ -64,7 +64,7 @@ if ov.get("method") == "bad":
     print("step 1 of 4")
     print("Traceback (most recent call last):", file=sys.stderr)
     print("ValueError: no such method 'bad'", file=sys.stderr)
-    sys.exit(3)
+    sys.exit(1)  # 3 would mean "preempted, resumable"
 with open(wd / "metrics.jsonl", "a") as f:
     for step in (2, 4):
         f.write(json.dumps({"step": step, "loss": 2.0 / step, "probe_acc": 0.25 * step,
@@ -207,7 +207,7 @@ def test_run_local_skips_done_retries_failed_and_reports(project, capsys):
     status = {r.name: sweep.run_status(r.workdir) for r in runs}
     assert status["method=simclr"] == ("done", "")
     assert status["method=bad"][0] == "failed"
-    assert status["method=bad"][1] == "exit 3: ValueError: no such method 'bad'"
+    assert status["method=bad"][1] == "exit 1: ValueError: no such method 'bad'"
     assert "1 failed: method=bad" in out[-1]
     log = (Path(runs[1].workdir) / "run.log").read_text()
     assert "step 1 of 4" in log and "### lusjax sweep" in log

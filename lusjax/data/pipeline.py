@@ -326,9 +326,16 @@ def exit_with_parent(worker_index: int = 0, worker_count: int = 1, *, parent: in
     lets multiprocessing's resource tracker unlink those (tests/reliability/
     test_kill_safety.py). A polled parent pid, not PR_SET_PDEATHSIG: that signal
     fires when the *thread* that started the worker ends, which may be a pool thread.
+    Also ignores SIGINT and SIGTERM: Ctrl-C reaches the whole process group, and SLURM
+    signals every process of a job step, but stopping is the trainer's decision (it saves
+    its step, then closes the iterator, which ends the workers).
     """
+    import signal
     import threading
     import time
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
     def watch():
         while os.getppid() == parent:
