@@ -41,7 +41,7 @@ def test_every_command_has_help(command, capsys):
     (["train", "--config", "configs/quickstart.py", "--config.data.data_dir=/nonexistent",
       "--config.workdir=/tmp/lusjax-test-unused"], "not a lusjax dataset"),
     (["report", "/nonexistent/run"], "no metrics"),
-    (["probe", "/nonexistent/run"], "not a lusjax run"),
+    (["probe", "/nonexistent/run"], "/nonexistent/run does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2
