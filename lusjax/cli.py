@@ -97,6 +97,8 @@ def cmd_eval(args, overrides) -> int:
 
     cfg = _load_config(args, overrides)
     results = protocol.run(cfg)
+    for note in results.get("notes", []):  # also in results.md; one line each, no traceback
+        print(f"note: {note}", file=sys.stderr)
     print(f"results written to {results.get('out_dir', cfg.out_dir)}")
     return 0
 
@@ -165,7 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workdir", default=os.path.join("runs", "quickstart"),
                     help="where the run goes (default: runs/quickstart)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    sp.epilog = "Any key of configs/quickstart.py can be overridden: --config.total_steps=100"
+    sp.epilog = ("example:\n  lusjax quickstart --workdir runs/qs100 --config.total_steps=100\n"
+                 "Any key of configs/quickstart.py can be overridden "
+                 "(`lusjax config show configs/quickstart.py` lists them).")
 
     add("prep", cmd_prep, "build a sharded frame dataset from real clips or synthetic ones "
         "(see `lusjax prep --help`)", passthrough=True)
