@@ -62,7 +62,7 @@ def _comment_above(lines: list[str], index: int) -> str:
 
 def protocols(path: Path = EVAL_CONFIG) -> list[str]:
     """The protocol names that configs/eval.py's `protocol` comment lists."""
-    comment = dict((k, c) for k, _, c in config_keys(path)).get("protocol", "")
+    comment = {k: c for k, _, c in config_keys(path)}.get("protocol", "")
     return [p.strip() for p in comment.split(",")[0].split("|") if p.strip()]
 
 
@@ -71,14 +71,14 @@ def epilog(path: Path = EVAL_CONFIG, width: int = 100) -> str:
     out = [
         "examples:",
         "  lusjax eval --config configs/eval.py --config.encoder=runs/simclr_r50 \\",
-        "      --config.data_dir=data/pocus --config.out_dir=runs/simclr_r50/eval "
-        "--config.test_split=fold4",
-        "  lusjax eval --config configs/eval.py:quick --config.encoder=runs/quickstart "
-        "--config.protocol=linear,knn",
+        ("      --config.data_dir=data/pocus --config.out_dir=runs/simclr_r50/eval "
+         "--config.test_split=fold4"),
+        ("  lusjax eval --config configs/eval.py:quick --config.encoder=runs/quickstart "
+         "--config.protocol=linear,knn"),
         "",
         f"protocols (--config.protocol, several joined by ,): {', '.join(protocols(path))}",
-        "splits: --config.splits and --config.test_split take split names joined by , or + "
-        "(fold0,fold1 = fold0+fold1)",
+        ("splits: --config.splits and --config.test_split take split names joined by , or + "
+         "(fold0,fold1 = fold0+fold1)"),
         "",
         f"keys of {path.parent.name}/{path.name} (--config.KEY=VALUE; the file documents each):",
     ]

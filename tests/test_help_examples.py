@@ -16,9 +16,9 @@ import io
 import re
 from pathlib import Path
 
+import cli_commands
 import pytest
 
-import cli_commands
 from lusjax import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +94,8 @@ def test_eval_help_lists_protocols_and_keys_from_configs_eval():
     assert "protocols (--config.protocol" in text and all(p in text for p in PROTOCOLS)
     cfg = cli_commands.config_lib.load(str(ROOT / "configs/eval.py"))
     for key in cfg:  # every top-level key of configs/eval.py, and nothing it lacks
-        assert re.search(rf"^  {key}(\.\*)? = ", text, re.M), key
-    listed = re.findall(r"^  (\w+)(?:\.\*)? = ", text, re.M)
+        assert re.search(rf"^  {key}(\.\*)? = ", text, re.MULTILINE), key
+    listed = re.findall(r"^  (\w+)(?:\.\*)? = ", text, re.MULTILINE)
     assert set(listed) == set(cfg.keys())
     assert "optim.lr" not in text  # a key eval does not have (it used to be suggested)
 

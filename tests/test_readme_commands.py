@@ -40,16 +40,16 @@ import re
 import shlex
 from pathlib import Path
 
+import cli_commands
 import pytest
 
-import cli_commands
 from lusjax import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 POCUS = "../shared/data/pocus_dev"
 DOCS = ["README.md", "launch/README.md"]
-_MARKER = re.compile(r"<!--\s*test(?:\s+([\w-]+))?\s*:(.*?)-->", re.S)
+_MARKER = re.compile(r"<!--\s*test(?:\s+([\w-]+))?\s*:(.*?)-->", re.DOTALL)
 
 
 @dataclasses.dataclass
