@@ -1,6 +1,6 @@
 """The one config system: ml-collections `get_config(arg)` files + CLI overrides.
 
-    lusjax train --config configs/simclr_r18.py:arg --config.batch_size=512 \
+    lusjax train --config configs/simclr_resnet.py:r18 --config.batch_size=512 \
         --config.optim.lr 0.3 --config.workdir=/tmp/run
 
 `load(spec, overrides)` imports the file, calls `get_config(arg)`, applies each
