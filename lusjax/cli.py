@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from typing import Callable, Sequence
 
 from lusjax import eval_help
@@ -156,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn: Callable, help_: str, passthrough: bool = False):
-        sp = sub.add_parser(name, help=help_, description=help_, add_help=not passthrough,
+        # Raw: the epilogs' example lines stay as written; the description is wrapped here.
+        sp = sub.add_parser(name, help=help_, description=textwrap.fill(help_, 79),
+                            add_help=not passthrough,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(fn=fn, passthrough=passthrough)
         return sp
@@ -168,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the run goes (default: runs/quickstart)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.epilog = ("example:\n  lusjax quickstart --workdir runs/qs100 --config.total_steps=100\n"
-                 "Any key of configs/quickstart.py can be overridden "
+                 "Any key of configs/quickstart.py can be overridden\n"
                  "(`lusjax config show configs/quickstart.py` lists them).")
 
     add("prep", cmd_prep, "build a sharded frame dataset from real clips or synthetic ones "

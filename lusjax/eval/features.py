@@ -79,7 +79,7 @@ def split_names(data_dir: str | Path, splits: str | tuple | list = "") -> list[s
     from lusjax.data import shards
 
     if isinstance(splits, str):
-        splits = splits.replace("+", ",").split(",")
+        splits = shards.split_list(splits)
     names = [s.strip() for s in splits if s.strip()]
     return names or shards.list_splits(data_dir)
 
