@@ -9,6 +9,7 @@ str, tuple/list via Python literals), and locks the config so a mistyped key
 is an error rather than a silently ignored setting. `--config.method=NAME`
 also replaces the `ssl` section with that method's defaults (the optimiser is
 kept: set `--config.optim.*` too, or use the method's own config file).
+`lusjax config show FILE[:arg] [--config.k=v ...]` prints the result (`dumps`).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ ALIASES = {
     "epochs": "total_steps", "num_epochs": "total_steps", "total_epochs": "total_steps",
     "steps": "total_steps", "num_steps": "total_steps", "max_steps": "total_steps",
     "bs": "batch_size", "batch": "batch_size", "global_batch_size": "batch_size",
-    "backbone": "model.name", "arch": "model.name", "model": "model.name",
+    "backbone": "model.name", "arch": "model.name",
     "data_path": "data_dir", "dataset": "data_dir", "output_dir": "workdir",
     "out": "out_dir", "output": "out_dir", "size": "image_size", "resolution": "image_size",
 }
