@@ -122,8 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"lusjax: error: {e}", file=sys.stderr)
         return 2
+    warning = label_warning(info)
+    if warning:
+        print(f"lusjax prep: warning: {warning}", file=sys.stderr)
     print(f"dataset: {Path(args.out).resolve()}")
     return 0 if info["total"]["clips"] else 2
+
+
+def label_warning(info: dict) -> str | None:
+    """One line when clips of the written dataset have no clip label, and why."""
+    labels = info.get("labels", {})
+    n, total = labels.get("unlabeled_clips", 0), info["total"]["clips"]
+    if not n:
+        return None
+    ingest = info.get("ingest", {})
+    if ingest.get("label_column") is None:
+        why = "no --metadata CSV was given"
+    elif not ingest["label_column"]:
+        source = ingest.get("metadata") or ingest.get("input")
+        why = f"the metadata of {source} has no 'label' column"
+    else:
+        why = "their metadata rows are missing or leave 'label' empty"
+    return (f"{n} of {total} clips have no label ({why}); they are kept for pretraining, "
+            "but `lusjax eval` cannot score the clip label on them (recorded in "
+            "dataset.json under 'labels')")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -199,11 +221,22 @@ def run(args: argparse.Namespace) -> dict:
             "ingest": {
                 "input": str(args.input),
                 "metadata": args.metadata,
+                "label_column": _has_label_column(args.metadata or args.input),
                 "stride": args.stride,
                 "fps": args.fps,
             }
         },
     )
+
+
+def _has_label_column(metadata: str | None) -> bool | None:
+    """Whether the metadata CSV (or CSV manifest) has a `label` column; None without one."""
+    if not metadata or Path(metadata).suffix.lower() not in (".csv", ".tsv"):
+        return None
+    from data_prep import ingest
+
+    rows = ingest._read_csv(Path(metadata), required=("path",), meta_required=False)
+    return "label" in rows[0]
 
 
 def _synthetic_preview(path: Path, args: argparse.Namespace, gen: dict, n: int = 24) -> Path:

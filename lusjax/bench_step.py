@@ -198,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = config_lib.split_overrides(argv)
     p = argparse.ArgumentParser(prog="lusjax bench step", description=__doc__.split("\n\n")[0],
-                                epilog="Any config key can be overridden: --config.KEY=VALUE")
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  lusjax bench step --config "
+                                       "configs/simclr_resnet.py:r50 --batch-size 128,256\n"
+                                       "Any config key can be overridden: --config.KEY=VALUE")
     p.add_argument("--config", default="configs/simclr_resnet.py:r18",
                    help="config file[:arg] (default: configs/simclr_resnet.py:r18)")
     p.add_argument("--batch-size", default="", help="comma-separated global batch sizes")

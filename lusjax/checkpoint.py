@@ -194,7 +194,9 @@ def load_encoder(workdir: str | os.PathLike) -> Encoder:
     workdir = files.absolute(workdir)
     meta_path = workdir / ENCODER_JSON
     if not meta_path.exists():
-        raise UserError(f"no exported encoder in {workdir} (missing {ENCODER_JSON}); "
+        if not workdir.exists():
+            raise UserError(f"{workdir} does not exist: give the workdir of a `lusjax train` run")
+        raise UserError(f"{workdir} exists but has no exported encoder ({ENCODER_JSON}): "
                         "train until the end, or point to a finished run")
     meta = json.loads(meta_path.read_text())
     enc = Encoder.random_init(meta["model_name"], meta["model_kwargs"], meta["image_size"])

@@ -2,14 +2,17 @@
 
     lusjax quickstart                     synthetic data -> SimCLR -> linear probe table
     lusjax prep --synthetic 64 --out DIR  build a dataset (or --input FOLDER|CSV for real clips)
-    lusjax train --config configs/simclr_r18.py --config.batch_size=512 --config.workdir=DIR
+    lusjax train --config configs/simclr_resnet.py:r18 --config.batch_size=512 --config.workdir=DIR
+    lusjax config show configs/quickstart.py --config.total_steps=100   the resolved config
     lusjax probe WORKDIR                  quick linear probe of a run's encoder
-    lusjax eval --config configs/eval.py --config.encoder=WORKDIR
+    lusjax eval --config configs/eval.py --config.encoder=WORKDIR --config.data_dir=DATA
     lusjax study --config configs/study.py --config.data_dir=DATA   SSL vs baselines, per fold
     lusjax predict --encoder WORKDIR --heads EVAL_OUT --input FOLDER
-    lusjax bench input|step ...           throughput benchmarks (JSON lines)
+    lusjax bench step --config configs/quickstart.py   throughput benchmarks (JSON lines)
     lusjax report WORKDIR                 plots of a run's metrics (PNG)
-    lusjax sweep --config C --sweep S     expand/run/emit a sweep; sweep-report ROOT
+    lusjax sweep --config configs/quickstart.py --sweep configs/sweeps/quick_sweep.py --dry-run
+    lusjax sweep-report ROOT              a sweep's runs in one table and plot
+    lusjax --version
 
 Bad input is reported as one line `lusjax: error: ...` with exit status 2.
 """
@@ -19,13 +22,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from typing import Callable, Sequence
 
+from lusjax import eval_help
 from lusjax.errors import PREEMPTED_EXIT, Preempted, UserError
 
-CONFIG_HELP = ("config file, optionally with an argument: configs/simclr_r18.py[:arg]; "
+CONFIG_HELP = ("config file, optionally with an argument: configs/simclr_resnet.py[:r18|r50]; "
                "override any key with --config.KEY=VALUE (e.g. --config.batch_size=512, "
                "--config.optim.lr=0.3)")
+EVAL_CONFIG_HELP = ("config file (default configs/eval.py; configs/eval.py:quick for a smoke "
+                    "test); override any key with --config.KEY=VALUE (e.g. "
+                    "--config.protocol=linear,knn, --config.linear.lr=0.05)")
 
 
 def _load_config(args, overrides):
@@ -54,12 +62,36 @@ def cmd_prep(args, rest) -> int:
 def cmd_probe(args, overrides) -> int:
     import json
 
-    from lusjax.quickstart import probe_workdir
+    from lusjax.quickstart import probe_table, probe_workdir
 
     result = probe_workdir(args.workdir, data_dir=args.data_dir,
                            train_split=args.train_split, test_split=args.test_split)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else probe_table(result))
     return 0
+
+
+def cmd_config(args, overrides) -> int:
+    from lusjax import config as config_lib
+
+    cfg = config_lib.load(args.config_file, overrides)
+    fmt = "json" if args.json else "yaml"
+    if not args.json:  # JSON stays machine-readable: no comment line
+        print(f"# {args.config_file} with {len(overrides)} override(s), resolved "
+              "(YAML; values in JSON notation)")
+    sys.stdout.write(config_lib.dumps(cfg, fmt))
+    return 0
+
+
+def _version() -> str:
+    """The installed package's version, else the source tree's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lusjax")
+    except metadata.PackageNotFoundError:
+        from lusjax import __version__
+
+        return __version__
 
 
 def cmd_eval(args, overrides) -> int:
@@ -67,6 +99,8 @@ def cmd_eval(args, overrides) -> int:
 
     cfg = _load_config(args, overrides)
     results = protocol.run(cfg)
+    for note in results.get("notes", []):  # also in results.md; one line each, no traceback
+        print(f"note: {note}", file=sys.stderr)
     print(f"results written to {results.get('out_dir', cfg.out_dir)}")
     return 0
 
@@ -126,12 +160,17 @@ def cmd_quickstart(args, overrides) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lusjax", description=__doc__.split("\n\n")[0],
-        epilog="Run `lusjax COMMAND --help` for the options of each command.",
+        epilog="examples:\n" + __doc__.split("\n\n")[1].rstrip() + "\n\nRun `lusjax COMMAND "
+               "--help` for the options of each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"lusjax {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn: Callable, help_: str, passthrough: bool = False):
-        sp = sub.add_parser(name, help=help_, description=help_, add_help=not passthrough)
+        # Raw: the epilogs' example lines stay as written; the description is wrapped here.
+        sp = sub.add_parser(name, help=help_, description=textwrap.fill(help_, 79),
+                            add_help=not passthrough,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(fn=fn, passthrough=passthrough)
         return sp
 
@@ -141,7 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workdir", default=os.path.join("runs", "quickstart"),
                     help="where the run goes (default: runs/quickstart)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    sp.epilog = "Any key of configs/quickstart.py can be overridden: --config.total_steps=100"
+    sp.epilog = ("example:\n  lusjax quickstart --workdir runs/qs100 --config.total_steps=100\n"
+                 "Any key of configs/quickstart.py can be overridden\n"
+                 "(`lusjax config show configs/quickstart.py` lists them).")
 
     add("prep", cmd_prep, "build a sharded frame dataset from real clips or synthetic ones "
         "(see `lusjax prep --help`)", passthrough=True)
@@ -150,20 +191,47 @@ def _parser() -> argparse.ArgumentParser:
              "latest checkpoint in the workdir)")
     sp.add_argument("--config", required=True, help=CONFIG_HELP)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    sp.epilog = (f"Exit status: 0 trained to total_steps; 2 bad input (one error line); "
+    sp.epilog = ("examples:\n"
+                 "  lusjax train --config configs/quickstart.py --config.workdir=runs/qs\n"
+                 "  lusjax train --config configs/simclr_resnet.py:r50 --config.batch_size=512 "
+                 "--config.workdir=runs/r50 \\\n"
+                 "      --config.data.data_dir=data/pocus "
+                 "--config.data.train_split=fold0+fold1+fold2+fold3 --config.data.val_split=fold4\n"
+                 "Splits join with + or , (fold0+fold1 = fold0,fold1). "
+                 "`lusjax config show CONFIG` prints every key.\n"
+                 f"Exit status: 0 trained to total_steps; 2 bad input (one error line); "
                  f"{PREEMPTED_EXIT} preempted by SIGTERM or SIGINT: the current step is saved, "
                  "rerun the same command to resume.")
+
+    sp = add("config", cmd_config, "print a config file's resolved config (after the "
+             "--config.KEY=VALUE overrides) without running anything")
+    sp.add_argument("action", choices=("show",))
+    sp.add_argument("config_file", metavar="CONFIG", help="configs/x.py[:arg]")
+    sp.add_argument("--json", action="store_true", help="JSON (as config.json) instead of YAML")
+    sp.epilog = ("examples:\n"
+                 "  lusjax config show configs/simclr_resnet.py:r50 --config.batch_size=512\n"
+                 "  lusjax config show configs/eval.py:quick --json")
 
     sp = add("probe", cmd_probe, "quick linear probe (frame and clip accuracy) of a run's "
              "pretrained encoder, next to the same probe on a random-init encoder")
     sp.add_argument("workdir", help="a finished `lusjax train` workdir")
     sp.add_argument("--data-dir", default=None, help="dataset (default: the run's own)")
-    sp.add_argument("--train-split", default="train")
-    sp.add_argument("--test-split", default="test")
+    sp.add_argument("--train-split", default="train",
+                    help="split(s) the probe trains on (default train; join with + or ,)")
+    sp.add_argument("--test-split", default="test",
+                    help="split(s) it is tested on (default test; join with + or ,)")
+    sp.add_argument("--json", action="store_true", help="the raw numbers as JSON")
+    sp.epilog = ("examples:\n"
+                 "  lusjax probe runs/quickstart\n"
+                 "  lusjax probe runs/quickstart --test-split val+test --json\n"
+                 "The quickstart tests on val+test (30 clips of its synthetic set); this "
+                 "command's default\nis test alone (15 clips), so its numbers differ from "
+                 "the quickstart's table.")
 
     sp = add("eval", cmd_eval, "evaluation protocols (linear, MLP, kNN, fine-tune; label "
              "fractions; k-fold CV) from a config file")
-    sp.add_argument("--config", default="configs/eval.py", help=CONFIG_HELP)
+    sp.add_argument("--config", default="configs/eval.py", help=EVAL_CONFIG_HELP)
+    sp.epilog = eval_help.epilog()
 
     sp = add("study", cmd_study, "does SSL pretraining help on my data, and what does it "
              "cost? Per fold: pretrain on the training clips, evaluate vs scratch and pixel "
@@ -190,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("report", cmd_report, "render a run's metrics (loss, probe accuracy, throughput, "
              "energy) as PNG plots in WORKDIR/plots")
     sp.add_argument("workdir")
+    sp.epilog = "example:\n  lusjax report runs/quickstart"
     return p
 
 

@@ -1,6 +1,6 @@
 """The one config system: ml-collections `get_config(arg)` files + CLI overrides.
 
-    lusjax train --config configs/simclr_r18.py:arg --config.batch_size=512 \
+    lusjax train --config configs/simclr_resnet.py:r18 --config.batch_size=512 \
         --config.optim.lr 0.3 --config.workdir=/tmp/run
 
 `load(spec, overrides)` imports the file, calls `get_config(arg)`, applies each
@@ -9,6 +9,7 @@ str, tuple/list via Python literals), and locks the config so a mistyped key
 is an error rather than a silently ignored setting. `--config.method=NAME`
 also replaces the `ssl` section with that method's defaults (the optimiser is
 kept: set `--config.optim.*` too, or use the method's own config file).
+`lusjax config show FILE[:arg] [--config.k=v ...]` prints the result (`dumps`).
 """
 
 from __future__ import annotations
@@ -107,13 +108,57 @@ def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
+# Names people type for a key that has another name here: a whole key, or its last part.
+ALIASES = {
+    "ssl.name": "method", "ssl.method": "method", "method.name": "method",
+    "learning_rate": "lr", "base_lr": "lr", "wd": "weight_decay", "optimizer": "name",
+    "epochs": "total_steps", "num_epochs": "total_steps", "total_epochs": "total_steps",
+    "steps": "total_steps", "num_steps": "total_steps", "max_steps": "total_steps",
+    "bs": "batch_size", "batch": "batch_size", "global_batch_size": "batch_size",
+    "backbone": "model.name", "arch": "model.name",
+    "data_path": "data_dir", "dataset": "data_dir", "output_dir": "workdir",
+    "out": "out_dir", "output": "out_dir", "size": "image_size", "resolution": "image_size",
+}
+
+
+def suggest(key: str, keys: Sequence[str], n: int = 3) -> list[str]:
+    """Existing keys close to the unknown `key`: known aliases first (whole key or its
+    last part, e.g. optim.learning_rate -> optim.lr, ssl.name -> method), then keys
+    with the same last part elsewhere (lr -> optim.lr), then edit distance over the
+    last part and over the whole key."""
+    parent, _, last = key.rpartition(".")
+    found: list[str] = []
+
+    def add(candidates):
+        found.extend(c for c in candidates if c in keys and c not in found)
+
+    def ending(name):  # keys ending in `name`; those under the same parent first
+        hits = [k for k in keys if k == name or k.endswith("." + name)]
+        return sorted(hits, key=lambda k: (k.rpartition(".")[0] != parent, k.count("."), k))
+
+    if key in ALIASES:
+        add([ALIASES[key]])
+    if last in ALIASES:
+        alias = ALIASES[last]
+        add([f"{parent}.{alias}" if parent else alias, alias] + ending(alias))
+    if found:  # an alias says what was meant
+        return found[:n]
+    add(ending(last))
+    lasts = sorted({k.rpartition(".")[2] for k in keys})
+    for close in difflib.get_close_matches(last, lasts, n=n, cutoff=0.7):
+        add(ending(close))
+    if not found:
+        add(difflib.get_close_matches(key, keys, n=n))
+    return found[:n]
+
+
 def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
     """Sets `cfg.<key>` from its command-line text, typed by the current value."""
     parts = key.split(".")
     node = cfg
     for i, part in enumerate(parts):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            close = difflib.get_close_matches(key, _keys(cfg), n=3)
+            close = suggest(key, _keys(cfg))
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UserError(f"unknown config key {key!r}{hint}")
         if i < len(parts) - 1:
@@ -198,5 +243,28 @@ def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """Reads a run's resolved config back from `<workdir>/config.json`."""
     path = files.path(workdir) / "config.json"
     if not path.exists():
+        if not files.path(workdir).exists():
+            raise UserError(f"{workdir} does not exist: give the workdir of a `lusjax train` run")
         raise UserError(f"no config.json in {workdir}: not a lusjax run directory")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def dumps(cfg: ml_collections.ConfigDict, fmt: str = "yaml") -> str:
+    """The resolved config as text: "json" (what config.json holds), or "yaml": one
+    `key: value` line per setting, nested by indentation, values in JSON notation
+    (which YAML reads too)."""
+    d = to_dict(cfg)
+    if fmt == "json":
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    def lines(node: dict, indent: str) -> list[str]:
+        out = []
+        for k in sorted(node):
+            v = node[k]
+            if isinstance(v, dict) and v:
+                out += [f"{indent}{k}:"] + lines(v, indent + "  ")
+            else:
+                out.append(f"{indent}{k}: {json.dumps(v)}")
+        return out
+
+    return "\n".join(lines(d, "")) + "\n"

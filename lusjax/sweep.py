@@ -411,7 +411,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="lusjax sweep",
         description="Expand a sweep file into runs (one workdir each); list them, run them "
                     "here one after another (--run), or write launch commands (--emit).",
-        epilog="Any --config.KEY=VALUE applies to every run. Re-running skips finished "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  lusjax sweep --config configs/quickstart.py --sweep configs/sweeps/quick_sweep.py "
+               "--run --config.total_steps=20\n"
+               "  lusjax sweep --config configs/simclr_resnet.py --sweep configs/sweeps/pod_sweep.py "
+               "--root /shared/runs/pod --emit slurm\n"
+               "Any --config.KEY=VALUE applies to every run. Re-running skips finished\n"
                "runs and resumes partial ones. `lusjax sweep-report ROOT` summarises.")
     p.add_argument("--config", default=None,
                    help="base config file: configs/x.py[:arg] (runs may name their own with "

@@ -210,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="lusjax sweep-report",
         description="One table (Markdown, also printed) and one PNG of every run of a sweep: "
-                    "overrides, status, final loss / probe accuracy / images/s / energy.")
+                    "overrides, status, final loss / probe accuracy / images/s / energy.",
+        epilog="example: lusjax sweep-report runs/quick_sweep")
     p.add_argument("root", help="the sweep's --root (local or gs://)")
     p.add_argument("--out", default=None, help="where the report goes (default: ROOT)")
     p.add_argument("--no-plot", action="store_true", help="only the table")

@@ -41,7 +41,10 @@ def test_every_command_has_help(command, capsys):
     (["train", "--config", "configs/quickstart.py", "--config.data.data_dir=/nonexistent",
       "--config.workdir=/tmp/lusjax-test-unused"], "not a lusjax dataset"),
     (["report", "/nonexistent/run"], "no metrics"),
-    (["probe", "/nonexistent/run"], "not a lusjax run"),
+    (["probe", "/nonexistent/run"], "/nonexistent/run does not exist"),
+    (["eval", "--config.encoder=/nonexistent/run"], "/nonexistent/run does not exist"),
+    (["config", "show", "configs/quickstart.py", "--config.learning_rate=1"],
+     "did you mean optim.lr"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2
@@ -57,3 +60,49 @@ def test_console_script_runs_as_a_process():
     assert out.returncode == 2
     assert out.stderr.strip() == ("lusjax: error: --config.batch_size expects an integer, "
                                   "got 'x'")
+
+
+def test_version(capsys):
+    from lusjax import __version__
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lusjax {__version__}"
+
+
+def test_config_show_prints_the_resolved_config(capsys, monkeypatch):
+    import json
+
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["config", "show", "configs/simclr_resnet.py:r50",
+                     "--config.batch_size=512"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# configs/simclr_resnet.py:r50 with 1 override(s), resolved (YAML")
+    assert "\nbatch_size: 512\n" in out and '  name: "resnet50"' in out
+    assert cli.main(["config", "show", "configs/eval.py:quick", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"] == "linear,knn"
+
+
+def test_an_exported_encoder_is_missing_from_an_existing_workdir(tmp_path):
+    from lusjax import checkpoint
+    from lusjax.errors import UserError
+
+    with pytest.raises(UserError, match="exists but has no exported encoder"):
+        checkpoint.load_encoder(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        checkpoint.load_encoder(tmp_path / "nope")
+
+
+def test_probe_prints_a_rounded_table_naming_its_splits():
+    from lusjax.quickstart import probe_table
+
+    row = {"frame_accuracy": 0.8000000000000002, "clip_accuracy": 0.7, "n_train_clips": 67,
+           "n_train_frames": 1072, "n_test_clips": 15, "n_test_frames": 240,
+           "clip_balanced_accuracy": 2 / 3}
+    text = probe_table({"ssl": row, "random_init": dict(row, frame_accuracy=0.4),
+                        "data_dir": "/d", "train_split": "train", "test_split": "test",
+                        "method": "simclr"})
+    assert "trained on 'train' (67 clips, 1072 frames), tested on 'test' (15 clips" in text
+    assert "| simclr pretrained | 0.800 | 0.700 | 0.667 | 67 | 15 |" in text
+    assert "0.8000000000000002" not in text and "val+test" in text

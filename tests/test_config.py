@@ -117,3 +117,25 @@ def test_method_override_brings_that_methods_ssl_section():
 def test_method_override_unknown_method_is_a_user_error():
     with pytest.raises(UserError, match="unknown SSL method"):
         config_lib.load(str(ROOT / "configs/simclr_resnet.py"), [("method", "dino")])
+
+
+@pytest.mark.parametrize("typed,meant", [
+    ("optim.learning_rate", "optim.lr"),     # an alias of the last part, same section
+    ("ssl.name", "method"),                  # an alias of the whole key
+    ("learning_rate", "optim.lr"),
+    ("lr", "optim.lr"),                      # the same last part in a section
+    ("epochs", "total_steps"),
+    ("batch_sise", "batch_size"),            # edit distance
+    ("data.train_splits", "data.train_split"),
+    ("optim.weight_decy", "optim.weight_decay"),
+])
+def test_did_you_mean_knows_aliases_and_last_key_parts(typed, meant):
+    with pytest.raises(UserError, match=rf"unknown config key '{typed}'; did you mean {meant}\b"):
+        config_lib.load(str(ROOT / "configs/simclr_resnet.py"), [(typed, "1")])
+
+
+def test_dumps_shows_the_resolved_config_as_yaml_or_json():
+    cfg = config_lib.load(str(ROOT / "configs/quickstart.py"), [("optim.lr", "0.5")])
+    text = config_lib.dumps(cfg)
+    assert "optim:\n" in text and "\n  lr: 0.5\n" in text and 'method: "simclr"' in text
+    assert json.loads(config_lib.dumps(cfg, "json")) == config_lib.to_dict(cfg)

@@ -223,3 +223,43 @@ def test_write_synthetic_workers_match_one_process(tmp_path):
         shards.open_split(tmp_path / "two", "train"),
     )
     assert all(np.array_equal(a[i]["image"], b[i]["image"]) for i in range(len(a)))
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory):
+    """10 tiny synthetic clips in 5 folds, as `lusjax prep --folds 5` writes them."""
+    out = tmp_path_factory.mktemp("folds")
+    write.write_synthetic(out, 10, 2, 16, 0, splits=5)
+    return out
+
+
+def test_splits_join_with_plus_or_comma(folds):
+    plus = shards.open_split(folds, "fold0+fold1+fold2")
+    comma = shards.open_split(folds, "fold0, fold1,fold2")
+    assert plus.clips.video_id == comma.clips.video_id and len(plus) == len(comma) > 0
+
+
+def test_a_missing_split_names_the_setting_and_the_available_splits(folds):
+    with pytest.raises(UserError) as e:
+        shards.open_split(folds, "train")
+    msg = str(e.value)
+    assert "No split 'train'" in msg and "available: fold0, fold1, fold2, fold3, fold4" in msg
+    assert "set --config.data.train_split=fold0+fold1 (join several with + or ,)" in msg
+    with pytest.raises(UserError, match="set --config.test_split="):
+        from lusjax.eval import features
+
+        features.load(folds, "fold9", setting="--config.test_split")
+
+
+def test_train_names_the_setting_of_a_missing_split(folds, tmp_path, capsys):
+    """prep --folds 5 writes no 'train': training with the default split says which key
+    to set (the README's flow sets it; test_readme_commands runs that)."""
+    from lusjax import cli
+
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "quickstart.py")
+    base = ["train", "--config", config, f"--config.data.data_dir={folds}",
+            f"--config.workdir={tmp_path / 'run'}"]
+    assert cli.main(base) == 2
+    err = capsys.readouterr().err
+    assert "No split 'train'" in err and "--config.data.train_split=" in err
+    assert len(err.strip().splitlines()) == 1

@@ -15,7 +15,8 @@
 Full: 2 backbones x 2 learning rates x 2 seeds = 8 runs; `:small` = 2 runs.
 SSL methods differ in their `ssl` section, so a method sweep gives each run its
 own config with the "config" key instead of overriding `method`, e.g.
-`product({"config": ["configs/simclr_r18.py", "configs/byol_r18.py"], "seed": [0, 1]})`.
+`product({"config": ["configs/simclr_resnet.py:r18", "configs/byol_resnet.py:r18"],
+"seed": [0, 1]})`.
 """
 
 from lusjax.sweep import product

@@ -57,7 +57,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     data_dir: dataset folder written by `lusjax prep`; "" = the cached synthetic
       dataset described by `synthetic` (see lusjax.data.default).
-    train_split, val_split: split names ("a+b" joins splits).
+    train_split, val_split: split names ("a+b" or "a,b" joins splits; `lusjax prep --folds k`
+      writes fold0..fold{k-1} and no "train", so set them, e.g. "fold0,fold1,fold2").
     clips_file: a JSON list of video ids: training pairs come only from those
       clips of train_split ("" = every clip). `lusjax study` pretrains each
       fold on its training clips this way; pretrain_clips.json lists only them.

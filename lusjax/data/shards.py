@@ -7,7 +7,8 @@ split's `ClipTable` rebuilt from `dataset.json` without decoding any image.
 Records run clip by clip, each clip a contiguous block of frames in order, so
 `clips.start[c] + k` is frame k of clip c.
 
-Several splits can be read as one: `open_split(d, "fold0+fold1+fold2")`.
+Several splits can be read as one: `open_split(d, "fold0+fold1+fold2")` (or
+"fold0,fold1,fold2": both separators are accepted everywhere a split is named).
 """
 
 from __future__ import annotations
@@ -329,27 +330,39 @@ def list_splits(data_dir: str | os.PathLike) -> list[str]:
     return list(read_dataset_json(data_dir)["splits"])
 
 
-def open_split(data_dir: str | os.PathLike, split: str, *, check: bool = True) -> FrameSource:
-    """Opens split `split` ("train", or several joined by "+") of the dataset in `data_dir`.
+def split_list(split: str) -> list[str]:
+    """Split names of "a+b" or "a,b" (both join splits; spaces are ignored)."""
+    return [s.strip() for s in split.replace(",", "+").split("+") if s.strip()]
+
+
+def open_split(data_dir: str | os.PathLike, split: str, *, check: bool = True,
+               setting: str = "--config.data.train_split") -> FrameSource:
+    """Opens split `split` ("train", or several joined by "+" or ",") of the dataset in
+    `data_dir`.
 
     With `check`, decodes the first and last frame of a few clips and compares
     them with dataset.json, so shards and index that do not belong together
-    fail here rather than silently mislabel frames.
+    fail here rather than silently mislabel frames. `setting` is the option that
+    chose `split`, named by the error for a split the dataset does not have.
     """
     import tensorflow_datasets as tfds
 
     info = read_dataset_json(data_dir)
     root = Path(data_dir).absolute()  # workers may run elsewhere; keep paths absolute
-    names = [s.strip() for s in split.split("+")]
+    names = split_list(split)
     available = ", ".join(info["splits"]) or "none"
+    hint = (f"set {setting}={'+'.join(list(info['splits'])[:2]) or 'NAME'} "
+            "(join several with + or ,)")
+    if not names:
+        raise UserError(f"No split named; {hint}. Available in {root}: {available}.")
     for name in names:
         if name in info.get("empty_splits", []):
             raise UserError(
                 f"Split {name!r} of {root} is empty (too few clips or patients for "
-                f"it); available: {available}."
+                f"it); available: {available}; {hint}."
             )
         if name not in info["splits"]:
-            raise UserError(f"No split {name!r} in {root}; available: {available}.")
+            raise UserError(f"No split {name!r} in {root}; available: {available}; {hint}.")
     if info.get("file_format", "array_record") != "array_record":
         raise UserError(
             f"{root} was written as {info['file_format']}; this reader needs "

@@ -79,20 +79,23 @@ def split_names(data_dir: str | Path, splits: str | tuple | list = "") -> list[s
     from lusjax.data import shards
 
     if isinstance(splits, str):
-        splits = splits.replace("+", ",").split(",")
+        splits = shards.split_list(splits)
     names = [s.strip() for s in splits if s.strip()]
     return names or shards.list_splits(data_dir)
 
 
-def load(data_dir: str | Path, splits: str | tuple | list = "", frames_per_clip: int = 0) -> Frames:
+def load(data_dir: str | Path, splits: str | tuple | list = "", frames_per_clip: int = 0, *,
+         setting: str = "--config.splits") -> Frames:
     """Reads the frames of `splits` (pooled) with their clip metadata.
 
     `frames_per_clip` > 0 keeps that many evenly spaced frames of each clip
-    (all frames of shorter clips); 0 keeps every frame.
+    (all frames of shorter clips); 0 keeps every frame. `setting` names the
+    option that chose `splits` in the error for a split that does not exist.
     """
     from lusjax.data import shards
 
-    src = shards.open_split(str(data_dir), "+".join(split_names(data_dir, splits)))
+    src = shards.open_split(str(data_dir), "+".join(split_names(data_dir, splits)),
+                            setting=setting)
     table = src.clips
     keep = [_spaced(int(n), frames_per_clip) for n in table.length]
     records = np.concatenate([int(s) + k for s, k in zip(table.start, keep)])

@@ -52,15 +52,24 @@ def label_efficiency(curves: dict[str, tuple], path, *, metric: str, title: str 
     return _save(fig, path)
 
 
+def roc_classes(labels: np.ndarray, n_classes: int) -> list[int]:
+    """The classes that get a one-vs-rest ROC curve: present, and not alone (a curve
+    needs positives and negatives). Empty when the test set holds a single class."""
+    labels = np.asarray(labels)
+    classes = [1] if n_classes == 2 else range(n_classes)
+    return [c for c in classes if (labels == c).any() and not (labels == c).all()]
+
+
 def roc_curves(labels: np.ndarray, probs: np.ndarray, class_names: list[str], path, *,
-               title: str = "") -> Path:
-    """One-vs-rest ROC curve per class (skips classes that are absent or alone)."""
+               title: str = "") -> Path | None:
+    """One-vs-rest ROC curve per class (skips classes that are absent or alone); None,
+    and no file, when no class has a curve (`roc_classes` is empty)."""
+    classes = roc_classes(labels, len(class_names))
+    if not classes:
+        return None
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    classes = [1] if len(class_names) == 2 else range(len(class_names))
     for c in classes:
         pos = np.asarray(labels) == c
-        if pos.all() or not pos.any():
-            continue
         fpr, tpr, _ = skm.roc_curve(pos, probs[:, c])
         ax.plot(fpr, tpr, label=f"{class_names[c]} (AUC {skm.auc(fpr, tpr):.2f})")
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
@@ -130,20 +139,22 @@ def embeddings(panels: dict[str, np.ndarray], labels: np.ndarray, class_names: l
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0][0].legend(fontsize=7, loc="best")
+    if axes[0][0].get_legend_handles_labels()[0]:  # no points: no legend (and no warning)
+        axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle(title or f"clip embeddings ({method})", fontsize=10)
     return _save(fig, path)
 
 
 def render(out_dir, summary: list[dict], pooled: dict, data, tasks: dict, feats: dict, *,
            metric: str = "clip_balanced_accuracy", embeddings_plot: bool = True,
-           use_umap: bool = True, seed: int = 0) -> list[str]:
+           use_umap: bool = True, seed: int = 0, notes: list | None = None) -> list[str]:
     """The figures of one evaluation (see `protocol.run`); returns their paths.
 
     Per task: the label-efficiency curve of `metric` (mean ± std over seeds);
     for the first protocol at the largest label fraction, seed 0, per encoder:
     clip-level ROC curves and confusion matrix. Clip embeddings (mean frame
-    feature) of each encoder, t-SNE and UMAP if installed.
+    feature) of each encoder, t-SNE and UMAP if installed. A ROC plot that would
+    be empty (the tested clips hold one class) is not drawn; `notes` gets a line.
     """
     from lusjax.eval import features, metrics
 
@@ -173,7 +184,13 @@ def render(out_dir, summary: list[dict], pooled: dict, data, tasks: dict, feats:
             tag = f"{task}_{proto}_{enc}"
             title = (f"{task}, {proto}, {enc}, {fraction * 100:g}% labels, clip level, "
                      "pooled folds")
-            paths.append(roc_curves(cl, cp, names, out_dir / f"roc_{tag}.png", title=title))
+            roc = roc_curves(cl, cp, names, out_dir / f"roc_{tag}.png", title=title)
+            if roc is not None:
+                paths.append(roc)
+            elif notes is not None:
+                present = sorted({names[int(c)] for c in np.unique(cl) if c >= 0})
+                notes.append(f"no ROC plot for task {task!r} ({enc}): its tested clips hold "
+                             f"one class only ({', '.join(present) or 'none'})")
             cm = metrics.classification(cl, cp, names)["confusion_matrix"]
             paths.append(confusion(cm, names, out_dir / f"confusion_{tag}.png", title=title))
     if embeddings_plot and feats:

@@ -126,8 +126,11 @@ def ingest_clips(input_path: str, metadata_csv: str, size: int, workdir: str):
     def clips():
         for rec in store.records():
             clip = store.load(rec["key"])
+            # A clip without a metadata row gets its own id as patient id (clips group by
+            # it in training data); a prediction says "unknown" instead: nobody gave one.
+            patient = "" if clip.patient_id == clip.video_id else clip.patient_id
             yield clip.video_id, clip.frames, {"label_name": clip.label_name,
-                                               "patient_id": clip.patient_id}
+                                               "patient_id": patient}
 
     return clips(), skipped, len(store.records())
 
@@ -233,7 +236,15 @@ def run(config) -> dict:
 
 def main(argv=None) -> int:
     """`lusjax predict ...`: parses its options and runs."""
-    ap = argparse.ArgumentParser(prog="lusjax predict", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="lusjax predict", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  lusjax predict --heads runs/simclr_r50/eval --input ../shared/data/pocus_dev "
+               "--out runs/simclr_r50/predict\n"
+               "  lusjax predict --heads runs/eval --benchmark 4      # one backbone + 4 heads "
+               "vs 4 models\n"
+               "Without --metadata, patient_id is left empty (unknown).")
     ap.add_argument("--heads", required=True, help="a `lusjax eval` out_dir (heads.json)")
     ap.add_argument("--input", default="", help="folder or CSV manifest of clips")
     ap.add_argument("--encoder", default="",

@@ -137,14 +137,15 @@ def run(config) -> dict:
         "runs": runs,
         "summary": summarize(runs),
         "crosscheck": crosscheck_table(crosscheck, data, tasks, pooled),
-        "notes": sorted(set(notes)),
     }
     if config.save_heads:
         results["heads"] = save_heads(out_dir, encoders, feats, data, tasks, config)
     t_plots = time.time()
     results["plots"] = plots.render(
         out_dir, results["summary"], pooled, data, tasks, feats, metric=config.plots.metric,
-        embeddings_plot=config.plots.embeddings, use_umap=config.plots.umap, seed=config.fold_seed)
+        embeddings_plot=config.plots.embeddings, use_umap=config.plots.umap, seed=config.fold_seed,
+        notes=notes)
+    results["notes"] = sorted(set(notes))
     timing["plots_s"] = time.time() - t_plots
     results["seconds"] = round(time.time() - t0, 1)
     results["timing"] = {k: round(v, 1) for k, v in timing.items()}
@@ -289,21 +290,34 @@ def load_frames(data_dir: str, config):
     if not config.test_split:
         return feats_lib.load(data_dir, config.splits, config.frames_per_clip), None
     names = feats_lib.split_names(data_dir, config.splits)
-    if not config.splits:
-        names = [n for n in names if n != config.test_split]
+    if not config.splits:  # test_split may join several ("fold3+fold4" or "fold3,fold4")
+        test_names = feats_lib.split_names(data_dir, config.test_split)
+        names = [n for n in names if n not in test_names]
     if not names:
         raise UserError(f"no split left to train on beside the test split {config.test_split!r}")
     data = feats_lib.load(data_dir, names, config.frames_per_clip)
-    test = feats_lib.load(data_dir, config.test_split, config.frames_per_clip)
+    test = feats_lib.load(data_dir, config.test_split, config.frames_per_clip,
+                          setting="--config.test_split")
     merged = feats_lib.concat(data, test)
     return merged, np.arange(len(merged.clips)) >= len(data.clips)
 
 
 def usable_tasks(clips, names: list[str], min_clips: int, notes: list) -> dict[str, list[str]]:
-    """The tasks with at least two classes of `min_clips` clips each; others get a note."""
+    """The tasks with at least two classes of `min_clips` clips each; others get a note.
+
+    The rule: the clip-label task `label` with no labelled clip at all is an error
+    (the metadata gave no labels: nothing the user asked for can be measured); a
+    task with some labels but too few per class, and a binary finding that no clip
+    records (the default `tasks` asks for every finding, most metadata has some),
+    is skipped with a note.
+    """
     out = {}
     for task in names:
         y, class_names = clips.targets(task)
+        if task == feats_lib.LABEL_TASK and not (y >= 0).any():
+            raise UserError(f"task 'label' has no labelled clip among the {len(y)} evaluated "
+                            f"({labels_present(clips)}); give the metadata a 'label' column "
+                            "and prep again, or set --config.tasks to tasks that have labels")
         counts = np.bincount(y[y >= 0], minlength=len(class_names))
         if (counts >= min_clips).sum() < 2:
             notes.append(f"task {task!r} skipped: clips per class {counts.tolist()} "
@@ -313,6 +327,18 @@ def usable_tasks(clips, names: list[str], min_clips: int, notes: list) -> dict[s
     if not out:
         raise UserError(f"no usable task among {', '.join(names)}: " + "; ".join(notes))
     return out
+
+
+def labels_present(clips) -> str:
+    """Which tasks have labelled clips, in words: "labels exist for: b_lines (12 clips)"."""
+    from lusjax.data.format import FINDINGS
+
+    have = []
+    for task in (feats_lib.LABEL_TASK, *FINDINGS):
+        n = int((clips.targets(task)[0] >= 0).sum())
+        if n:
+            have.append(f"{task} ({n} clips)")
+    return "labels exist for: " + ", ".join(have) if have else "no clip has any label"
 
 
 def build_encoders(config) -> dict:
@@ -374,7 +400,9 @@ def save_heads(out_dir: Path, encoders, feats, data, tasks, config) -> dict:
 def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
                           test_split: str = "test", frames_per_clip: int = 0,
                           seed: int = 0, pretraining: dict | None = None,
-                          allow_pretrain_overlap: bool = False) -> dict:
+                          allow_pretrain_overlap: bool = False,
+                          train_setting: str = "--train-split",
+                          test_setting: str = "--test-split") -> dict:
     """Frame- and clip-level accuracy of a linear probe (fast; for the quickstart).
 
     Trains the JAX linear probe on the clip labels of `train_split`, tests on
@@ -383,8 +411,8 @@ def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
     `splits.read_pretraining`) unless `allow_pretrain_overlap` (leakage gates).
     """
     t0 = time.time()
-    train = feats_lib.load(data_dir, train_split, frames_per_clip)
-    test = feats_lib.load(data_dir, test_split, frames_per_clip)
+    train = feats_lib.load(data_dir, train_split, frames_per_clip, setting=train_setting)
+    test = feats_lib.load(data_dir, test_split, frames_per_clip, setting=test_setting)
     data = feats_lib.concat(train, test)
     tr_clips = np.arange(len(train.clips))
     te_clips = np.arange(len(train.clips), len(data.clips))

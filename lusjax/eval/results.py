@@ -95,6 +95,16 @@ def hardware() -> dict:
             "python": platform.python_version(), "jax": jax.__version__}
 
 
+def hardware_line(hw: dict) -> str:
+    """`hardware()` in words: "CPU NAME (2 cores), JAX 0.10.2 on 1 CPU device (cpu)"."""
+    n = hw.get("n_devices", len(hw.get("devices", [])))
+    backend = str(hw.get("backend", "?"))
+    kinds = ", ".join(hw.get("devices", []))
+    return (f"{hw.get('cpu') or 'unknown CPU'} ({hw.get('cpu_cores')} cores), "
+            f"JAX {hw.get('jax', '?')} on {n} {backend.upper()} device{'s' if n != 1 else ''}"
+            + (f" ({kinds})" if kinds else ""))
+
+
 # ---------------------------------------------------------------------------
 # Outputs: results.json (everything) and results.md (the table).
 # ---------------------------------------------------------------------------
@@ -146,8 +156,7 @@ def markdown(results: dict) -> str:
          f"the test folds, mean ± std over {seeds} seed(s) (fine-tuning: "
          f"{cfg.get('finetune', {}).get('seeds', seeds)}; a single seed shows no ±); "
          "clip level = mean of frame probabilities"),
-        (f"- Hardware: {hw['cpu']} ({hw['cpu_cores']} cores), JAX {hw['backend']} "
-         f"{', '.join(hw['devices'])}; total time {results.get('seconds', 0):.0f} s"),
+        f"- Hardware: {hardware_line(hw)}; total time {results.get('seconds', 0):.0f} s",
         "",
     ]
     header = ("| protocol | encoder | labels | train clips | clip acc | clip bal. acc | "

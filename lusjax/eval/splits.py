@@ -51,7 +51,8 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0,
     `labels` [C] int (-1 = unlabeled, its own stratum), `groups` [C] (see
     `groups_of`). When there are fewer groups than `k`, k shrinks to the number
     of groups; when a class has fewer groups than folds it cannot appear in every
-    test fold: both give a warning and a note (returned), not an error.
+    test fold: both give a note (returned; `lusjax eval` prints it and puts it in
+    results.md), not an error and not a Python warning.
 
     Returns (folds, notes).
     """
@@ -70,8 +71,6 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0,
             name = class_names[c] if class_names is not None else str(c)
             notes.append(f"class {name!r} has {n_c} clips/patients for {k} folds: it is absent "
                          f"from {k - n_c} test fold(s); its per-fold metrics there are NaN")
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
 
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold  # slow import
 
@@ -81,9 +80,7 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0,
     if largest >= k:
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     else:  # sklearn refuses to stratify when no class fills every fold
-        note = f"no class has {k} clips/patients: folds are grouped but not stratified"
-        warnings.warn(note, stacklevel=2)
-        notes.append(note)
+        notes.append(f"no class has {k} clips/patients: folds are grouped but not stratified")
         splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = []
     with warnings.catch_warnings():  # our note above says it more clearly

@@ -1,0 +1,99 @@
+"""Clips without labels: `prep` warns once and records the count, `eval` refuses the label
+task when no clip has a label (naming what labels exist), `predict` leaves an unknown
+patient empty rather than inventing one from the file name."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep import cli as prep_cli
+from lusjax import cli
+from lusjax.errors import UserError
+from lusjax.eval import features, protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+import synth_clips  # generated fixtures, see tests/data/synth_clips.py
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Two short clips and a metadata CSV with findings but no `label` column."""
+    root = tmp_path_factory.mktemp("unlabeled")
+    (root / "videos").mkdir()
+    for i, probe in enumerate(("convex", "linear")):
+        rgb, _, _ = synth_clips.lus_clip(6, probe=probe, seed=i)
+        synth_clips.write_video(root / "videos" / f"clip{i}.mp4", rgb)
+    with open(root / "meta.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "probe", "patient_id", "b_lines"])
+        w.writerow(["videos/clip0.mp4", "convex", "p1", "1"])
+        w.writerow(["videos/clip1.mp4", "linear", "p2", "0"])
+    return root
+
+
+def _prep(clips, out, *extra):
+    return prep_cli.main(["--input", str(clips / "videos"), "--out", str(out), "--size", "32",
+                          "--splits", "none", *extra])
+
+
+def _warnings(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith("lusjax prep: warning:")]
+
+
+def test_prep_warns_once_and_records_clips_without_label(clips, tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert _prep(clips, out, "--metadata", str(clips / "meta.csv")) == 0
+    warnings = _warnings(capsys.readouterr().err)
+    assert len(warnings) == 1, warnings
+    assert "2 of 2 clips have no label" in warnings[0]
+    assert "meta.csv has no 'label' column" in warnings[0]
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["labels"] == {"labelled_clips": 0, "unlabeled_clips": 2}
+    assert info["ingest"]["label_column"] is False
+
+    assert _prep(clips, tmp_path / "nometa") == 0  # no --metadata at all
+    (warning,) = _warnings(capsys.readouterr().err)
+    assert "2 of 2 clips have no label (no --metadata CSV was given)" in warning
+
+
+def test_eval_refuses_the_label_task_without_labels(clips, tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert _prep(clips, out, "--metadata", str(clips / "meta.csv")) == 0
+    capsys.readouterr()
+    argv = ["eval", "--config", str(ROOT / "configs/eval.py"), f"--config.data_dir={out}",
+            f"--config.out_dir={tmp_path / 'eval'}"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lusjax: error: task 'label' has no labelled clip among the 2")
+    assert "labels exist for: b_lines (2 clips)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "eval" / "results.md").exists()
+
+
+def test_the_rule_for_tasks_with_few_or_no_labels():
+    """label with no labels: error; a finding no clip records, or a task with too few clips
+    per class: a note, and the other tasks go on."""
+    clips = features.Clips(np.array(["a", "b", "c", "d"]), np.array(["a", "b", "c", "d"]),
+                           np.array([0, 0, 1, 1]), np.full((4, 5), -1), ["x", "y"])
+    notes = []
+    assert list(protocol.usable_tasks(clips, ["label", "effusion"], 2, notes)) == ["label"]
+    assert len(notes) == 1 and "'effusion' skipped" in notes[0]
+    clips.label[:] = -1
+    with pytest.raises(UserError, match="task 'label' has no labelled clip.*no clip has any"):
+        protocol.usable_tasks(clips, ["label"], 2, [])
+
+
+def test_predict_leaves_an_unknown_patient_empty(clips, tmp_path):
+    from lusjax.eval import predict
+
+    rows, skipped, n = predict.ingest_clips(str(clips / "videos"), "", 32, str(tmp_path / "s"))
+    extras = [extra for _, _, extra in rows]
+    assert n == 2 and not skipped and [e["patient_id"] for e in extras] == ["", ""]
+    rows, _, _ = predict.ingest_clips(str(clips / "videos"), str(clips / "meta.csv"), 32,
+                                      str(tmp_path / "m"))
+    assert sorted(e["patient_id"] for _, _, e in rows) == ["p1", "p2"]
