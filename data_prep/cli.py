@@ -117,8 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs `prep`; returns the exit status (2 for bad input, printed as one line)."""
     args = build_parser().parse_args(argv)
+    from lusjax import carbon
+
     try:
-        info = run(args)
+        with carbon.tracked(args.out, "prep", command="prep"):  # OUT/carbon.json
+            info = run(args)
     except UserError as e:
         print(f"lusjax: error: {e}", file=sys.stderr)
         return 2

@@ -519,6 +519,28 @@ def record_segment(workdir: str | os.PathLike, summary: dict[str, Any], **info: 
     return ledger
 
 
+
+@contextlib.contextmanager
+def tracked(directory: str | os.PathLike, phase: str, *, country: str = DEFAULT_COUNTRY,
+            **info: Any) -> Iterator[Tracker]:
+    """Runs the block as phase `phase` of a new Tracker and, when it completes, appends
+    its segment (start, end, host, `info`) to `<directory>/carbon.json`, the same ledger
+    as a training run's: how `lusjax prep`, `eval` and `predict` account for themselves.
+    A block that raises records nothing (its output is not there either)."""
+    import datetime
+    import socket
+
+    def now() -> str:
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    start = now()
+    with Tracker(country=country) as tracker:
+        with tracker.phase(phase):
+            yield tracker
+        summary = tracker.summary()
+    record_segment(directory, summary, start=start, end=now(), host=socket.gethostname(),
+                   **info)
+
 if __name__ == "__main__":
     import sys
 

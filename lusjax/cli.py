@@ -95,10 +95,12 @@ def _version() -> str:
 
 
 def cmd_eval(args, overrides) -> int:
+    from lusjax import carbon
     from lusjax.eval import protocol
 
     cfg = _load_config(args, overrides)
-    results = protocol.run(cfg)
+    with carbon.tracked(cfg.out_dir, "eval", command="eval"):  # OUT/carbon.json
+        results = protocol.run(cfg)
     for note in results.get("notes", []):  # also in results.md; one line each, no traceback
         print(f"note: {note}", file=sys.stderr)
     print(f"results written to {results.get('out_dir', cfg.out_dir)}")

@@ -256,10 +256,13 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     resumed = any((fold_dir / "pretrain" / "checkpoints").glob("*"))
     t0 = time.time()
     summary = train.train(cfg, progress=config.progress)
-    phase = next(p for p in summary["carbon"]["phases"] if p["phase"] == "pretrain")
+    # Every segment of the pretraining (carbon.json's ledger): a resumed run counts the
+    # energy of its earlier segments too.
+    totals = carbon.read_ledger(cfg.workdir)["totals"]["phases"]
+    phase = next(p for p in totals if p["phase"] == "pretrain")
     out = {"steps": summary["step"], "clips": len(clip_ids), "wall_s": round(time.time() - t0, 1),
            "carbon": phase, "final": summary.get("final", {}), "fingerprint": fp,
-           # Resumed from a checkpoint: time and energy count this process's part only.
+           # Resumed from a checkpoint: wall_s counts this process's part only.
            "resumed": resumed}
     files.write_text_atomic(record, json.dumps(_jsonable(out), indent=1) + "\n")
     return out

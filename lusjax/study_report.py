@@ -138,8 +138,8 @@ def paired_tests(task: str, p: dict, w: np.ndarray, ci: float) -> list[dict]:
 
 
 def resume_notes(fold_results: list[dict]) -> list[str]:
-    return [f"fold {r['fold']}: pretraining resumed from a checkpoint; its time and energy "
-            "count the resumed part only" for r in fold_results if r["pretrain"].get("resumed")]
+    return [f"fold {r['fold']}: pretraining resumed from a checkpoint; its energy counts "
+            "every segment (carbon.json), its wall time the resumed part only" for r in fold_results if r["pretrain"].get("resumed")]
 
 
 def verdict_notes(paired: list[dict]) -> list[str]:

@@ -350,3 +350,30 @@ def test_ledger_totals_are_the_sums_over_segments(tmp_path):
     carbon_report.plot_phases(ledger, tmp_path / "c.png")
     assert carbon.read_ledger(tmp_path / "none") == {
         "segments": [], "totals": {"phases": [], "total": carbon._sum_rows("total", [])}}
+
+
+def test_tracked_commands_add_a_segment_each(tmp_path):
+    """prep / eval / predict account for themselves through carbon.tracked: each
+    completed call appends one segment, and the totals are their sums."""
+    for _ in range(2):
+        with carbon.tracked(tmp_path, "prep", command="prep"):
+            pass
+    ledger = carbon.read_ledger(tmp_path)
+    assert [s["command"] for s in ledger["segments"]] == ["prep", "prep"]
+    prep = next(p for p in ledger["totals"]["phases"] if p["phase"] == "prep")
+    assert prep["time_s"] == pytest.approx(sum(s["phases"][0]["time_s"]
+                                               for s in ledger["segments"]))
+    with pytest.raises(ValueError), carbon.tracked(tmp_path, "prep"):
+        raise ValueError("failed: no output, no segment")
+    assert len(carbon.read_ledger(tmp_path)["segments"]) == 2
+
+
+def test_prep_records_its_energy(tmp_path):
+    from data_prep import cli as prep_cli
+
+    out = tmp_path / "d"
+    assert prep_cli.main(["--synthetic", "3", "--frames", "3", "--size", "16",
+                          "--out", str(out)]) == 0
+    ledger = carbon.read_ledger(out)
+    assert [p["phase"] for p in ledger["totals"]["phases"]] == ["prep"]
+    assert ledger["totals"]["total"]["model_kwh"] > 0

@@ -260,9 +260,13 @@ def main(argv=None) -> int:
     if not args.input and not args.benchmark:
         raise UserError("give --input FOLDER and/or --benchmark N")
     if args.input:
-        info = predict_folder(args.heads, args.input, out=args.out, encoder=args.encoder,
-                              metadata_csv=args.metadata, size=args.size,
-                              frames_per_clip=args.frames_per_clip, batch_size=args.batch_size)
+        from lusjax import carbon
+
+        with carbon.tracked(args.out or args.heads, "predict", command="predict"):
+            info = predict_folder(args.heads, args.input, out=args.out, encoder=args.encoder,
+                                  metadata_csv=args.metadata, size=args.size,
+                                  frames_per_clip=args.frames_per_clip,
+                                  batch_size=args.batch_size)
         print(f"{info['n_clips']} clip(s) predicted, {len(info['skipped'])} skipped, "
               f"{info['seconds']} s: {', '.join(info['files'])}")
     if args.benchmark:
