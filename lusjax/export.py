@@ -21,17 +21,6 @@ from lusjax.errors import UserError
 FORMATS = ("torch", "flax")
 
 
-def _write_atomic(path: Path, write) -> None:
-    """`write(tmp)` then a rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with files.writing(path):
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
 def _torch(enc, meta: dict, out: Path, channels: int) -> tuple[list[str], list[str]]:
     from safetensors.numpy import save_file
 
@@ -43,7 +32,7 @@ def _torch(enc, meta: dict, out: Path, channels: int) -> tuple[list[str], list[s
     info = {"format": "pt", "torchvision_model": tv_name, "lusjax_model": enc.model_name,
             "in_channels": str(channels), "image_size": str(enc.image_size),
             "step": str(meta.get("step"))}
-    _write_atomic(out / name, lambda p: save_file(sd, p, metadata=info))
+    files.write_atomic(out / name, lambda p: save_file(sd, str(p), metadata=info))
     fam = export_torch.family(enc.model_name)
     stem = export_torch.STEM[fam]
     w = sd[f"{stem}.weight"]
@@ -66,7 +55,7 @@ def _flax(enc, meta: dict, out: Path, channels: int) -> tuple[list[str], list[st
                         f"{enc.num_channels} channel(s); --channels is for --format torch")
     variables = jax.tree.map(np.asarray, dict(enc.variables))
     data = flax.serialization.msgpack_serialize(variables)
-    _write_atomic(out / "encoder.msgpack", lambda p: p.write_bytes(data))
+    files.write_atomic(out / "encoder.msgpack", lambda p: p.write_bytes(data))
     files.write_text_atomic(out / checkpoint.ENCODER_JSON, json.dumps(meta, indent=2) + "\n")
     snippet = model_card.load_snippet("flax", torch_name=None, filename="encoder.msgpack",
                                       channels=channels, stem=None, stem_line=None, head=None,
