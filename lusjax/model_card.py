@@ -70,7 +70,7 @@ def _data_section(workdir: Path, cfg: dict) -> list[str]:
     lines = [f"- Dataset: `{clips.get('data_dir', where)}`",
              f"- Pretraining saw split `{clips.get('split')}`: {n_clips} clips of "
              f"{n_patients} patients (listed in `{PRETRAIN_CLIPS}`; lusjax's evaluation "
-             "refuses to test on them). No labels are used by pretraining; the online "
+             "refuses to test on them unless told to). No labels are used by pretraining; the online "
              "probe's labels do not reach the backbone."]
     if data.get("extra_data_dir"):
         lines.append(f"- Extra unlabelled data: `{data['extra_data_dir']}`")
