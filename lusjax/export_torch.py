@@ -99,12 +99,18 @@ def _mobilenet_modules(params: dict) -> dict[tuple[str, ...], str]:
     return names
 
 
-def _torch_module(model_name: str, params: dict, path: tuple[str, ...]) -> str:
+def _module_namer(model_name: str, params: dict):
+    """lusjax module path -> torchvision module name, for this backbone's `params`."""
     if family(model_name) == "resnet":
-        return _resnet_module(path)
-    if path[-1] in ("fc1", "fc2"):  # inside SqueezeExcite: torchvision's names too
-        return _mobilenet_modules(params)[path[:-1]] + "." + path[-1]
-    return _mobilenet_modules(params)[path]
+        return _resnet_module
+    names = _mobilenet_modules(params)
+
+    def name(path: tuple[str, ...]) -> str:
+        if path[-1] in ("fc1", "fc2"):  # inside SqueezeExcite: torchvision's names too
+            return f"{names[path[:-1]]}.{path[-1]}"
+        return names[path]
+
+    return name
 
 
 def _stem_kernel(w: np.ndarray, channels: int | None) -> np.ndarray:
@@ -130,9 +136,9 @@ def state_dict(model_name: str, model_kwargs: dict[str, Any], variables: dict, *
     check_exportable(model_name, model_kwargs)
     params, stats = variables["params"], variables.get("batch_stats", {})
     out: dict[str, np.ndarray] = {}
-    stem = STEM[family(model_name)]
+    stem, torch_name = STEM[family(model_name)], _module_namer(model_name, params)
     for path, v in _flat(params):
-        module = _torch_module(model_name, params, path[:-1])
+        module = torch_name(path[:-1])
         v = np.asarray(v, np.float32)
         leaf = path[-1]
         if leaf == "kernel":
