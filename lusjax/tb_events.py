@@ -20,9 +20,11 @@ does for metrics.jsonl: every step is on disk once, whichever reader looks.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import struct
+import sys
 import time
 from collections.abc import Iterator, Mapping
 
@@ -43,33 +45,55 @@ def available() -> bool:
 
 
 class Writer:
-    """Scalars and images of a run into `<workdir>/tensorboard` (a new file per segment)."""
+    """Scalars and images of a run into `<workdir>/tensorboard` (a new file per segment).
+
+    A write that fails (full disk, quota) stops the events with one warning line and
+    does not stop training: metrics.jsonl is the record, and its own write (or the
+    next checkpoint) reports the disk as it always did."""
 
     def __init__(self, workdir: str | os.PathLike):
         from tensorboardX import SummaryWriter
 
-        logdir = files.makedirs(files.path(workdir) / TB_DIR)
-        # max_queue/flush_secs: the caller flushes at each log step (see `flush`).
+        self.logdir = files.makedirs(files.path(workdir) / TB_DIR)
         # tensorboardX names files by the second and the host; the nanoseconds make two
         # segments started within one second two files, and keep names in time order.
-        self._w = SummaryWriter(logdir=str(logdir), max_queue=1000, flush_secs=3600,
+        # max_queue/flush_secs: `flush` is called at each log step instead.
+        self._w = SummaryWriter(logdir=str(self.logdir), max_queue=1000, flush_secs=3600,
                                 filename_suffix=f".{time.time_ns()}")
 
+    def _do(self, fn) -> None:
+        if self._w is None:
+            return
+        try:
+            fn(self._w)
+        except OSError as e:
+            w, self._w = self._w, None
+            print(f"lusjax: warning: TensorBoard events stop here: cannot write {self.logdir} "
+                  f"({e.strerror or e}); metrics.jsonl has every step", file=sys.stderr,
+                  flush=True)
+            with contextlib.suppress(OSError):
+                w.close()
+
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        for tag, value in scalars.items():
-            self._w.add_scalar(tag, float(value), global_step=int(step))
+        def write(w):
+            for tag, value in scalars.items():
+                w.add_scalar(tag, float(value), global_step=int(step))
+        self._do(write)
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """`images`: tag -> uint8 or [0, 1] float [H, W, C] with C in (1, 3)."""
-        for tag, img in images.items():
-            self._w.add_image(tag, np.asarray(img), global_step=int(step), dataformats="HWC")
+        def write(w):
+            for tag, img in images.items():
+                w.add_image(tag, np.asarray(img), global_step=int(step), dataformats="HWC")
+        self._do(write)
 
     def flush(self) -> None:
         """On disk now: a log step's events are there when its metrics.jsonl line is."""
-        self._w.flush()
+        self._do(lambda w: w.flush())
 
     def close(self) -> None:
-        self._w.close()
+        self._do(lambda w: w.close())
+        self._w = None
 
 
 # ---------------------------------------------------------------------------

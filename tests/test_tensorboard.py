@@ -76,3 +76,25 @@ def test_discard_after_trims_events_and_a_torn_tail(tmp_path):
     assert [s for s, _ in tb_events.read_scalars(tmp_path)["loss"]] == [1, 2, 3]
     assert tb_events.discard_after(tmp_path, 3) == 0  # nothing left to trim
     assert json.dumps(tb_events.read_scalars(tmp_path))  # plain numbers
+
+
+def test_a_failed_event_write_warns_once_and_stops_the_events(tmp_path, capsys, monkeypatch):
+    import errno
+
+    w = tb_events.Writer(tmp_path)
+    w.write_scalars(1, {"loss": 1.0})
+    w.flush()
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(w._w), "flush", full)
+    w.write_scalars(2, {"loss": 0.5})
+    w.flush()  # fails: one warning, then the writer is off
+    w.write_scalars(3, {"loss": 0.25})
+    w.flush()
+    w.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TensorBoard events stop here" in err[0]
+    assert "No space left on device" in err[0]
+    assert [s for s, _ in tb_events.read_scalars(tmp_path)["loss"]][0] == 1
