@@ -11,7 +11,8 @@ A config file picks a method and a backbone and changes what differs:
 Sections: model, ssl (the method's hyper-parameters), data (input pipeline,
 `lusjax.data.pipeline`), aug (on-device augmentation, `lusjax.data.augment`,
 with aug.us the ultrasound-specific ones), optim (`lusjax.optim`), probe
-(online linear probe), carbon (`lusjax.carbon`), and the loop's durations.
+(online linear probe), carbon (`lusjax.carbon`), metrics (TensorBoard events beside
+metrics.jsonl, `lusjax.tb_events`), and the loop's durations.
 The data and aug defaults are the modules' own `default_config()` (one place,
 documented there); the rest are spelled out here.
 """

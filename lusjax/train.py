@@ -132,10 +132,10 @@ def batch_hash(index, rng, step: int) -> str:
 
 
 def augment_preview(cfg, batch: dict, rng, step: int, n: int = 4) -> np.ndarray:
-    """The first `n` examples of this host's batch as `step_fn` augments them at `step`
-    (same keys, same ids: these are the global batch's first examples on process 0),
-    view1 above view2, for TensorBoard: uint8 [2S, nS, 1]. Computed on the host's own
-    copy of the key, outside the step (the step keeps its augmented views on device)."""
+    """The first `n` examples of this host's batch augmented as `step_fn` augments the
+    global batch's first `n` at `step` (same keys, same example ids; on one host they are
+    those examples), view1 above view2, for TensorBoard: uint8 [2S, nS, 1]. Computed
+    from the host's copy of the key, outside the step, whose views stay on device."""
     key = jax.random.fold_in(np.asarray(rng.addressable_data(0)), step)
     r1, r2 = jax.random.split(key)
     n = min(n, len(batch["view1"]))
