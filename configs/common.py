@@ -11,13 +11,15 @@ A config file picks a method and a backbone and changes what differs:
 Sections: model, ssl (the method's hyper-parameters), data (input pipeline,
 `lusjax.data.pipeline`), aug (on-device augmentation, `lusjax.data.augment`,
 with aug.us the ultrasound-specific ones), optim (`lusjax.optim`), probe
-(online linear probe), carbon (`lusjax.carbon`), and the loop's durations.
+(online linear probe), carbon (`lusjax.carbon`), metrics (TensorBoard events beside
+metrics.jsonl, `lusjax.tb_events`), and the loop's durations.
 The data and aug defaults are the modules' own `default_config()` (one place,
 documented there); the rest are spelled out here.
 """
 
 import ml_collections
 
+from lusjax import tb_events
 from lusjax.data import augment, pipeline
 
 # Each method's hyper-parameters (the `ssl` section); see lusjax/ssl/<name>.py.
@@ -86,6 +88,10 @@ def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.Co
     c.log_every = 50
     c.log_batch_hash = False     # metrics: a hash of each logged step's sample ids + aug key
                                  # (checks that a resumed run sees the same batches)
+    # metrics.jsonl always; tensorboard: the same scalars (+ augmentation previews at the
+    # first log step) as TensorBoard events in WORKDIR/tensorboard (lusjax/tb_events.py).
+    # Default on when its writer (tensorboardX, the `tb` extra) is installed.
+    c.metrics = dict(tensorboard=tb_events.available())
     c.ckpt_every = 1_000
     c.keep_ckpts = 3
     c.async_ckpt = True

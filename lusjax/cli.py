@@ -10,6 +10,7 @@
     lusjax predict --encoder WORKDIR --heads EVAL_OUT --input FOLDER
     lusjax bench step --config configs/quickstart.py   throughput benchmarks (JSON lines)
     lusjax report WORKDIR                 plots of a run's metrics (PNG)
+    lusjax export WORKDIR --format torch  the encoder as a torchvision state_dict + model card
     lusjax sweep --config configs/quickstart.py --sweep configs/sweeps/quick_sweep.py --dry-run
     lusjax sweep-report ROOT              a sweep's runs in one table and plot
     lusjax --version
@@ -153,6 +154,15 @@ def cmd_report(args, overrides) -> int:
     return 0
 
 
+def cmd_export(args, overrides) -> int:
+    from lusjax import export
+
+    for path in export.export(args.workdir, args.format, out=args.out, channels=args.channels,
+                              results=args.results):
+        print(path)
+    return 0
+
+
 def cmd_quickstart(args, overrides) -> int:
     from lusjax import quickstart
 
@@ -261,6 +271,27 @@ def _parser() -> argparse.ArgumentParser:
              "energy) as PNG plots in WORKDIR/plots")
     sp.add_argument("workdir")
     sp.epilog = "example:\n  lusjax report runs/quickstart"
+
+    sp = add("export", cmd_export, "write a finished run's pretrained encoder for other code: "
+             "a torchvision state_dict in safetensors (torch) or flax msgpack (flax), with "
+             "MODEL_CARD.md beside it")
+    sp.add_argument("workdir", help="a finished `lusjax train` workdir (with encoder.json)")
+    sp.add_argument("--format", required=True, help="torch or flax")
+    sp.add_argument("--out", default=None, help="output folder (default WORKDIR/export/FORMAT)")
+    sp.add_argument("--channels", type=int, default=None,
+                    help="torch: input channels of the stem, 1 or 3 (default: the model's "
+                         "own; 1 -> 3 divides the kernel by 3, so a gray image repeated 3x "
+                         "gives the same features)")
+    sp.add_argument("--results", default=None, help="an evaluation of this encoder for the "
+                    "model card: results.json, study.json or a folder holding them (default: "
+                    "those found under WORKDIR)")
+    sp.epilog = ("examples:\n"
+                 "  lusjax export runs/r18 --format torch --channels 3\n"
+                 "  lusjax export runs/r18 --format flax --out exports/r18\n"
+                 "  lusjax export runs/r18 --format torch --results eval_out/r18\n"
+                 "torch: resnet18, resnet50, mobilenetv3_small and mobilenetv3_large at "
+                 "width 1.0 (torchvision's);\nload it as MODEL_CARD.md shows. Written with "
+                 "numpy and safetensors: torch is not needed here.")
     return p
 
 

@@ -76,15 +76,21 @@ def write_text_atomic(p: str | os.PathLike, text: str):
     locally through a temporary file beside it and a rename (atomic on one
     filesystem); on an object store by one write (objects are replaced whole).
     A failed write is a UserError naming `p`, and leaves the old file."""
+    return write_atomic(p, lambda f: f.write_text(text))
+
+
+def write_atomic(p: str | os.PathLike, write):
+    """`write_text_atomic` for any content: `write(path)` writes the whole file at `path`
+    (e.g. `lambda f: f.write_bytes(data)`, or a library's save_file)."""
     p = path(p)
     makedirs(p.parent)
     with writing(p):
         if not isinstance(p, Path):
-            p.write_text(text)
+            write(p)
             return p
         tmp = p.with_name(f".{p.name}.tmp")
         try:
-            tmp.write_text(text)
+            write(tmp)
             os.replace(tmp, p)
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves no temporary file

@@ -5,6 +5,8 @@ always with `step` and `wall_time` (seconds since the writer started), plus
 whatever the caller passes (loss, lr, images_per_s, energy so far...).
 A resumed run first moves the lines of the steps it will redo to
 `metrics.jsonl.discarded` (`discard_after`), so each step appears once.
+With `tensorboard=True` every numeric value of a record also goes to TensorBoard
+event files (`lusjax.tb_events`, in `<workdir>/tensorboard`), trimmed the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 import numpy as np
 
-from lusjax import files
+from lusjax import files, tb_events
 
 METRICS_FILE = "metrics.jsonl"
 DISCARDED_FILE = METRICS_FILE + ".discarded"
@@ -32,23 +34,62 @@ def _plain(v):
     return v
 
 
-class MetricsWriter:
-    """Appends JSON lines to `<workdir>/metrics.jsonl`; a no-op on processes other than 0."""
+def _number(v) -> float | None:
+    """`v` as a float if it is a number (numpy scalars included, not bools), else None."""
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        return None
+    if isinstance(v, (int, float, np.number)) or getattr(v, "shape", None) == ():
+        return float(v)
+    return None
 
-    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
+
+class MetricsWriter:
+    """Appends JSON lines to `<workdir>/metrics.jsonl`; a no-op on processes other than 0.
+
+    `tensorboard`: also every numeric value as a TensorBoard scalar of the same name
+    (needs tensorboardX, the `tb` extra)."""
+
+    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True,
+                 tensorboard: bool = False):
         self.path = files.path(workdir) / METRICS_FILE
         self.enabled = enabled
         self._t0 = time.time()
+        self._tb = None
         if enabled:
             files.makedirs(self.path.parent)
+            if tensorboard:
+                self._tb = tb_events.Writer(workdir)
+
+    @property
+    def tensorboard(self) -> bool:
+        """Whether this writer writes TensorBoard events (process 0 with it on)."""
+        return self._tb is not None
 
     def write(self, step: int, metrics: dict, **extra) -> dict:
         """Writes one record and returns it."""
         rec = {"step": int(step), "wall_time": round(time.time() - self._t0, 3)}
-        rec.update({k: _plain(v) for k, v in {**metrics, **extra}.items()})
+        merged = {**metrics, **extra}
+        rec.update({k: _plain(v) for k, v in merged.items()})
         if self.enabled:
             files.append_text(self.path, json.dumps(rec) + "\n")
+            if self._tb is not None:
+                scalars = {k: _number(v) for k, v in {"wall_time": rec["wall_time"],
+                                                      **merged}.items()}
+                self._tb.write_scalars(step, {k: v for k, v in scalars.items()
+                                              if v is not None})
+                self._tb.flush()
         return rec
+
+    def write_images(self, step: int, images: dict) -> None:
+        """Images (tag -> [H, W, C]) to TensorBoard, if it is on; JSONL has no images."""
+        if self._tb is not None:
+            self._tb.write_images(step, images)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
 
 def read(workdir: str | os.PathLike) -> list[dict]:
@@ -76,7 +117,8 @@ def _step_of(line: str) -> int | None:
 def discard_after(workdir: str | os.PathLike, step: int) -> int:
     """Moves the records of steps after `step` (and torn lines) to `metrics.jsonl.discarded`
     (appended): a run resumed from checkpoint `step` redoes them. Returns how many lines
-    moved. Call it on process 0 only; the rewrite is atomic."""
+    moved. Call it on process 0 only; the rewrite is atomic. (The run's TensorBoard events
+    of those steps: `tb_events.discard_after`.)"""
     path = files.path(workdir) / METRICS_FILE
     if not path.exists():
         return 0

@@ -24,7 +24,8 @@ CONFIG_JSON = "config.json"
 # Keys (or whole sections) that do not change what a step computes.
 MAY_CHANGE = ("workdir", "total_steps", "log_every", "ckpt_every", "keep_ckpts", "async_ckpt",
               "watchdog_s", "data.workers", "data.read_threads", "data.prefetch",
-              "probe.eval_every", "carbon", "log_batch_hash", "allow_config_change")
+              "probe.eval_every", "carbon", "log_batch_hash", "allow_config_change",
+              "metrics")
 _ABSENT = "(absent)"
 
 

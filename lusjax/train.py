@@ -39,6 +39,7 @@ from lusjax import (
     resume,
     sharding,
     ssl,
+    tb_events,
     watchdog,
     workdir_lock,
 )
@@ -128,6 +129,20 @@ def batch_hash(index, rng, step: int) -> str:
     h = hashlib.sha256(np.asarray(index, np.int64).tobytes())
     h.update(np.asarray(key.addressable_data(0)).tobytes())
     return h.hexdigest()[:16]
+
+
+def augment_preview(cfg, batch: dict, rng, step: int, n: int = 4) -> np.ndarray:
+    """The first `n` examples of this host's batch augmented as `step_fn` augments the
+    global batch's first `n` at `step` (same keys, same example ids; on one host they are
+    those examples), view1 above view2, for TensorBoard: uint8 [2S, nS, 1]. Computed
+    from the host's copy of the key, outside the step, whose views stay on device."""
+    key = jax.random.fold_in(np.asarray(rng.addressable_data(0)), step)
+    r1, r2 = jax.random.split(key)
+    n = min(n, len(batch["view1"]))
+    aug = jax.jit(lambda k, x: augment.augment_batch(k, x, jnp.arange(n), cfg.aug))
+    rows = [np.concatenate(list(np.asarray(aug(k, batch[v][:n]))[..., :1]), axis=1)
+            for k, v in ((r1, "view1"), (r2, "view2"))]
+    return (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
 
 
 def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
@@ -313,7 +328,7 @@ def _utc_now() -> str:
 def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) -> dict:
     workdir, started = cfg.workdir, _utc_now()
     tracker = carbon.Tracker(country=cfg.carbon.country, measure=cfg.carbon.measure)
-    ckpt = it = None
+    ckpt = it = writer = None
     try:
         # --- Mesh -------------------------------------------------------------
         mesh = sharding.make_mesh()
@@ -353,6 +368,9 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
             raise Preempted(sig, resumed, str(ckpt.directory))
 
         # --- Run files, written once every check passed -----------------------
+        if is_main and cfg.metrics.tensorboard and not tb_events.available():
+            raise UserError("metrics.tensorboard=True needs tensorboardX: pip install "
+                            "'lusjax[tb]', or --config.metrics.tensorboard=False")
         if is_main:
             config_lib.save(cfg, workdir)
             _write_json(files.path(workdir) / PRETRAIN_CLIPS, {  # evaluation refuses these
@@ -361,9 +379,12 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
             if moved := discard_after(workdir, start):
                 print(f"moved {moved} metrics lines of steps after {start} (redone now) to "
                       f"{DISCARDED_FILE}", flush=True)
+            if tb_events.available() and (moved := tb_events.discard_after(workdir, start)):
+                print(f"moved {moved} TensorBoard events of steps after {start} (redone now) "
+                      f"to {tb_events.DISCARDED_DIR}/", flush=True)
             for line in changes:
                 print(f"config changed since the last run segment: {line}", flush=True)
-        writer = MetricsWriter(workdir, enabled=is_main)
+        writer = MetricsWriter(workdir, enabled=is_main, tensorboard=cfg.metrics.tensorboard)
 
         step_fn, lr_schedule = parts.step, parts.lr_schedule
         probe_eval = make_probe_eval(cfg, parts.net, parts.probe)
@@ -378,7 +399,7 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
 
             bar = tqdm(total=total_steps, initial=start, desc=f"{cfg.method}/{cfg.model.name}",
                        unit="step", dynamic_ncols=True)
-        last, stopped, saved = {}, None, None
+        last, stopped, saved, preview = {}, None, None, None
         t_log, steps_since_log, compile_s = time.time(), 0, None
         # Multi-host: no progress for cfg.watchdog_s -> an error naming the stuck process.
         # Left running if the loop raises, so that a hang on the way out still ends.
@@ -392,6 +413,8 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
                     # Before the step: it donates the state's buffers.
                     bhash = (batch_hash(batch["index"], state["rng"], step)
                              if cfg.log_batch_hash else None)
+                    if preview is None and writer.tensorboard:  # once per run segment
+                        preview = augment_preview(cfg, batch, state["rng"], step)
                     batch = jax.make_array_from_process_local_data(batch_sharding, batch)
                     t0 = time.time()
                     stop.point("compile" if compile_s is None else "step", step + 1)
@@ -432,6 +455,9 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
                                                         or final):
                             rec["probe_val_acc"] = probe_eval(state, eval_frames)
                         last = writer.write(done, rec)
+                        if isinstance(preview, np.ndarray):  # at the first log step
+                            writer.write_images(done, {"augmented/view1_view2": preview})
+                            preview = False
                         if bar is not None:
                             bar.set_postfix_str(console_line(last, ("loss", "probe_acc",
                                                                     "images_per_s")))
@@ -449,6 +475,8 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
                 bar.close()
             dog.pet(dog.step, "close")
     finally:
+        if writer is not None:
+            writer.close()
         if ckpt is not None:
             ckpt.close()  # waits for the async save in flight: it commits or raises here
         if hasattr(it, "close"):
