@@ -268,7 +268,8 @@ def _parser() -> argparse.ArgumentParser:
         "(see `lusjax sweep-report --help`)", passthrough=True)
 
     sp = add("report", cmd_report, "render a run's metrics (loss, probe accuracy, throughput, "
-             "energy) as PNG plots in WORKDIR/plots")
+             "energy) as PNG plots in WORKDIR/plots, and one self-contained report.html "
+             "(plots, last metrics, carbon table, config)")
     sp.add_argument("workdir")
     sp.epilog = "example:\n  lusjax report runs/quickstart"
 

@@ -98,3 +98,22 @@ def test_a_failed_event_write_warns_once_and_stops_the_events(tmp_path, capsys, 
     assert len(err) == 1 and "TensorBoard events stop here" in err[0]
     assert "No space left on device" in err[0]
     assert [s for s, _ in tb_events.read_scalars(tmp_path)["loss"]][0] == 1
+
+
+def test_tensorboards_own_reader_sees_the_jsonl_values(tmp_path):
+    """TensorBoard's event_processing (what `tensorboard --logdir` uses) reads the same
+    scalar values as metrics.jsonl, each logged step once."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing import event_accumulator
+
+    run = tmp_path / "run"
+    train.train(tiny_config(run, ("total_steps", "3"), ("metrics.tensorboard", "True")),
+                progress=False)
+    acc = event_accumulator.EventAccumulator(str(run / tb_events.TB_DIR),
+                                             size_guidance={event_accumulator.SCALARS: 0})
+    acc.Reload()
+    for key in ("loss", "lr", "images_per_s"):
+        want = [(r["step"], float(r[key])) for r in metrics.read(run)]
+        got = [(e.step, e.value) for e in acc.Scalars(key)]
+        assert [s for s, _ in got] == [s for s, _ in want], key
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6)
