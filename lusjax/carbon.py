@@ -479,8 +479,9 @@ SUMMED = ("time_s", "data_transfer_bytes", "model_compute_kwh", "model_transfer_
           "measured_kg_co2e", "km_by_car", "phone_charges")
 
 
-def _sum_rows(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    # The Tracker's rule: a sum is None (unknown) when any part lacks the number.
+def sum_rows(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Row `name`: the SUMMED numbers of `rows` (phases or totals) added up, by the
+    Tracker's rule: a sum is None (unknown) when any part lacks the number."""
     out: dict[str, Any] = {"phase": name}
     for k in SUMMED:
         vals = [r.get(k) for r in rows]
@@ -490,9 +491,9 @@ def _sum_rows(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _ledger(segments: list[dict[str, Any]]) -> dict[str, Any]:
     names = list(dict.fromkeys(p["phase"] for s in segments for p in s["phases"]))
-    totals = {"phases": [_sum_rows(n, [p for s in segments for p in s["phases"]
+    totals = {"phases": [sum_rows(n, [p for s in segments for p in s["phases"]
                                        if p["phase"] == n]) for n in names],
-              "total": _sum_rows("total", [s["total"] for s in segments])}
+              "total": sum_rows("total", [s["total"] for s in segments])}
     return {"segments": segments, "totals": totals}
 
 
@@ -519,6 +520,12 @@ def record_segment(workdir: str | os.PathLike, summary: dict[str, Any], **info: 
     return ledger
 
 
+def utc_now() -> str:
+    """Now, as a segment's start or end: ISO 8601 in UTC, to the second."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
 
 @contextlib.contextmanager
 def tracked(directory: str | os.PathLike, phase: str, *, country: str = DEFAULT_COUNTRY,
@@ -527,19 +534,16 @@ def tracked(directory: str | os.PathLike, phase: str, *, country: str = DEFAULT_
     its segment (start, end, host, `info`) to `<directory>/carbon.json`, the same ledger
     as a training run's: how `lusjax prep`, `eval` and `predict` account for themselves.
     A block that raises records nothing (its output is not there either)."""
-    import datetime
     import socket
 
-    def now() -> str:
-        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-    start = now()
+    start = utc_now()
     with Tracker(country=country) as tracker:
         with tracker.phase(phase):
             yield tracker
         summary = tracker.summary()
-    record_segment(directory, summary, start=start, end=now(), host=socket.gethostname(),
+    record_segment(directory, summary, start=start, end=utc_now(), host=socket.gethostname(),
                    **info)
+
 
 if __name__ == "__main__":
     import sys

@@ -30,6 +30,7 @@ from lusjax import files
 from lusjax.errors import UserError
 
 PREFIX = "--config."
+CONFIG_JSON = "config.json"  # a run's resolved config, in its workdir
 
 
 def _import_file(path: Path):
@@ -235,13 +236,13 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 
 def save(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
     """Writes the resolved config to `<workdir>/config.json`."""
-    return files.write_text_atomic(files.path(workdir) / "config.json",
+    return files.write_text_atomic(files.path(workdir) / CONFIG_JSON,
                                    json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """Reads a run's resolved config back from `<workdir>/config.json`."""
-    path = files.path(workdir) / "config.json"
+    path = files.path(workdir) / CONFIG_JSON
     if not path.exists():
         if not files.path(workdir).exists():
             raise UserError(f"{workdir} does not exist: give the workdir of a `lusjax train` run")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lusjax import carbon, files
+from lusjax import config as config_lib
 from lusjax.data import preprocess
 from lusjax.eval.splits import PRETRAIN_CLIPS
 
@@ -120,7 +121,7 @@ def render(workdir: str | os.PathLike, meta: dict[str, Any], *, fmt: str, snippe
            files_written: list[str], results: str | os.PathLike | None = None) -> str:
     """The card's markdown for the export of `workdir` (encoder.json content `meta`)."""
     workdir = files.absolute(workdir)
-    cfg = _json(workdir / "config.json") or {}
+    cfg = _json(workdir / config_lib.CONFIG_JSON) or {}
     kw = meta.get("model_kwargs", {})
     size = meta.get("image_size")
     lines = [f"# {meta['model_name']} pretrained with {cfg.get('method', '?')} (lusjax)", "",

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from lusjax import config as config_lib
 from lusjax import files
 from lusjax import metrics as metrics_lib
 from lusjax.errors import UserError
@@ -128,7 +129,7 @@ def _html(workdir: Path, out_dir: Path, records: list[dict], written: list[Path]
     carbon_md = out_dir / "carbon.md"
     if carbon_md in written:
         parts += ["<h2>Energy and carbon</h2>", _md_table_html(carbon_md.read_text())]
-    config = workdir / "config.json"
+    config = workdir / config_lib.CONFIG_JSON
     if config.exists():
         parts += ["<h2>Config</h2>",
                   f"<pre>{html.escape(json.dumps(json.loads(config.read_text()), indent=1))}</pre>"]

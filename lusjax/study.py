@@ -34,6 +34,7 @@ from lusjax import config as config_lib
 from lusjax.errors import UserError
 from lusjax.eval import features as feats_lib
 from lusjax.eval import metrics, protocol, splits
+from lusjax.eval.results import _jsonable
 
 SSL, RANDOM, SCRATCH, PIXELS = "ssl", "random-init", "scratch", "pixels"
 BASELINES = ("scratch", "pixels")
@@ -416,8 +417,3 @@ def _progress(config, total: int, desc: str):
 
     return tqdm(total=total, desc=desc, unit="fit", disable=not config.progress, leave=False)
 
-
-def _jsonable(v):
-    from lusjax.eval.results import _jsonable as jsonable
-
-    return jsonable(v)

@@ -139,7 +139,8 @@ def paired_tests(task: str, p: dict, w: np.ndarray, ci: float) -> list[dict]:
 
 def resume_notes(fold_results: list[dict]) -> list[str]:
     return [f"fold {r['fold']}: pretraining resumed from a checkpoint; its energy counts "
-            "every segment (carbon.json), its wall time the resumed part only" for r in fold_results if r["pretrain"].get("resumed")]
+            "every segment (carbon.json), its wall time the resumed part only"
+            for r in fold_results if r["pretrain"].get("resumed")]
 
 
 def verdict_notes(paired: list[dict]) -> list[str]:
@@ -174,26 +175,19 @@ def _counts(data, task, names) -> dict:
 
 def carbon_summary(fold_results: list[dict]) -> dict:
     """Per phase totals over the folds, and the break-even of SSL vs supervised."""
-    from lusjax import carbon_report
+    from lusjax import carbon, carbon_report
 
-    totals: dict[str, dict] = {}
+    by_phase = collections.defaultdict(list)
     for res in fold_results:
         for ph in res["carbon"]["phases"]:
-            t = totals.setdefault(ph["phase"], {"phase": ph["phase"], "time_s": 0.0,
-                                                "model_kwh": 0.0, "model_kg_co2e": 0.0,
-                                                "measured_kwh": 0.0, "measured_kg_co2e": 0.0})
-            for key in ("time_s", "model_kwh", "model_kg_co2e", "measured_kwh",
-                        "measured_kg_co2e"):
-                t[key] = None if t[key] is None or ph.get(key) is None else t[key] + ph[key]
+            by_phase[ph["phase"]].append(ph)
+    # The ledger's rule (carbon.sum_rows): a sum is None when any fold lacks the number.
+    totals = {name: carbon.sum_rows(name, rows) for name, rows in by_phase.items()}
     run_s = {ph: [t for r in fold_results for t in r.get("run_s", {}).get(ph, [])]
              for ph in ("finetune", "supervised")}
     runs = {ph: len(v) for ph, v in run_s.items()}
     phases = [totals[p] for p in PHASES if p in totals]
-    total = {"phase": "total"}
-    for key in ("time_s", "model_kwh", "model_kg_co2e", "measured_kwh", "measured_kg_co2e"):
-        vals = [p[key] for p in phases]
-        total[key] = None if not vals or any(v is None for v in vals) else sum(vals)
-    out = {"phases": phases, "total": total, "runs": runs, "folds": len(fold_results)}
+    out = {"phases": phases, "total": carbon.sum_rows("total", phases), "runs": runs, "folds": len(fold_results)}
     if fold_results:
         first = fold_results[0]["carbon"]
         out.update({k: first.get(k) for k in ("country", "carbon_intensity_kg_per_kwh",

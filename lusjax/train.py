@@ -11,7 +11,6 @@ averaged over it. Augmentation happens here, on the device, from uint8 views.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
 import hashlib
 import json
@@ -321,12 +320,8 @@ def _agree(sig: str | None) -> str | None:
     return signal.Signals(code).name if code else None
 
 
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) -> dict:
-    workdir, started = cfg.workdir, _utc_now()
+    workdir, started = cfg.workdir, carbon.utc_now()
     tracker = carbon.Tracker(country=cfg.carbon.country, measure=cfg.carbon.measure)
     ckpt = it = writer = None
     try:
@@ -497,7 +492,7 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
     tracker.close()
     if is_main:  # per-phase energy and CO2e of this segment, added up in carbon.json
         carbon.record_segment(
-            workdir, summary["carbon"], start=started, end=_utc_now(),
+            workdir, summary["carbon"], start=started, end=carbon.utc_now(),
             host=socket.gethostname(), processes=jax.process_count(), devices=n_dev,
             steps=[start, done], exit=f"preempted ({stopped})" if stopped else "finished",
             config_changes=changes)

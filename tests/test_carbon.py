@@ -349,7 +349,7 @@ def test_ledger_totals_are_the_sums_over_segments(tmp_path):
     assert "| **total** | **180** |" in table and table.count("- Segment ") == 3
     carbon_report.plot_phases(ledger, tmp_path / "c.png")
     assert carbon.read_ledger(tmp_path / "none") == {
-        "segments": [], "totals": {"phases": [], "total": carbon._sum_rows("total", [])}}
+        "segments": [], "totals": {"phases": [], "total": carbon.sum_rows("total", [])}}
 
 
 def test_tracked_commands_add_a_segment_each(tmp_path):
