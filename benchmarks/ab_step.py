@@ -35,9 +35,12 @@ def _plain_stem(features, kernel_size, dtype, name=None):
     return layers.conv(features, kernel_size, 2, dtype=dtype, name=name)
 
 
-SWAPS = {"lusjax": {}, "stem=conv": {"StemConvS2": _plain_stem},
-         "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
-         "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2}}
+SWAPS = {
+    "lusjax": {},
+    "stem=conv": {"StemConvS2": _plain_stem},
+    "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
+    "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2},
+}
 
 
 @contextlib.contextmanager
@@ -58,13 +61,18 @@ def main(argv=None) -> int:
     overrides, rest = config_lib.split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/simclr_resnet.py:r18")
-    p.add_argument("--variants", default="lusjax,stem=conv",
-                   help=f"comma-separated, from: {', '.join(SWAPS)}")
+    p.add_argument(
+        "--variants", default="lusjax,stem=conv", help=f"comma-separated, from: {', '.join(SWAPS)}"
+    )
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--profile", default="", metavar="DIR",
-                   help="also trace each variant into DIR/VARIANT (benchmarks/profile_top.py)")
+    p.add_argument(
+        "--profile",
+        default="",
+        metavar="DIR",
+        help="also trace each variant into DIR/VARIANT (benchmarks/profile_top.py)",
+    )
     args = p.parse_args(rest)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in SWAPS]
@@ -76,9 +84,13 @@ def main(argv=None) -> int:
     cfg = config_lib.load(args.config, over)
     for v in variants:
         with swapped(SWAPS[v]):
-            for rec in bench_step.bench(cfg, steps=args.steps, warmup=args.warmup,
-                                        inputs=["synthetic"],
-                                        profile_dir=f"{args.profile}/{v}" if args.profile else ""):
+            for rec in bench_step.bench(
+                cfg,
+                steps=args.steps,
+                warmup=args.warmup,
+                inputs=["synthetic"],
+                profile_dir=f"{args.profile}/{v}" if args.profile else "",
+            ):
                 print(json.dumps({"variant": v, **rec}), flush=True)
     return 0
 

@@ -63,9 +63,20 @@ def main() -> None:
     base = Path(args.workdir)
 
     def cmd(name):
-        return [sys.executable, "-m", "lusjax.cli", "train", "--quiet", "--config", args.config,
-                f"--config.workdir={base / name}", f"--config.total_steps={args.steps}",
-                f"--config.ckpt_every={args.ckpt_every}", "--config.log_every=1", *extra]
+        return [
+            sys.executable,
+            "-m",
+            "lusjax.cli",
+            "train",
+            "--quiet",
+            "--config",
+            args.config,
+            f"--config.workdir={base / name}",
+            f"--config.total_steps={args.steps}",
+            f"--config.ckpt_every={args.ckpt_every}",
+            "--config.log_every=1",
+            *extra,
+        ]
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.time()
@@ -81,23 +92,42 @@ def main() -> None:
     if not alive:
         raise SystemExit("the run ended before it could be killed: raise --steps")
     res = subprocess.run(cmd("run"), check=True, env=env, capture_output=True, text=True)
-    resumed = next((int(w) for line in res.stdout.splitlines() if line.startswith("resumed from")
-                    for w in line.split()[3:4]), None)
+    resumed = next(
+        (
+            int(w)
+            for line in res.stdout.splitlines()
+            if line.startswith("resumed from")
+            for w in line.split()[3:4]
+        ),
+        None,
+    )
     ref, run = _losses(base / "ref"), _losses(base / "run")
     same = [s for s in ref if s in run and ref[s] == run[s]]
     diffs = [abs(ref[s] - run[s]) for s in ref if s in run]
     enc_ref, enc_run = _encoder(base / "ref"), _encoder(base / "run")
     import jax
 
-    print(json.dumps({
-        "devices": jax.device_count(), "device": jax.devices()[0].device_kind,
-        "steps": args.steps, "killed_at_logged_step": killed_at, "resumed_from": resumed,
-        "logged_steps": len(run), "losses_equal": len(same), "losses_compared": len(diffs),
-        "max_loss_diff": max(diffs) if diffs else None,
-        "max_encoder_param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                                      for a, b in zip(enc_ref, enc_run)),
-        "ref_run_s": round(t_ref, 1),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "devices": jax.device_count(),
+                "device": jax.devices()[0].device_kind,
+                "steps": args.steps,
+                "killed_at_logged_step": killed_at,
+                "resumed_from": resumed,
+                "logged_steps": len(run),
+                "losses_equal": len(same),
+                "losses_compared": len(diffs),
+                "max_loss_diff": max(diffs) if diffs else None,
+                "max_encoder_param_diff": max(
+                    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                    for a, b in zip(enc_ref, enc_run)
+                ),
+                "ref_run_s": round(t_ref, 1),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

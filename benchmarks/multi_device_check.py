@@ -27,9 +27,14 @@ from lusjax import config as config_lib
 from lusjax import sharding, train
 
 ROOT = Path(__file__).resolve().parent.parent
-SGD_LR1 = [("optim.name", "sgd"), ("optim.lr", "1.0"), ("optim.lr_scaling", "none"),
-           ("optim.momentum", "0.0"), ("optim.weight_decay", "0.0"),
-           ("optim.warmup_steps", "0")]
+SGD_LR1 = [
+    ("optim.name", "sgd"),
+    ("optim.lr", "1.0"),
+    ("optim.lr_scaling", "none"),
+    ("optim.momentum", "0.0"),
+    ("optim.weight_decay", "0.0"),
+    ("optim.warmup_steps", "0"),
+]
 
 
 def one_step(cfg, mesh, batch):
@@ -44,26 +49,34 @@ def one_step(cfg, mesh, batch):
 
 def _rel(a: list, b: list) -> tuple[float, float]:
     num = np.sqrt(sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b)))
-    den = np.sqrt(sum(float(np.sum(x ** 2)) for x in a)) or 1.0
+    den = np.sqrt(sum(float(np.sum(x**2)) for x in a)) or 1.0
     peak = max(float(np.max(np.abs(x))) for x in a) or 1.0
     worst = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
     return num / den, worst / peak
 
 
 def check(method: str, dtype: str, args) -> dict:
-    over = [("workdir", "/tmp/lusjax-mdc"), ("model.name", args.model),
-            ("model.dtype", dtype), ("image_size", str(args.image_size)),
-            ("aug.size", str(args.image_size)), ("batch_size", str(args.batch_size)),
-            ("total_steps", "100"), *SGD_LR1]
+    over = [
+        ("workdir", "/tmp/lusjax-mdc"),
+        ("model.name", args.model),
+        ("model.dtype", dtype),
+        ("image_size", str(args.image_size)),
+        ("aug.size", str(args.image_size)),
+        ("batch_size", str(args.batch_size)),
+        ("total_steps", "100"),
+        *SGD_LR1,
+    ]
     if method in ("mocov2", "swav"):
         over.append(("ssl.queue_size", str(4 * args.batch_size)))
     cfg = config_lib.load(str(ROOT / f"configs/{method}_resnet.py"), over)
     rng = np.random.default_rng(0)
     b, s = args.batch_size, args.image_size
-    batch = {"view1": rng.integers(0, 256, (b, s, s, 1), dtype=np.uint8),
-             "view2": rng.integers(0, 256, (b, s, s, 1), dtype=np.uint8),
-             "label": rng.integers(-1, 4, (b,)).astype(np.int32),
-             "index": np.arange(b, dtype=np.int32)}
+    batch = {
+        "view1": rng.integers(0, 256, (b, s, s, 1), dtype=np.uint8),
+        "view2": rng.integers(0, 256, (b, s, s, 1), dtype=np.uint8),
+        "label": rng.integers(-1, 4, (b,)).astype(np.int32),
+        "index": np.arange(b, dtype=np.int32),
+    }
     devices = jax.local_devices()
     p0, s1, m1 = one_step(cfg, sharding.make_mesh(devices[:1]), batch)
     _, sn, mn = one_step(cfg, sharding.make_mesh(devices), batch)
@@ -74,13 +87,21 @@ def check(method: str, dtype: str, args) -> dict:
     gn = [x - y for x, y in zip(leaves0, enc(sn["params"]))]
     grad_l2, grad_max = _rel(g1, gn)
     bn_l2, bn_max = _rel(jax.tree.leaves(s1["batch_stats"]), jax.tree.leaves(sn["batch_stats"]))
-    return {"method": method, "dtype": dtype, "model": args.model, "image_size": s,
-            "global_batch": b, "devices": [1, len(devices)],
-            "device": devices[0].device_kind,
-            "loss": [float(m1["loss"]), float(mn["loss"])],
-            "loss_rel_diff": abs(float(m1["loss"]) - float(mn["loss"])) / abs(float(m1["loss"])),
-            "grad_rel_l2": grad_l2, "grad_max_rel": grad_max,
-            "bn_stats_rel_l2": bn_l2, "bn_stats_max_rel": bn_max}
+    return {
+        "method": method,
+        "dtype": dtype,
+        "model": args.model,
+        "image_size": s,
+        "global_batch": b,
+        "devices": [1, len(devices)],
+        "device": devices[0].device_kind,
+        "loss": [float(m1["loss"]), float(mn["loss"])],
+        "loss_rel_diff": abs(float(m1["loss"]) - float(mn["loss"])) / abs(float(m1["loss"])),
+        "grad_rel_l2": grad_l2,
+        "grad_max_rel": grad_max,
+        "bn_stats_rel_l2": bn_l2,
+        "bn_stats_max_rel": bn_max,
+    }
 
 
 def main() -> None:
@@ -92,8 +113,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
     if len(jax.local_devices()) < 2:
-        raise SystemExit("needs at least 2 local devices (on CPU: XLA_FLAGS="
-                         "--xla_force_host_platform_device_count=8)")
+        raise SystemExit(
+            "needs at least 2 local devices (on CPU: XLA_FLAGS="
+            "--xla_force_host_platform_device_count=8)"
+        )
     for method in args.methods.split(","):
         for dtype in args.dtypes.split(","):
             print(json.dumps(check(method, dtype, args)), flush=True)

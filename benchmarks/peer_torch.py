@@ -38,8 +38,9 @@ def backbone(name: str) -> tuple[nn.Module, int]:
         size = name.split("_")[1]
         m = getattr(torchvision.models, f"mobilenet_v3_{size}")(weights=None)
         first = m.features[0][0]
-        m.features[0][0] = nn.Conv2d(1, first.out_channels, first.kernel_size, first.stride,
-                                     first.padding, bias=False)
+        m.features[0][0] = nn.Conv2d(
+            1, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False
+        )
         dim = m.classifier[0].in_features
         m.classifier = nn.Identity()
         return m, dim
@@ -50,8 +51,12 @@ class SimCLR(nn.Module):
     def __init__(self, name: str, hidden: int = 2048, out: int = 128):
         super().__init__()
         self.backbone, dim = backbone(name)
-        self.projector = nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden),
-                                       nn.ReLU(inplace=True), nn.Linear(hidden, out))
+        self.projector = nn.Sequential(
+            nn.Linear(dim, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, out),
+        )
 
     def forward(self, x):
         return self.projector(self.backbone(x))
@@ -68,8 +73,14 @@ def nt_xent(z: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
-def bench(model_name: str, image_size: int, batch_size: int, steps: int, warmup: int,
-          compile_model: bool = True) -> dict:
+def bench(
+    model_name: str,
+    image_size: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    compile_model: bool = True,
+) -> dict:
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -108,10 +119,16 @@ def bench(model_name: str, image_size: int, batch_size: int, steps: int, warmup:
     step_s = (time.perf_counter() - t0) / steps
     return {
         "framework": f"torch {torch.__version__}" + (" compile" if compile_model else " eager"),
-        "method": "simclr", "model": model_name, "dtype": "bfloat16 autocast",
-        "image_size": image_size, "batch_size": batch_size, "input": "synthetic",
-        "device": torch.cuda.get_device_name(dev), "devices": 1,
-        "compile_s": round(compile_s, 2), "step_ms": round(step_s * 1e3, 3),
+        "method": "simclr",
+        "model": model_name,
+        "dtype": "bfloat16 autocast",
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "input": "synthetic",
+        "device": torch.cuda.get_device_name(dev),
+        "devices": 1,
+        "compile_s": round(compile_s, 2),
+        "step_ms": round(step_s * 1e3, 3),
         "images_per_s": round(2 * batch_size / step_s, 1),
         "peak_mem_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2),
         "loss": float(loss),
@@ -120,16 +137,23 @@ def bench(model_name: str, image_size: int, batch_size: int, steps: int, warmup:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="resnet18",
-                   help="resnet18, resnet50, mobilenetv3_small, mobilenetv3_large")
+    p.add_argument(
+        "--model",
+        default="resnet18",
+        help="resnet18, resnet50, mobilenetv3_small, mobilenetv3_large",
+    )
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=256, help="pairs per step (2x images)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--eager", action="store_true", help="no torch.compile")
     a = p.parse_args()
-    print(json.dumps(bench(a.model, a.image_size, a.batch_size, a.steps, a.warmup,
-                           compile_model=not a.eager)), flush=True)
+    print(
+        json.dumps(
+            bench(a.model, a.image_size, a.batch_size, a.steps, a.warmup, compile_model=not a.eager)
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

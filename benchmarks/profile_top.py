@@ -22,12 +22,26 @@ import re
 import sys
 from pathlib import Path
 
-CLASSES = (("collective", ("nccl", "all-reduce", "all-gather", "allreduce", "allgather")),
-           ("convolution", ("conv", "cudnn", "implicit_gemm", "xmma_fprop", "xmma_dgrad",
-                            "xmma_wgrad", "fprop", "dgrad", "wgrad")),
-           ("matmul", ("gemm", "cublas", "matmul", "dot", "sm90_xmma", "nvjet")),
-           ("fusion", ("fusion", "reduce", "loop_", "input_", "triton")),
-           ("copy/transpose", ("copy", "transpose", "memcpy", "memset")))
+CLASSES = (
+    ("collective", ("nccl", "all-reduce", "all-gather", "allreduce", "allgather")),
+    (
+        "convolution",
+        (
+            "conv",
+            "cudnn",
+            "implicit_gemm",
+            "xmma_fprop",
+            "xmma_dgrad",
+            "xmma_wgrad",
+            "fprop",
+            "dgrad",
+            "wgrad",
+        ),
+    ),
+    ("matmul", ("gemm", "cublas", "matmul", "dot", "sm90_xmma", "nvjet")),
+    ("fusion", ("fusion", "reduce", "loop_", "input_", "triton")),
+    ("copy/transpose", ("copy", "transpose", "memcpy", "memset")),
+)
 
 
 def classify(name: str) -> str:
@@ -45,11 +59,17 @@ def _events(folder: str) -> tuple[str, list[dict], set]:
     with gzip.open(traces[-1]) as f:
         events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
-    pname = {e["pid"]: e.get("args", {}).get("name", "") for e in events
-             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    pname = {
+        e["pid"]: e.get("args", {}).get("name", "")
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
     device = {pid for pid, n in pname.items() if "/device:" in n and "CPU" not in n.upper()}
-    kernels = [e for e in events if e.get("ph") == "X" and "dur" in e
-               and (not device or e.get("pid") in device)]
+    kernels = [
+        e
+        for e in events
+        if e.get("ph") == "X" and "dur" in e and (not device or e.get("pid") in device)
+    ]
     return str(traces[-1]), kernels, device
 
 
@@ -71,8 +91,10 @@ def _device_times(kernels: list[dict], device: set) -> dict:
     it in which some kernel ran (busy_ms); the rest is the device waiting (host,
     collectives)."""
     spans = [_busy([e for e in kernels if e.get("pid") == pid]) for pid in sorted(device)]
-    return {"span_ms": [round(a / 1e3, 3) for a, _ in spans],
-            "busy_ms": [round(b / 1e3, 3) for _, b in spans]}
+    return {
+        "span_ms": [round(a / 1e3, 3) for a, _ in spans],
+        "busy_ms": [round(b / 1e3, 3) for _, b in spans],
+    }
 
 
 def summarize(folder: str, top: int = 25) -> dict:
@@ -85,12 +107,18 @@ def summarize(folder: str, top: int = 25) -> dict:
     per_class: collections.Counter = collections.Counter()
     for name, dur in per_name.items():
         per_class[classify(name)] += dur
-    return {"trace": trace, "timelines": "device" if device else "host",
-            "devices": max(len(device), 1),
-            "total_ms": round(total / 1e3, 3), **_device_times(kernels, device),
-            "share": {k: round(v / total, 3) for k, v in per_class.most_common()},
-            "top": [{"name": n[:120], "ms": round(d / 1e3, 3), "share": round(d / total, 4)}
-                    for n, d in per_name.most_common(top)]}
+    return {
+        "trace": trace,
+        "timelines": "device" if device else "host",
+        "devices": max(len(device), 1),
+        "total_ms": round(total / 1e3, 3),
+        **_device_times(kernels, device),
+        "share": {k: round(v / total, 3) for k, v in per_class.most_common()},
+        "top": [
+            {"name": n[:120], "ms": round(d / 1e3, 3), "share": round(d / total, 4)}
+            for n, d in per_name.most_common(top)
+        ],
+    }
 
 
 def _family(name: str) -> str:
@@ -109,17 +137,26 @@ def diff(folder_a: str, folder_b: str, top: int = 25) -> dict:
         for e in kernels:
             fam[_family(e.get("name", "?"))] += float(e["dur"]) / n
         per.append(fam)
-        out[folder] = {"devices": n, "kernel_ms_per_device": round(sum(fam.values()) / 1e3, 3),
-                       **_device_times(kernels, device)}
+        out[folder] = {
+            "devices": n,
+            "kernel_ms_per_device": round(sum(fam.values()) / 1e3, 3),
+            **_device_times(kernels, device),
+        }
     a, b = per
     cls: collections.Counter = collections.Counter()
     for name in set(a) | set(b):
         cls[classify(name)] += b[name] - a[name]
     delta = sorted(set(a) | set(b), key=lambda k: -abs(b[k] - a[k]))
     out["class_delta_ms"] = {k: round(v / 1e3, 3) for k, v in cls.most_common()}
-    out["top_delta"] = [{"name": k[:120], "a_ms": round(a[k] / 1e3, 3),
-                         "b_ms": round(b[k] / 1e3, 3), "delta_ms": round((b[k] - a[k]) / 1e3, 3)}
-                        for k in delta[:top]]
+    out["top_delta"] = [
+        {
+            "name": k[:120],
+            "a_ms": round(a[k] / 1e3, 3),
+            "b_ms": round(b[k] / 1e3, 3),
+            "delta_ms": round((b[k] - a[k]) / 1e3, 3),
+        }
+        for k in delta[:top]
+    ]
     return out
 
 

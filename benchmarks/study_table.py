@@ -30,8 +30,9 @@ def _cell(rec: dict | None, key: str = "balanced_accuracy") -> str:
 
 def _find(pooled: list, encoder: str, protocol: str, fraction: float, task: str) -> dict | None:
     for r in pooled:
-        if (r["encoder"], r["protocol"], r["task"]) == (encoder, protocol, task) and \
-                abs(r["fraction"] - fraction) < 1e-9:
+        if (r["encoder"], r["protocol"], r["task"]) == (encoder, protocol, task) and abs(
+            r["fraction"] - fraction
+        ) < 1e-9:
             return r
     return None
 
@@ -41,25 +42,41 @@ def settings(cfg: dict) -> dict:
     t = cfg["train"]
     us = t["aug"].get("us", {})
     us_on = any(float(v) > 0 for k, v in us.items() if k.endswith("_prob"))
-    dt = (f"{t['data']['max_dt_s']:g} s" if t["data"].get("max_dt_s", 0) > 0
-          else f"{t['data']['max_dt']} frames")
-    return {"method": t["method"], "backbone": t["model"]["name"], "px": t["image_size"],
-            "pair window": dt, "US aug": "on" if us_on else "off",
-            "steps": t["total_steps"], "batch": t["batch_size"],
-            "folds": cfg["run_folds"] or f"all {cfg['folds']}"}
+    dt = (
+        f"{t['data']['max_dt_s']:g} s"
+        if t["data"].get("max_dt_s", 0) > 0
+        else f"{t['data']['max_dt']} frames"
+    )
+    return {
+        "method": t["method"],
+        "backbone": t["model"]["name"],
+        "px": t["image_size"],
+        "pair window": dt,
+        "US aug": "on" if us_on else "off",
+        "steps": t["total_steps"],
+        "batch": t["batch_size"],
+        "folds": cfg["run_folds"] or f"all {cfg['folds']}",
+    }
 
 
 def row(path: Path, protocol: str, task: str) -> dict:
     s = json.loads(path.read_text())
     fractions = [float(f) for f in s["config"]["label_fractions"]]
-    pre = next((ph for ph in s.get("carbon", {}).get("phases", [])
-                if ph.get("phase") == "pretrain"), {})
+    pre = next(
+        (ph for ph in s.get("carbon", {}).get("phases", []) if ph.get("phase") == "pretrain"), {}
+    )
     timing = s.get("timing", {}).get("phases", {}).get("pretrain", {})
     out = {"name": path.parent.name, **settings(s["config"]), "cells": {}}
     for fr in fractions:
-        out["cells"][fr] = {enc: _find(s["pooled"], enc, proto, fr, task) for enc, proto in
-                            (("ssl", protocol), ("random-init", protocol),
-                             ("scratch", "finetune"), ("pixels", "pixels"))}
+        out["cells"][fr] = {
+            enc: _find(s["pooled"], enc, proto, fr, task)
+            for enc, proto in (
+                ("ssl", protocol),
+                ("random-init", protocol),
+                ("scratch", "finetune"),
+                ("pixels", "pixels"),
+            )
+        }
     out["pretrain_device_s"] = timing.get("device_s", pre.get("time_s"))
     measured = pre.get("measured_kwh")  # NVML on a GPU; else cumulator's model
     out["pretrain_kwh"] = measured if measured is not None else pre.get("model_kwh")
@@ -74,30 +91,56 @@ def _fmt_num(v, spec: str) -> str:
 def table(rows: list[dict], protocol: str, fraction: float) -> str:
     fractions = sorted({fr for r in rows for fr in r["cells"]})
     keys = ["method", "backbone", "px", "pair window", "US aug", "steps", "folds"]
-    head = ["row", *keys, *[f"SSL {protocol} {100 * f:g}%" for f in fractions],
-            "pretrain device-s", "pretrain kWh"]
+    head = [
+        "row",
+        *keys,
+        *[f"SSL {protocol} {100 * f:g}%" for f in fractions],
+        "pretrain device-s",
+        "pretrain kWh",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [_cell(r["cells"][f]["ssl"]) if f in r["cells"] else "—" for f in fractions]
-        lines.append("| " + " | ".join([r["name"], *[str(r[k]) for k in keys], *cells,
-                                         _fmt_num(r["pretrain_device_s"], ".0f"),
-                                         _fmt_num(r["pretrain_kwh"], ".4f")]) + " |")
-    base = [(enc, r["name"]) for r in rows for enc in ("random-init", "scratch", "pixels")
-            if any(r["cells"][f][enc] for f in r["cells"])]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["name"],
+                    *[str(r[k]) for k in keys],
+                    *cells,
+                    _fmt_num(r["pretrain_device_s"], ".0f"),
+                    _fmt_num(r["pretrain_kwh"], ".4f"),
+                ]
+            )
+            + " |"
+        )
+    base = [
+        (enc, r["name"])
+        for r in rows
+        for enc in ("random-init", "scratch", "pixels")
+        if any(r["cells"][f][enc] for f in r["cells"])
+    ]
     for enc, name in base:
         r = next(x for x in rows if x["name"] == name)
         cells = [_cell(r["cells"][f][enc]) if f in r["cells"] else "—" for f in fractions]
-        label = {"random-init": f"random-init {protocol}", "scratch": "scratch fine-tune",
-                 "pixels": "pixels PCA + linear"}[enc]
-        lines.append("| " + " | ".join([f"{label} (from {name})", *[""] * len(keys), *cells,
-                                         "", ""]) + " |")
+        label = {
+            "random-init": f"random-init {protocol}",
+            "scratch": "scratch fine-tune",
+            "pixels": "pixels PCA + linear",
+        }[enc]
+        lines.append(
+            "| " + " | ".join([f"{label} (from {name})", *[""] * len(keys), *cells, "", ""]) + " |"
+        )
     return "\n".join(lines)
 
 
 def best(rows: list[dict], fraction: float) -> dict | None:
     """The row with the highest SSL balanced accuracy at `fraction` (the first on a tie)."""
-    scored = [(r["cells"][fraction]["ssl"]["balanced_accuracy"]["value"], -i, r)
-              for i, r in enumerate(rows) if fraction in r["cells"] and r["cells"][fraction]["ssl"]]
+    scored = [
+        (r["cells"][fraction]["ssl"]["balanced_accuracy"]["value"], -i, r)
+        for i, r in enumerate(rows)
+        if fraction in r["cells"] and r["cells"][fraction]["ssl"]
+    ]
     return max(scored, key=lambda t: t[:2])[2] if scored else None
 
 
@@ -105,8 +148,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="study.json files")
     p.add_argument("--protocol", default="linear", help="SSL protocol compared (linear)")
-    p.add_argument("--fraction", type=float, default=0.1, help="label fraction that picks "
-                   "the best row (0.1)")
+    p.add_argument(
+        "--fraction", type=float, default=0.1, help="label fraction that picks the best row (0.1)"
+    )
     p.add_argument("--task", default="label")
     p.add_argument("--json", default="", help="also write the rows as JSON here")
     a = p.parse_args(argv)
@@ -123,12 +167,17 @@ def main(argv=None) -> int:
     b = best(rows, a.fraction)
     if b is not None:
         v = b["cells"][a.fraction]["ssl"]["balanced_accuracy"]["value"]
-        print(f"\nbest at {100 * a.fraction:g}% labels ({a.protocol}): {b['name']} "
-              f"({100 * v:.1f}% balanced accuracy)")
+        print(
+            f"\nbest at {100 * a.fraction:g}% labels ({a.protocol}): {b['name']} "
+            f"({100 * v:.1f}% balanced accuracy)"
+        )
     if a.json:
-        Path(a.json).write_text(json.dumps(
-            [{**r, "cells": {str(k): v for k, v in r["cells"].items()}} for r in rows],
-            indent=1) + "\n")
+        Path(a.json).write_text(
+            json.dumps(
+                [{**r, "cells": {str(k): v for k, v in r["cells"].items()}} for r in rows], indent=1
+            )
+            + "\n"
+        )
     return 0
 
 

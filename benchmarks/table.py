@@ -25,18 +25,23 @@ def rows(records: list[dict]) -> list[str]:
     table: dict[tuple, dict] = {}
     for r in records:
         key = (r["model"], r["image_size"], r["batch_size"])
-        side = ("peer" if "framework" in r
-                else "lusjax" if r.get("device_aug", True) else "same_work")
+        side = (
+            "peer" if "framework" in r else "lusjax" if r.get("device_aug", True) else "same_work"
+        )
         table.setdefault(key, {})[side] = r
-    header = ("| model, input, batch | torch.compile peer | lusjax full step | ratio "
-              "| lusjax, the peer's work | ratio | lusjax MFU | peak mem lusjax / peer (GiB) |")
+    header = (
+        "| model, input, batch | torch.compile peer | lusjax full step | ratio "
+        "| lusjax, the peer's work | ratio | lusjax MFU | peak mem lusjax / peer (GiB) |"
+    )
     out = [header, "|---|---|---|---|---|---|---|---|"]
     for (model, size, batch), sides in table.items():
         lj, sw, pe = (sides.get(k, {}) for k in ("lusjax", "same_work", "peer"))
         a, s, b = (x.get("images_per_s") for x in (lj, sw, pe))
-        out.append(f"| {model} {size} b{batch} | {_ips(b)} | {_ips(a)} | {_ratio(a, b)} "
-                   f"| {_ips(s)} | {_ratio(s, b)} | {lj.get('mfu', '-')} "
-                   f"| {lj.get('peak_mem_gib', '-')} / {pe.get('peak_mem_gib', '-')} |")
+        out.append(
+            f"| {model} {size} b{batch} | {_ips(b)} | {_ips(a)} | {_ratio(a, b)} "
+            f"| {_ips(s)} | {_ratio(s, b)} | {lj.get('mfu', '-')} "
+            f"| {lj.get('peak_mem_gib', '-')} / {pe.get('peak_mem_gib', '-')} |"
+        )
     return out
 
 

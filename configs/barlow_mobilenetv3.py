@@ -1,6 +1,7 @@
-"""Barlow Twins (cross-correlation to identity; Zbontar et al. 2021) on MobileNetV3-Small (arg small, default) or -Large (arg large), 224 px.
+"""Barlow Twins (cross-correlation to identity; Zbontar et al. 2021)
+on MobileNetV3-Small (arg small, default) or -Large (arg large), 224 px.
 
-    lusjax train --config configs/barlow_mobilenetv3.py:small --config.workdir=runs/barlow_mobilenetv3 \
+    lusjax train --config configs/barlow_mobilenetv3.py:small --config.workdir=runs/barlow_mnv3 \
         --config.data.data_dir=data/lus
 
 Correlation over the global batch (psum across devices).

@@ -25,18 +25,44 @@ from lusjax.data import augment, pipeline
 # Each method's hyper-parameters (the `ssl` section); see lusjax/ssl/<name>.py.
 SSL = {
     "simclr": dict(proj_hidden_dim=2048, proj_dim=128, proj_layers=2, temperature=0.1),
-    "mocov2": dict(proj_hidden_dim=2048, proj_dim=128, proj_layers=2, temperature=0.2,
-                   queue_size=65536, base_momentum=0.99, final_momentum=1.0),
-    "byol": dict(proj_hidden_dim=4096, proj_dim=256, proj_layers=2, pred_hidden_dim=4096,
-                 base_momentum=0.99, final_momentum=1.0),
+    "mocov2": dict(
+        proj_hidden_dim=2048,
+        proj_dim=128,
+        proj_layers=2,
+        temperature=0.2,
+        queue_size=65536,
+        base_momentum=0.99,
+        final_momentum=1.0,
+    ),
+    "byol": dict(
+        proj_hidden_dim=4096,
+        proj_dim=256,
+        proj_layers=2,
+        pred_hidden_dim=4096,
+        base_momentum=0.99,
+        final_momentum=1.0,
+    ),
     "simsiam": dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, pred_hidden_dim=512),
-    "barlow": dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, lamb=0.0051,
-                   scale_loss=1.0),
-    "vicreg": dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, sim_weight=25.0,
-                   var_weight=25.0, cov_weight=1.0),
-    "swav": dict(proj_hidden_dim=2048, proj_dim=128, proj_layers=2, num_prototypes=3000,
-                 temperature=0.1, sinkhorn_iters=3, epsilon=0.05, queue_size=0,
-                 freeze_prototypes_steps=313),
+    "barlow": dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, lamb=0.0051, scale_loss=1.0),
+    "vicreg": dict(
+        proj_hidden_dim=2048,
+        proj_dim=2048,
+        proj_layers=3,
+        sim_weight=25.0,
+        var_weight=25.0,
+        cov_weight=1.0,
+    ),
+    "swav": dict(
+        proj_hidden_dim=2048,
+        proj_dim=128,
+        proj_layers=2,
+        num_prototypes=3000,
+        temperature=0.1,
+        sinkhorn_iters=3,
+        epsilon=0.05,
+        queue_size=0,
+        freeze_prototypes_steps=313,
+    ),
 }
 
 # Optimiser per method, as in the papers / solo-learn (lr is per 256 images).
@@ -71,23 +97,30 @@ def aug(size: int) -> dict:
 def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.ConfigDict:
     """The full config for `method` on backbone `model`, with every default spelled out."""
     c = ml_collections.ConfigDict()
-    c.workdir = ""               # required: where checkpoints, metrics and config go
+    c.workdir = ""  # required: where checkpoints, metrics and config go
     c.seed = 0
     c.method = method
     c.model = dict(name=model, num_channels=1, dtype="bfloat16", width=1.0, sync_bn=True)
     c.ssl = dict(SSL[method])
-    c.image_size = image_size    # network input side (augmentation output)
+    c.image_size = image_size  # network input side (augmentation output)
     c.data = data()
     c.aug = aug(image_size)
 
-    c.batch_size = 256           # global, over all devices and hosts
-    c.total_steps = 20_000       # data batches
-    c.optim = dict(OPTIM[method], lr_base_batch=256, lr_scaling="linear",
-                   warmup_steps=1_000, end_lr_factor=0.0, grad_accum=1, probe_lr=1e-3)
+    c.batch_size = 256  # global, over all devices and hosts
+    c.total_steps = 20_000  # data batches
+    c.optim = dict(
+        OPTIM[method],
+        lr_base_batch=256,
+        lr_scaling="linear",
+        warmup_steps=1_000,
+        end_lr_factor=0.0,
+        grad_accum=1,
+        probe_lr=1e-3,
+    )
 
     c.log_every = 50
-    c.log_batch_hash = False     # metrics: a hash of each logged step's sample ids + aug key
-                                 # (checks that a resumed run sees the same batches)
+    c.log_batch_hash = False  # metrics: a hash of each logged step's sample ids + aug key
+    # (checks that a resumed run sees the same batches)
     # metrics.jsonl always; tensorboard: the same scalars (+ augmentation previews at the
     # first log step) as TensorBoard events in WORKDIR/tensorboard (lusjax/tb_events.py).
     # Default on when its writer (tensorboardX, the `tb` extra) is installed.
@@ -100,7 +133,7 @@ def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.Co
     # the stuck process. Must exceed the slowest step, compilation and checkpoint
     # save included. 0 = off; single-process runs never use it.
     c.watchdog_s = 600
-    c.probe = dict(eval_every=1_000, eval_frames=2048)   # online probe on data.val_split
+    c.probe = dict(eval_every=1_000, eval_frames=2048)  # online probe on data.val_split
     c.carbon = dict(country="WORLD", measure=True)
     # Resuming a workdir with settings that change the training (model, method, batch,
     # optim, data, aug...) is an error unless this is True (lusjax/resume.py).
@@ -129,5 +162,5 @@ def resnet(method: str, arg=None) -> ml_collections.ConfigDict:
 def mobilenet(method: str, arg=None) -> ml_collections.ConfigDict:
     """`method` on MobileNetV3-Small (arg "small", default) or -Large ("large") at 224 px."""
     c = base(method, _pick(MOBILENETS, arg, "small"))
-    c.batch_size = 512           # light backbone: a larger batch keeps the GPU busy
+    c.batch_size = 512  # light backbone: a larger batch keeps the GPU busy
     return c

@@ -33,8 +33,8 @@ def get_config(arg=None):
     c.batch_size = 256
     c.total_steps = 500
     c.optim.update(name="lars", warmup_steps=150)  # as measured (30% of the steps)
-    c.data.max_dt_s = 0.5       # temporal pairs: partner within 0.5 s of the anchor
-    c.data.workers = 8          # grain worker processes (decode off the training process)
+    c.data.max_dt_s = 0.5  # temporal pairs: partner within 0.5 s of the anchor
+    c.data.workers = 8  # grain worker processes (decode off the training process)
     for k in ("zoom_prob", "speckle_prob", "shadow_prob", "tgc_prob", "wedge_prob"):
         assert c.aug.us[k] > 0, k  # the ultrasound augmentations stay on (their defaults)
     c.log_every = 50

@@ -1,4 +1,5 @@
-"""MoCo v2 (momentum encoder + queue; Chen et al. 2020) on ResNet-18 (arg r18, default) or ResNet-50 (arg r50), 224 px.
+"""MoCo v2 (momentum encoder + queue; Chen et al. 2020)
+on ResNet-18 (arg r18, default) or ResNet-50 (arg r50), 224 px.
 
     lusjax train --config configs/mocov2_resnet.py:r50 --config.workdir=runs/mocov2_resnet \
         --config.data.data_dir=data/lus

@@ -13,7 +13,7 @@ from configs import common
 def get_config(arg=None):
     c = common.base("simclr", "resnet_tiny", image_size=64)
     c.workdir = "runs/quickstart"
-    c.model.dtype = "float32"          # CPU: bf16 is emulated and slower
+    c.model.dtype = "float32"  # CPU: bf16 is emulated and slower
     # The ultrasound augmentations cost ~5x the generic ones on a CPU (they are ~2 ms
     # of a GPU step); the quickstart's 2-core budget leaves them out.
     for k in ("zoom_prob", "speckle_prob", "shadow_prob", "tgc_prob", "wedge_prob"):

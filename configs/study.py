@@ -47,23 +47,23 @@ def get_config(arg=None):
     # Data: a dataset written by `lusjax prep`; "" = the cached synthetic default dataset
     # (train.data.synthetic), so the study runs on a fresh machine.
     c.data_dir = ""
-    c.splits = ""              # splits pooled into the study, "a,b"; "" = every split
-    c.tasks = "label"          # tasks evaluated ("label" and/or binary findings, eval.py)
+    c.splits = ""  # splits pooled into the study, "a,b"; "" = every split
+    c.tasks = "label"  # tasks evaluated ("label" and/or binary findings, eval.py)
     c.min_clips_per_class = 2  # a task needs >= 2 classes with this many clips
     # Clips of these label classes leave the study entirely (pretraining included), with a
     # note: pocus_dev's "Viral pneumonia" has 3 clips, too few to test per fold.
     c.exclude_classes = "Viral pneumonia"
-    c.frames_per_clip = 32     # evenly spaced frames per clip for evaluation (0 = all)
-    c.batch_size = 256         # frames per forward pass (features, prediction)
+    c.frames_per_clip = 32  # evenly spaced frames per clip for evaluation (0 = all)
+    c.batch_size = 256  # frames per forward pass (features, prediction)
 
     # Folds: clip-level k-fold, grouped by patient, stratified by label (splits.kfold).
     c.folds = 5
     c.fold_seed = 0
-    c.run_folds = ""           # "" = all; "0,1" runs those folds only (quick ablations:
-                               # pooled metrics then cover those folds' test clips only)
+    c.run_folds = ""  # "" = all; "0,1" runs those folds only (quick ablations:
+    # pooled metrics then cover those folds' test clips only)
     c.label_fractions = (0.01, 0.1, 1.0)  # of a fold's training clips, by clip, >= 1/class
-    c.seeds = 3                # label-subset (and head init) repeats per fraction
-    c.init_seed = 0            # weights of the random-init encoder (frozen baseline, scratch)
+    c.seeds = 3  # label-subset (and head init) repeats per fraction
+    c.init_seed = 0  # weights of the random-init encoder (frozen baseline, scratch)
 
     # Protocols on the SSL encoder, and baselines.
     c.protocols = "linear,knn,finetune"  # linear | mlp | knn | finetune
@@ -78,14 +78,15 @@ def get_config(arg=None):
         c[section] = ev[section]
     c.linear.sklearn_check = False  # eval's cross-check of the probe; not run here
     c.pixels = ml_collections.ConfigDict(
-        {"size": 32, "pca_dim": 64, "steps": 500, "lr": 0.05, "l2": 1e-2, "batch_size": 0})
+        {"size": 32, "pca_dim": 64, "steps": 500, "lr": 0.05, "l2": 1e-2, "batch_size": 0}
+    )
 
     # Extra UNLABELED clips for every fold's pretraining: "" or a second `lusjax prep`
     # dataset. Refused if it holds a clip (video id) or patient of the study's clips.
     c.pretrain_data = ""
 
     # Statistics: CIs from a bootstrap over patients (clips without one: their own group).
-    c.bootstrap = 2000         # resamples
+    c.bootstrap = 2000  # resamples
     c.ci = 0.95
 
     c.out_dir = "runs/study"

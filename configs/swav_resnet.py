@@ -1,4 +1,5 @@
-"""SwAV (Sinkhorn prototypes, swapped prediction; Caron et al. 2020) on ResNet-18 (arg r18, default) or ResNet-50 (arg r50), 224 px.
+"""SwAV (Sinkhorn prototypes, swapped prediction; Caron et al. 2020)
+on ResNet-18 (arg r18, default) or ResNet-50 (arg r50), 224 px.
 
     lusjax train --config configs/swav_resnet.py:r18 --config.workdir=runs/swav_resnet \
         --config.data.data_dir=data/lus

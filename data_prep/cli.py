@@ -146,9 +146,11 @@ def label_warning(info: dict) -> str | None:
         why = f"the metadata of {source} has no 'label' column"
     else:
         why = "their metadata rows are missing or leave 'label' empty"
-    return (f"{n} of {total} clips have no label ({why}); they are kept for pretraining, "
-            "but `lusjax eval` cannot score the clip label on them (recorded in "
-            "dataset.json under 'labels')")
+    return (
+        f"{n} of {total} clips have no label ({why}); they are kept for pretraining, "
+        "but `lusjax eval` cannot score the clip label on them (recorded in "
+        "dataset.json under 'labels')"
+    )
 
 
 def run(args: argparse.Namespace) -> dict:

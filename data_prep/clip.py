@@ -45,8 +45,10 @@ class Clip:
             self.patient_id = self.video_id
         self.findings = {k: int(self.findings.get(k, -1)) for k in FINDINGS}
         if self.frames.ndim != 3 or self.frames.dtype != np.uint8:
-            raise ValueError(f"{self.video_id}: frames must be uint8 [T, H, W], got "
-                             f"{self.frames.dtype} {self.frames.shape}")
+            raise ValueError(
+                f"{self.video_id}: frames must be uint8 [T, H, W], got "
+                f"{self.frames.dtype} {self.frames.shape}"
+            )
         if not (len(self.frames) == len(self.frame_idx) == len(self.timestamp)):
             raise ValueError(f"{self.video_id}: frames, frame_idx, timestamp differ in length")
 

@@ -32,16 +32,32 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_EXTS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mpeg", ".mpg", ".mkv", ".webm",
-                        ".wmv", ".ogv", ".gif"})
+VIDEO_EXTS = frozenset(
+    {".mp4", ".m4v", ".avi", ".mov", ".mpeg", ".mpg", ".mkv", ".webm", ".wmv", ".ogv", ".gif"}
+)
 DICOM_EXTS = frozenset({".dcm", ".dicom"})
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 # Frame rate assumed when a source does not say (frame folders, DICOM without timing).
 DEFAULT_FPS = 30.0
 
 # 8-bit YUV layouts whose first plane is the luma (read directly, no conversion).
-_YUV8 = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
-                   "yuv440p", "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
+_YUV8 = frozenset(
+    {
+        "yuv420p",
+        "yuvj420p",
+        "yuv422p",
+        "yuvj422p",
+        "yuv444p",
+        "yuvj444p",
+        "yuv440p",
+        "yuvj440p",
+        "yuv411p",
+        "yuv410p",
+        "nv12",
+        "nv21",
+        "gray",
+    }
+)
 # Uncompressed DICOM transfer syntaxes (implicit LE, explicit LE, explicit BE).
 _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 _ISO_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"})
@@ -112,8 +128,9 @@ def natural_key(name: str) -> list:
 
 def frame_files(folder: str | os.PathLike) -> list[Path]:
     """Image files of a frame folder in natural order (hidden files ignored)."""
-    return sorted((p for p in Path(folder).iterdir() if _is_image(p)),
-                  key=lambda p: natural_key(p.name))
+    return sorted(
+        (p for p in Path(folder).iterdir() if _is_image(p)), key=lambda p: natural_key(p.name)
+    )
 
 
 def clip_info(path: str | os.PathLike, *, default_fps: float = DEFAULT_FPS) -> ClipInfo:
@@ -131,9 +148,15 @@ def clip_info(path: str | os.PathLike, *, default_fps: float = DEFAULT_FPS) -> C
         return ClipInfo("video", _stream_fps(stream, default_fps), int(stream.frames or 0))
 
 
-def iter_frames(path: str | os.PathLike, *, stride: int = 1, fps: float | None = None,
-                max_frames: int | None = None, color_every: int = 0,
-                default_fps: float = DEFAULT_FPS) -> Iterator[Frame]:
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    stride: int = 1,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    color_every: int = 0,
+    default_fps: float = DEFAULT_FPS,
+) -> Iterator[Frame]:
     """Streams the selected frames of a clip.
 
     Args:
@@ -229,8 +252,14 @@ def _raw_dicom(path: Path, default_fps: float) -> _RawFrames:
         raise ClipError("DICOM file has no pixel data")
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?"))
     if syntax in _NATIVE_SYNTAXES:  # uncompressed: the size is known up front
-        need = (int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "SamplesPerPixel", 1))
-                * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1))
+        need = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(getattr(ds, "SamplesPerPixel", 1))
+            * int(ds.BitsAllocated)
+            // 8
+            * int(getattr(ds, "NumberOfFrames", 1) or 1)
+        )
         have = path.stat().st_size
         if have < need:
             raise ClipError(f"truncated DICOM (pixel data needs {need} bytes, file has {have})")
@@ -250,9 +279,11 @@ def _raw_dicom(path: Path, default_fps: float) -> _RawFrames:
             yield index, float(t), (lambda want, g=gray, c=color: (g, c if want else None))
     except ClipError:
         raise
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types for bad pixel data
-        raise ClipError(f"DICOM pixel data not decodable (transfer syntax {syntax}; "
-                        f"compressed syntaxes may need pylibjpeg or gdcm): {_short(e)}") from None
+    except Exception as e:
+        raise ClipError(
+            f"DICOM pixel data not decodable (transfer syntax {syntax}; "
+            f"compressed syntaxes may need pylibjpeg or gdcm): {_short(e)}"
+        ) from None
 
 
 def _raw_folder(path: Path, default_fps: float) -> _RawFrames:
@@ -266,19 +297,26 @@ def _raw_folder(path: Path, default_fps: float) -> _RawFrames:
         try:
             with Image.open(file) as im:
                 im.load()
-                rgb = np.asarray(im.convert("RGB")) if im.mode not in ("L", "I", "I;16", "F") else None
+                rgb = (
+                    np.asarray(im.convert("RGB"))
+                    if im.mode not in ("L", "I", "I;16", "F")
+                    else None
+                )
                 gray = np.asarray(im.convert("L")) if rgb is None else _luma(rgb)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ClipError(f"unreadable frame {file.name}: {_short(e)}") from None
         if shape is None:
             shape = gray.shape
         elif gray.shape != shape:
-            raise ClipError(f"frame {file.name} is {gray.shape[1]}x{gray.shape[0]}, "
-                            f"the first frame {shape[1]}x{shape[0]}")
+            raise ClipError(
+                f"frame {file.name} is {gray.shape[1]}x{gray.shape[0]}, "
+                f"the first frame {shape[1]}x{shape[0]}"
+            )
         yield index, index / default_fps, (lambda want, g=gray, c=rgb: (g, c if want else None))
 
 
 # --- helpers ---
+
 
 def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
@@ -337,8 +375,10 @@ def _truncation(f, head: bytes, size: int) -> str | None:
                 return f"corrupt container (bad '{_ascii(box_type)}' box)"
             boxes.append(box_type)
             if offset + box_size > size:
-                return (f"truncated file ('{_ascii(box_type)}' box needs {offset + box_size} "
-                        f"bytes, file has {size})")
+                return (
+                    f"truncated file ('{_ascii(box_type)}' box needs {offset + box_size} "
+                    f"bytes, file has {size})"
+                )
             offset += box_size
         if boxes and boxes[0] in _ISO_BMFF_BOXES and b"moov" not in boxes:
             return "truncated or corrupt file (no 'moov' index)"
@@ -443,7 +483,7 @@ def _read_dicom_header(path: Path):
         raise
     except PermissionError:
         raise ClipError("unreadable (permission denied)") from None
-    except Exception as e:  # noqa: BLE001 - InvalidDicomError, EOFError, struct errors...
+    except Exception as e:
         raise ClipError(f"corrupt or truncated DICOM ({_short(e)})") from None
 
 

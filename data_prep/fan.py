@@ -90,8 +90,9 @@ class FanStats:
         if color is not None:
             # A 3x3 mean first, so palette dithering (gray GIFs with a colour
             # palette) averages back to gray while solid markers stay coloured.
-            c = ndimage.uniform_filter(color[:: self.step, :: self.step].astype(np.float32),
-                                       size=(3, 3, 1))
+            c = ndimage.uniform_filter(
+                color[:: self.step, :: self.step].astype(np.float32), size=(3, 3, 1)
+            )
             r, g, b = c[..., 0], c[..., 1], c[..., 2]  # (max(-1) over 3 is slow in numpy)
             top = np.maximum(np.maximum(r, g), b)
             spread = top - np.minimum(np.minimum(r, g), b)
@@ -147,7 +148,7 @@ def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
     small = np.asarray(Image.fromarray(image).resize((nw, nh), resample))
     out = np.zeros((size, size), np.uint8)
     top, left = (size - nh) // 2, (size - nw) // 2
-    out[top:top + nh, left:left + nw] = small
+    out[top : top + nh, left : left + nw] = small
     return out
 
 
@@ -173,7 +174,8 @@ def detect_fan(stats: FanStats) -> FanField:
         dark = float(np.percentile(mean, NOISE_PERCENTILE))
         relative = STATIC_REL * mean
         signal = (std > np.maximum(MOTION_STD, relative)) | (
-            (std > np.maximum(floor, relative)) & (mean > dark + DIM))
+            (std > np.maximum(floor, relative)) & (mean > dark + DIM)
+        )
     else:
         signal = (peak > BRIGHT) & (_local_std(mean) > MOTION_STD)
     signal &= ~colored
@@ -185,8 +187,7 @@ def detect_fan(stats: FanStats) -> FanField:
         mask &= ~_to_full(ndimage.binary_dilation(colored), stats.step, stats.shape)
     ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     h, w = stats.shape
-    if (mask.mean() < MIN_AREA_FRAC or len(ys) < MIN_SIDE_FRAC * h
-            or len(xs) < MIN_SIDE_FRAC * w):
+    if mask.mean() < MIN_AREA_FRAC or len(ys) < MIN_SIDE_FRAC * h or len(xs) < MIN_SIDE_FRAC * w:
         raise ClipError("no detectable fan")
     bbox = (int(ys[0]), int(xs[0]), int(ys[-1]) + 1, int(xs[-1]) + 1)
     black = _black_level(mean, mask[:: stats.step, :: stats.step])
@@ -240,8 +241,13 @@ def _hull_mask(component: np.ndarray, step: int, shape: tuple[int, int]) -> np.n
     """Filled convex hull of a grid component, drawn at full resolution."""
     ys, xs = np.nonzero(component & ~ndimage.binary_erosion(component))  # the outline
     # Corners of each grid cell in full-resolution pixels, so the hull covers the cells.
-    pts = np.concatenate([np.stack([xs * step + dx, ys * step + dy], 1)
-                          for dx in (0, step - 1) for dy in (0, step - 1)])
+    pts = np.concatenate(
+        [
+            np.stack([xs * step + dx, ys * step + dy], 1)
+            for dx in (0, step - 1)
+            for dy in (0, step - 1)
+        ]
+    )
     try:
         hull = pts[ConvexHull(pts).vertices]
     except QhullError:  # degenerate (a line): not a field

@@ -54,7 +54,8 @@ STATS_FRAMES = 128
 DUPLICATE_MAD = 0.2
 
 FINDING_ALIASES = {
-    "b_lines": ("b_lines", "blines"), "a_lines": ("a_lines", "alines"),
+    "b_lines": ("b_lines", "blines"),
+    "a_lines": ("a_lines", "alines"),
     "effusion": ("effusion", "effusions"),
     "consolidation": ("consolidation", "consolidations"),
     "pleural_irregular": ("pleural_irregular", "pleural_irregularity", "pleural_irregularities"),
@@ -63,8 +64,24 @@ META_COLUMNS = ("probe", "label", "patient_id") + FINDINGS
 _PROBES = {"convex": "convex", "curvilinear": "convex", "curved": "convex", "linear": "linear"}
 _TRUE, _FALSE = {"1", "1.0", "true", "yes", "y"}, {"0", "0.0", "false", "no", "n"}
 # Files next to clips that are not clips and not worth a warning.
-_IGNORED_EXTS = frozenset({".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".xml", ".html",
-                           ".pdf", ".py", ".log", ".ini", ".zip", ".tsv"})
+_IGNORED_EXTS = frozenset(
+    {
+        ".csv",
+        ".txt",
+        ".md",
+        ".json",
+        ".yaml",
+        ".yml",
+        ".xml",
+        ".html",
+        ".pdf",
+        ".py",
+        ".log",
+        ".ini",
+        ".zip",
+        ".tsv",
+    }
+)
 
 
 @dataclasses.dataclass
@@ -97,8 +114,12 @@ class Options:
     default_fps: float = decode.DEFAULT_FPS
 
 
-def discover(input_path: str | os.PathLike, metadata_csv: str | os.PathLike | None = None, *,
-             require_metadata: bool = False) -> tuple[list[ClipSpec], list[Skip]]:
+def discover(
+    input_path: str | os.PathLike,
+    metadata_csv: str | os.PathLike | None = None,
+    *,
+    require_metadata: bool = False,
+) -> tuple[list[ClipSpec], list[Skip]]:
     """The clips under `input_path` with their metadata, and what was skipped.
 
     Args:
@@ -126,8 +147,9 @@ def discover(input_path: str | os.PathLike, metadata_csv: str | os.PathLike | No
     else:
         root_dir = root
         paths, unsupported = _walk(root)
-        skips += [Skip(str(p), f"unsupported format ({p.suffix or 'no extension'})")
-                  for p in unsupported]
+        skips += [
+            Skip(str(p), f"unsupported format ({p.suffix or 'no extension'})") for p in unsupported
+        ]
 
     index = _MetaIndex(metadata_csv) if metadata_csv is not None else None
     specs = []
@@ -146,12 +168,23 @@ def discover(input_path: str | os.PathLike, metadata_csv: str | os.PathLike | No
     return specs, skips
 
 
-def ingest(input_path: str | os.PathLike, store: ClipStore, *,
-           metadata_csv: str | os.PathLike | None = None, size: int = 224, stride: int = 1,
-           fps: float | None = None, dedupe: bool = True, max_frames: int | None = None,
-           workers: int = 1, preview_path: str | os.PathLike | None = None,
-           require_metadata: bool = False, default_fps: float = decode.DEFAULT_FPS,
-           progress: bool = True, keys: list[str] | None = None) -> list[Skip]:
+def ingest(
+    input_path: str | os.PathLike,
+    store: ClipStore,
+    *,
+    metadata_csv: str | os.PathLike | None = None,
+    size: int = 224,
+    stride: int = 1,
+    fps: float | None = None,
+    dedupe: bool = True,
+    max_frames: int | None = None,
+    workers: int = 1,
+    preview_path: str | os.PathLike | None = None,
+    require_metadata: bool = False,
+    default_fps: float = decode.DEFAULT_FPS,
+    progress: bool = True,
+    keys: list[str] | None = None,
+) -> list[Skip]:
     """Decodes, crops and stores every clip under `input_path`; returns what was skipped.
 
     Args:
@@ -184,8 +217,11 @@ def ingest(input_path: str | os.PathLike, store: ClipStore, *,
         _warn(f"skipped {s.source}: {s.reason}")
     unlabeled = [s.video_id for s in specs if not s.has_metadata]
     if metadata_csv is not None and unlabeled:
-        _warn(f"{len(unlabeled)} clip(s) have no metadata row and are ingested unlabeled: "
-              + ", ".join(unlabeled[:5]) + (" ..." if len(unlabeled) > 5 else ""))
+        _warn(
+            f"{len(unlabeled)} clip(s) have no metadata row and are ingested unlabeled: "
+            + ", ".join(unlabeled[:5])
+            + (" ..." if len(unlabeled) > 5 else "")
+        )
 
     tiles_dir = store.root / "previews"
     run_keys: dict[str, str] = {}  # key -> video_id, in input order
@@ -217,15 +253,20 @@ def ingest(input_path: str | os.PathLike, store: ClipStore, *,
     done = [k for k in run_keys if store.has(k)]
     if not done:
         reasons = "; ".join(f"{Path(s.source).name}: {s.reason}" for s in skips[:4])
-        raise UserError(f"No usable clips in {input_path}"
-                        + (f" ({len(skips)} skipped: {reasons})" if skips else "") + ".")
+        raise UserError(
+            f"No usable clips in {input_path}"
+            + (f" ({len(skips)} skipped: {reasons})" if skips else "")
+            + "."
+        )
     if keys is not None:
         keys.extend(done)
     if preview_path is not None:
         recs = [store.meta(k) for k in done]
         path = preview.save_contact_sheet(
-            [_tile_for(store, k, tiles_dir) for k in done], preview_path,
-            [f"{r['video_id']} ({r['n_frames']} fr)" for r in recs])
+            [_tile_for(store, k, tiles_dir) for k in done],
+            preview_path,
+            [f"{r['video_id']} ({r['n_frames']} fr)" for r in recs],
+        )
         _warn(f"preview: {path}", prefix="")
     return skips
 
@@ -241,8 +282,7 @@ def clip_key(source: str | os.PathLike, opts: Options) -> str:
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
-    h.update(json.dumps({"v": INGEST_VERSION, **dataclasses.asdict(opts)},
-                        sort_keys=True).encode())
+    h.update(json.dumps({"v": INGEST_VERSION, **dataclasses.asdict(opts)}, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -260,8 +300,12 @@ def process_clip(spec: ClipSpec, opts: Options) -> tuple[Clip, np.ndarray]:
         expected = min(expected, opts.max_frames) if expected else opts.max_frames
     color_every = max(1, expected // COLOR_SAMPLES) if expected else 8
     stats_every = max(1, expected // STATS_FRAMES) if expected else 1
-    select = {"stride": opts.stride, "fps": opts.fps, "max_frames": opts.max_frames,
-              "default_fps": opts.default_fps}
+    select = {
+        "stride": opts.stride,
+        "fps": opts.fps,
+        "max_frames": opts.max_frames,
+        "default_fps": opts.default_fps,
+    }
 
     stats, buffer, nbytes = None, [], 0
     idx, ts, samples = [], [], []  # samples: (position, frame as decoded) for the preview
@@ -297,9 +341,14 @@ def process_clip(spec: ClipSpec, opts: Options) -> tuple[Clip, np.ndarray]:
         raise ClipError("clip changed between decoding passes")
 
     keep = dedupe_frames(frames) if opts.dedupe else np.arange(len(frames))
-    clip = Clip(video_id=spec.video_id, frames=frames[keep],
-                frame_idx=np.asarray(idx, np.int32)[keep],
-                timestamp=np.asarray(ts, np.float32)[keep], source=spec.source, **spec.meta)
+    clip = Clip(
+        video_id=spec.video_id,
+        frames=frames[keep],
+        frame_idx=np.asarray(idx, np.int32)[keep],
+        timestamp=np.asarray(ts, np.float32)[keep],
+        source=spec.source,
+        **spec.meta,
+    )
     pos, original = samples[len(samples) // 2]
     return clip, preview.render_tile(original, field.mask, field.bbox, frames[pos])
 
@@ -326,6 +375,7 @@ def dedupe_frames(frames: np.ndarray, threshold: float = DUPLICATE_MAD) -> np.nd
 
 # --- running clips ---
 
+
 def _process_or_skip(args: tuple[ClipSpec, str, Options]):
     """Worker body: (key, clip, tile) or a Skip; never raises for one clip's problem."""
     spec, key, opts = args
@@ -336,7 +386,7 @@ def _process_or_skip(args: tuple[ClipSpec, str, Options]):
         return Skip(spec.source, e.reason)
     except MemoryError:
         return Skip(spec.source, "out of memory (try --max-frames or --stride)")
-    except Exception as e:  # noqa: BLE001 - a library failing on odd input must not stop the run
+    except Exception as e:
         return Skip(spec.source, f"unexpected error: {type(e).__name__}: {decode._short(e)}")
 
 
@@ -346,8 +396,13 @@ def _run(todo, opts: Options, workers: int, progress: bool):
 
     tasks = [(spec, key, opts) for spec, key in todo]
     frames = 0
-    with tqdm(total=len(tasks), desc="ingest", unit="clip", file=sys.stderr,
-              disable=not progress or not tasks) as bar:
+    with tqdm(
+        total=len(tasks),
+        desc="ingest",
+        unit="clip",
+        file=sys.stderr,
+        disable=not progress or not tasks,
+    ) as bar:
         if workers == 1 or len(tasks) <= 1:
             results, pool = map(_process_or_skip, tasks), None
         else:  # spawn, not fork: the parent may have JAX (and its threads) loaded
@@ -367,13 +422,18 @@ def _run(todo, opts: Options, workers: int, progress: bool):
 
 # --- store bookkeeping ---
 
+
 def _stored_fields(spec: ClipSpec) -> dict:
     """The metadata fields a `ClipStore` record of this spec holds (as `Clip` fills them)."""
     meta = spec.meta
-    return {"video_id": spec.video_id, "patient_id": meta.get("patient_id") or spec.video_id,
-            "probe": meta.get("probe", "unknown"), "label_name": meta.get("label_name", ""),
-            "findings": {k: int(meta.get("findings", {}).get(k, -1)) for k in FINDINGS},
-            "source": spec.source}
+    return {
+        "video_id": spec.video_id,
+        "patient_id": meta.get("patient_id") or spec.video_id,
+        "probe": meta.get("probe", "unknown"),
+        "label_name": meta.get("label_name", ""),
+        "findings": {k: int(meta.get("findings", {}).get(k, -1)) for k in FINDINGS},
+        "source": spec.source,
+    }
 
 
 def _refresh_meta(store: ClipStore, key: str, spec: ClipSpec) -> None:
@@ -399,14 +459,16 @@ def _tile_for(store: ClipStore, key: str, tiles_dir: Path) -> np.ndarray:
 
 # --- finding clips and metadata ---
 
+
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
     """(clips, unsupported files) under root: videos, DICOM files, frame folders."""
     clips, unsupported = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
-        if any(Path(f).suffix.lower() in decode.IMAGE_EXTS for f in filenames
-               if not f.startswith(".")):
+        if any(
+            Path(f).suffix.lower() in decode.IMAGE_EXTS for f in filenames if not f.startswith(".")
+        ):
             clips.append(here.resolve())
         for name in sorted(filenames, key=decode.natural_key):
             p = here / name
@@ -439,8 +501,9 @@ def _read_csv(path: Path, *, required: Sequence[str], meta_required: bool) -> li
             header = next(reader, None)
             rows = list(reader)
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV.") \
-            from None
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV."
+        ) from None
     except (OSError, csv.Error) as e:
         raise UserError(f"Cannot read {path}: {e}") from None
     header = header or []
@@ -452,14 +515,14 @@ def _read_csv(path: Path, *, required: Sequence[str], meta_required: bool) -> li
         raise UserError(
             f"{path} has columns [{', '.join(header)}]; expected 'path' plus "
             + ("any of " + ", ".join(META_COLUMNS) if meta_required else "optional metadata")
-            + " (findings may also be spelled consolidations, pleural_irregularity).")
+            + " (findings may also be spelled consolidations, pleural_irregularity)."
+        )
     out = []
     for line, values in enumerate(rows, 2):
         if not any(v.strip() for v in values):
             continue
         if len(values) > len(cols):
-            raise UserError(f"{path} line {line} has {len(values)} fields, the header "
-                            f"{len(cols)}.")
+            raise UserError(f"{path} line {line} has {len(values)} fields, the header {len(cols)}.")
         row = {c: v.strip() for c, v in zip(cols, values)}
         row["_line"] = line
         if not row.get("path"):
@@ -472,9 +535,12 @@ def _read_csv(path: Path, *, required: Sequence[str], meta_required: bool) -> li
 
 def _row_meta(row: dict) -> dict:
     """Clip fields from a metadata row (validated in `_MetaIndex`)."""
-    return {"probe": _PROBES.get(row.get("probe", "").lower(), "unknown"),
-            "label_name": row.get("label", ""), "patient_id": row.get("patient_id", ""),
-            "findings": {k: _finding(row, k) for k in FINDINGS}}
+    return {
+        "probe": _PROBES.get(row.get("probe", "").lower(), "unknown"),
+        "label_name": row.get("label", ""),
+        "patient_id": row.get("patient_id", ""),
+        "findings": {k: _finding(row, k) for k in FINDINGS},
+    }
 
 
 def _finding(row: dict, name: str) -> int:
@@ -504,13 +570,17 @@ class _MetaIndex:
                 try:
                     _finding(row, k)
                 except ValueError:
-                    raise UserError(f"{csv_path} line {row['_line']}: {k}={row[k]!r}; use 0, 1 "
-                                    "or empty (unknown).") from None
+                    raise UserError(
+                        f"{csv_path} line {row['_line']}: {k}={row[k]!r}; use 0, 1 "
+                        "or empty (unknown)."
+                    ) from None
             rel = posixpath.normpath(row["path"].replace("\\", "/"))
             absolute = (csv_path.parent / rel).resolve()
             if absolute in self.by_abs:
-                raise UserError(f"{csv_path} lists {row['path']} twice (lines "
-                                f"{self.by_abs[absolute]['_line']} and {row['_line']}).")
+                raise UserError(
+                    f"{csv_path} lists {row['path']} twice (lines "
+                    f"{self.by_abs[absolute]['_line']} and {row['_line']})."
+                )
             self.by_abs[absolute] = row
             parts = rel.split("/")
             for k in range(1, len(parts) + 1):

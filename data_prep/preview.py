@@ -26,8 +26,14 @@ _FIELD_RGB = (40, 220, 60)
 _BBOX_RGB = (255, 150, 0)
 
 
-def render_tile(original: np.ndarray, mask: np.ndarray, bbox: Sequence[int],
-                cropped: np.ndarray, *, panel: int = PANEL) -> np.ndarray:
+def render_tile(
+    original: np.ndarray,
+    mask: np.ndarray,
+    bbox: Sequence[int],
+    cropped: np.ndarray,
+    *,
+    panel: int = PANEL,
+) -> np.ndarray:
     """One unlabelled tile, uint8 RGB [panel, 2 * panel + gap].
 
     Args:
@@ -41,14 +47,16 @@ def render_tile(original: np.ndarray, mask: np.ndarray, bbox: Sequence[int],
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     left = np.array(Image.fromarray(original).convert("RGB").resize((nw, nh), Image.BILINEAR))
     # Outline drawn at display size, so it stays one pixel wide whatever the clip size.
-    small_mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
-        (nw, nh), Image.NEAREST)) > 0
+    small_mask = (
+        np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((nw, nh), Image.NEAREST)) > 0
+    )
     left[small_mask & ~ndimage.binary_erosion(small_mask, border_value=0)] = _FIELD_RGB
     left = Image.fromarray(left)
     y0, x0, y1, x1 = bbox
     ImageDraw.Draw(left).rectangle(
-        [x0 * scale, y0 * scale, max(x0 * scale, x1 * scale - 1),
-         max(y0 * scale, y1 * scale - 1)], outline=_BBOX_RGB)
+        [x0 * scale, y0 * scale, max(x0 * scale, x1 * scale - 1), max(y0 * scale, y1 * scale - 1)],
+        outline=_BBOX_RGB,
+    )
     right = Image.fromarray(cropped).convert("RGB").resize((panel, panel), Image.BILINEAR)
     tile = Image.new("RGB", (2 * panel + _GAP, panel), (24, 24, 24))
     tile.paste(left, ((panel - nw) // 2, (panel - nh) // 2))
@@ -56,9 +64,13 @@ def render_tile(original: np.ndarray, mask: np.ndarray, bbox: Sequence[int],
     return np.asarray(tile)
 
 
-def save_contact_sheet(tiles: Sequence[np.ndarray], path: str | os.PathLike,
-                       names: Sequence[str] | None = None, *,
-                       columns: int | None = None) -> Path:
+def save_contact_sheet(
+    tiles: Sequence[np.ndarray],
+    path: str | os.PathLike,
+    names: Sequence[str] | None = None,
+    *,
+    columns: int | None = None,
+) -> Path:
     """Lays `tiles` (uint8 RGB) out in a grid, each under its name; saves a PNG at `path`."""
     if not tiles:
         raise ValueError("no tiles for the contact sheet")
@@ -74,8 +86,12 @@ def save_contact_sheet(tiles: Sequence[np.ndarray], path: str | os.PathLike,
     for i, (tile, name) in enumerate(zip(tiles, names)):
         x, y = _GAP + (i % columns) * tw, _GAP + (i // columns) * th
         draw.rectangle([x, y, x + tile.shape[1] - 1, y + _LABEL_H - 1], fill=(24, 24, 24))
-        draw.text((x + 2, y + 1), _fit(draw, font, name, tile.shape[1] - 4),
-                  fill=(255, 255, 255), font=font)
+        draw.text(
+            (x + 2, y + 1),
+            _fit(draw, font, name, tile.shape[1] - 4),
+            fill=(255, 255, 255),
+            font=font,
+        )
         sheet.paste(Image.fromarray(tile), (x, y + _LABEL_H))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +119,7 @@ def _fit(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:
     while keep > 4:
         keep -= 1
         head = (keep + 1) // 2
-        short = text[:head] + "…" + text[len(text) - (keep - head):]
+        short = text[:head] + "…" + text[len(text) - (keep - head) :]
         if draw.textlength(short, font=font) <= width:
             return short
     return text[:4]

@@ -104,7 +104,7 @@ def _kfold(groups: list[str], labels: list[str], folds: int, seed: int) -> dict[
         raise UserError(f"{folds} folds need at least {folds} patients/clips, got {n_groups}.")
     # k equal fractions through the same greedy as train/val/test: like sklearn's
     # StratifiedGroupKFold (greedy, balancing label counts), without its import.
-    return _fractions(groups, labels, {name: 1 / folds for name in fold_names(folds)}, seed)
+    return _fractions(groups, labels, dict.fromkeys(fold_names(folds), 1 / folds), seed)
 
 
 def _fractions(

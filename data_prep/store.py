@@ -52,11 +52,17 @@ class ClipStore:
         np.savez(tmp, frames=clip.frames, frame_idx=clip.frame_idx, timestamp=clip.timestamp)
         os.replace(tmp, self.root / name)
         rec = {
-            "key": key, "file": name, "video_id": clip.video_id,
-            "patient_id": clip.patient_id, "probe": clip.probe,
-            "label_name": clip.label_name, "findings": clip.findings,
-            "source": clip.source, "n_frames": clip.n_frames,
-            "height": int(clip.frames.shape[1]), "width": int(clip.frames.shape[2]),
+            "key": key,
+            "file": name,
+            "video_id": clip.video_id,
+            "patient_id": clip.patient_id,
+            "probe": clip.probe,
+            "label_name": clip.label_name,
+            "findings": clip.findings,
+            "source": clip.source,
+            "n_frames": clip.n_frames,
+            "height": int(clip.frames.shape[1]),
+            "width": int(clip.frames.shape[2]),
             "fps": stored_fps(clip.timestamp),
         }
         with open(self.root / _META, "a") as f:
@@ -85,9 +91,15 @@ class ClipStore:
         rec = self._meta[key]
         with np.load(self.root / rec["file"]) as z:
             return Clip(
-                video_id=rec["video_id"], frames=z["frames"], frame_idx=z["frame_idx"],
-                timestamp=z["timestamp"], patient_id=rec["patient_id"], probe=rec["probe"],
-                label_name=rec["label_name"], findings=rec["findings"], source=rec["source"],
+                video_id=rec["video_id"],
+                frames=z["frames"],
+                frame_idx=z["frame_idx"],
+                timestamp=z["timestamp"],
+                patient_id=rec["patient_id"],
+                probe=rec["probe"],
+                label_name=rec["label_name"],
+                findings=rec["findings"],
+                source=rec["source"],
             )
 
 

@@ -132,8 +132,10 @@ def write_dataset(
         "skipped": [dataclasses.asdict(s) for s in skipped_list],
         # Clips without a clip label: `lusjax prep` warns, `lusjax eval` refuses the
         # label task when none has one.
-        "labels": {"labelled_clips": sum(1 for r in records if r["label_name"]),
-                   "unlabeled_clips": sum(1 for r in records if not r["label_name"])},
+        "labels": {
+            "labelled_clips": sum(1 for r in records if r["label_name"]),
+            "unlabeled_clips": sum(1 for r in records if not r["label_name"]),
+        },
     }
     for name, keys_in_split in plan.items():
         info["splits"][name] = _split_entry(

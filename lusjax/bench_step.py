@@ -37,7 +37,7 @@ from lusjax.errors import UserError
 
 # Dense bf16 peak FLOP/s per device, from the vendors' datasheets.
 PEAK_BF16 = {
-    "H100": 989e12,   # H100 SXM5 (PCIe: 756e12)
+    "H100": 989e12,  # H100 SXM5 (PCIe: 756e12)
     "H200": 989e12,
     "A100": 312e12,
     "L4": 121e12,
@@ -68,7 +68,7 @@ def _flops(lowered) -> float | None:
     """
     try:
         cost = lowered.cost_analysis()
-    except Exception:  # noqa: BLE001 - not every backend implements it
+    except Exception:
         cost = None
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
@@ -86,7 +86,7 @@ def _cpu_cost_analysis(lowered) -> dict | None:
 
         module = lowered.compiler_ir("hlo").as_hlo_module()
         return _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -107,9 +107,12 @@ def _input_fn(cfg, mesh, input_kind: str, workers: int | None):
             views = [rng.random((b, so, so, c), dtype=np.float32) for _ in range(2)]
         else:  # raw uint8 frames, augmented inside the step
             views = [rng.integers(0, 256, (b, s, s, c), dtype=np.uint8) for _ in range(2)]
-        host = {"view1": views[0], "view2": views[1],
-                "label": rng.integers(-1, 4, (b,)).astype(np.int32),
-                "index": np.arange(b, dtype=np.int32)}
+        host = {
+            "view1": views[0],
+            "view2": views[1],
+            "label": rng.integers(-1, 4, (b,)).astype(np.int32),
+            "index": np.arange(b, dtype=np.int32),
+        }
         batch = jax.make_array_from_process_local_data(put, host)
         return (lambda: batch), (lambda: None)  # already on the device
     from lusjax.data import pipeline  # "pipeline" (bench() checked the names)
@@ -119,14 +122,29 @@ def _input_fn(cfg, mesh, input_kind: str, workers: int | None):
     if workers is not None:
         data_cfg = ml_collections.ConfigDict(cfg.data.to_dict())
         data_cfg.workers = workers
-    it = pipeline.train_iterator(ensure_data(data_cfg), data_cfg.train_split, data_cfg,
-                                 global_batch_size=b, seed=cfg.seed, aug_cfg=cfg.aug)
-    return ((lambda: jax.make_array_from_process_local_data(put, next(it))),
-            getattr(it, "close", lambda: None))
+    it = pipeline.train_iterator(
+        ensure_data(data_cfg),
+        data_cfg.train_split,
+        data_cfg,
+        global_batch_size=b,
+        seed=cfg.seed,
+        aug_cfg=cfg.aug,
+    )
+    return (
+        (lambda: jax.make_array_from_process_local_data(put, next(it))),
+        getattr(it, "close", lambda: None),
+    )
 
 
-def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
-          workers: Sequence[int | None] = (None,), profile_dir: str = "") -> list[dict]:
+def bench(
+    cfg,
+    *,
+    steps: int,
+    warmup: int,
+    inputs: Sequence[str],
+    workers: Sequence[int | None] = (None,),
+    profile_dir: str = "",
+) -> list[dict]:
     """Compiles the step once, then times `steps` steps after `warmup` for each input
     (and, for "pipeline", each grain worker count); returns one record per run."""
     unknown = [x for x in inputs if x not in ("synthetic", "pipeline")]
@@ -146,9 +164,10 @@ def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
     n_dev = mesh.size
     records = []
     for input_kind in inputs:
-        for w in (workers if input_kind == "pipeline" else (None,)):
-            next_batch, close = (synthetic if input_kind == "synthetic"
-                                 else _input_fn(cfg, mesh, input_kind, w))
+        for w in workers if input_kind == "pipeline" else (None,):
+            next_batch, close = (
+                synthetic if input_kind == "synthetic" else _input_fn(cfg, mesh, input_kind, w)
+            )
             try:
                 for _ in range(warmup):
                     state, metrics = compiled(state, next_batch())
@@ -167,27 +186,46 @@ def bench(cfg, *, steps: int, warmup: int, inputs: Sequence[str],
             finally:
                 close()
             mem = _peak_memory()
-            records.append({
-                "method": cfg.method, "model": cfg.model.name, "dtype": cfg.model.dtype,
-                "image_size": cfg.image_size, "batch_size": cfg.batch_size,
-                "input": input_kind if w is None else f"{input_kind} ({w} workers)",
-                "device_aug": not cfg.data.worker_side_aug, "optim": cfg.optim.name,
-                "device": kind, "devices": n_dev, "compile_s": round(compile_s, 2),
-                "step_ms": round(step_s * 1e3, 3),
-                "images_per_s": round(2 * cfg.batch_size / step_s, 1),
-                "step_tflops": round(flops * n_dev / 1e12, 4) if flops else None,
-                "mfu": round(flops / (step_s * peak), 4) if flops and peak else None,
-                "peak_mem_gib": round(mem, 2) if mem else None,
-                "loss": float(jax.device_get(metrics["loss"])),
-                "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            })
+            records.append(
+                {
+                    "method": cfg.method,
+                    "model": cfg.model.name,
+                    "dtype": cfg.model.dtype,
+                    "image_size": cfg.image_size,
+                    "batch_size": cfg.batch_size,
+                    "input": input_kind if w is None else f"{input_kind} ({w} workers)",
+                    "device_aug": not cfg.data.worker_side_aug,
+                    "optim": cfg.optim.name,
+                    "device": kind,
+                    "devices": n_dev,
+                    "compile_s": round(compile_s, 2),
+                    "step_ms": round(step_s * 1e3, 3),
+                    "images_per_s": round(2 * cfg.batch_size / step_s, 1),
+                    "step_tflops": round(flops * n_dev / 1e12, 4) if flops else None,
+                    "mfu": round(flops / (step_s * peak), 4) if flops and peak else None,
+                    "peak_mem_gib": round(mem, 2) if mem else None,
+                    "loss": float(jax.device_get(metrics["loss"])),
+                    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                }
+            )
     return records
 
 
 def markdown(records: list[dict]) -> str:
     """A Markdown table of benchmark records."""
-    cols = ("method", "model", "image_size", "batch_size", "input", "device", "images_per_s",
-            "step_ms", "compile_s", "mfu", "peak_mem_gib")
+    cols = (
+        "method",
+        "model",
+        "image_size",
+        "batch_size",
+        "input",
+        "device",
+        "images_per_s",
+        "step_ms",
+        "compile_s",
+        "mfu",
+        "peak_mem_gib",
+    )
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(k)) for k in cols) + " |" for r in records]
     return "\n".join(lines)
@@ -197,24 +235,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `lusjax bench step`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = config_lib.split_overrides(argv)
-    p = argparse.ArgumentParser(prog="lusjax bench step", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example:\n  lusjax bench step --config "
-                                       "configs/simclr_resnet.py:r50 --batch-size 128,256\n"
-                                       "Any config key can be overridden: --config.KEY=VALUE")
-    p.add_argument("--config", default="configs/simclr_resnet.py:r18",
-                   help="config file[:arg] (default: configs/simclr_resnet.py:r18)")
+    p = argparse.ArgumentParser(
+        prog="lusjax bench step",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  lusjax bench step --config "
+        "configs/simclr_resnet.py:r50 --batch-size 128,256\n"
+        "Any config key can be overridden: --config.KEY=VALUE",
+    )
+    p.add_argument(
+        "--config",
+        default="configs/simclr_resnet.py:r18",
+        help="config file[:arg] (default: configs/simclr_resnet.py:r18)",
+    )
     p.add_argument("--batch-size", default="", help="comma-separated global batch sizes")
     p.add_argument("--input", default="synthetic", help="synthetic,pipeline (comma-separated)")
-    p.add_argument("--workers", default="",
-                   help="grain worker counts for --input pipeline, comma-separated "
-                        "(default: the config's data.workers)")
+    p.add_argument(
+        "--workers",
+        default="",
+        help="grain worker counts for --input pipeline, comma-separated "
+        "(default: the config's data.workers)",
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
-    p.add_argument("--profile", default="", metavar="DIR",
-                   help="also trace 5 synthetic-input steps with jax.profiler into DIR "
-                        "(summary: python benchmarks/profile_top.py DIR)")
+    p.add_argument(
+        "--profile",
+        default="",
+        metavar="DIR",
+        help="also trace 5 synthetic-input steps with jax.profiler into DIR "
+        "(summary: python benchmarks/profile_top.py DIR)",
+    )
     args = p.parse_args(rest)
     records = []
     batches = [int(x) for x in args.batch_size.split(",") if x] or [None]
@@ -224,9 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if batch_size:
             over.append(("batch_size", str(batch_size)))
         cfg = config_lib.load(args.config, over)
-        for rec in bench(cfg, steps=args.steps, warmup=args.warmup,
-                         inputs=[x for x in args.input.split(",") if x], workers=workers,
-                         profile_dir=args.profile):
+        for rec in bench(
+            cfg,
+            steps=args.steps,
+            warmup=args.warmup,
+            inputs=[x for x in args.input.split(",") if x],
+            workers=workers,
+            profile_dir=args.profile,
+        ):
             print(json.dumps(rec), flush=True)
             records.append(rec)
     if args.markdown:

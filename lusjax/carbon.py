@@ -465,7 +465,7 @@ class Tracker:
             if s is not None:
                 s.close()
 
-    def __enter__(self) -> Tracker:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -474,9 +474,20 @@ class Tracker:
 
 # ---------------------------------------------------------------- ledger
 LEDGER_FILE = "carbon.json"
-SUMMED = ("time_s", "data_transfer_bytes", "model_compute_kwh", "model_transfer_kwh",
-          "model_kwh", "model_kg_co2e", "measured_gpu_kwh", "measured_cpu_kwh", "measured_kwh",
-          "measured_kg_co2e", "km_by_car", "phone_charges")
+SUMMED = (
+    "time_s",
+    "data_transfer_bytes",
+    "model_compute_kwh",
+    "model_transfer_kwh",
+    "model_kwh",
+    "model_kg_co2e",
+    "measured_gpu_kwh",
+    "measured_cpu_kwh",
+    "measured_kwh",
+    "measured_kg_co2e",
+    "km_by_car",
+    "phone_charges",
+)
 
 
 def sum_rows(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -491,9 +502,13 @@ def sum_rows(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _ledger(segments: list[dict[str, Any]]) -> dict[str, Any]:
     names = list(dict.fromkeys(p["phase"] for s in segments for p in s["phases"]))
-    totals = {"phases": [sum_rows(n, [p for s in segments for p in s["phases"]
-                                       if p["phase"] == n]) for n in names],
-              "total": sum_rows("total", [s["total"] for s in segments])}
+    totals = {
+        "phases": [
+            sum_rows(n, [p for s in segments for p in s["phases"] if p["phase"] == n])
+            for n in names
+        ],
+        "total": sum_rows("total", [s["total"] for s in segments]),
+    }
     return {"segments": segments, "totals": totals}
 
 
@@ -507,16 +522,16 @@ def read_ledger(workdir: str | os.PathLike) -> dict[str, Any]:
     return _ledger(data.get("segments", [data]))
 
 
-def record_segment(workdir: str | os.PathLike, summary: dict[str, Any], **info: Any
-                   ) -> dict[str, Any]:
+def record_segment(
+    workdir: str | os.PathLike, summary: dict[str, Any], **info: Any
+) -> dict[str, Any]:
     """Appends one segment (`info`, e.g. start, end, host, steps, exit, and a
     `Tracker.summary()`) to `<workdir>/carbon.json`, recomputes the totals, writes the
     ledger atomically and returns it. Call it on process 0 only."""
     from lusjax import files
 
     ledger = _ledger([*read_ledger(workdir)["segments"], {**info, **summary}])
-    files.write_text_atomic(files.path(workdir) / LEDGER_FILE,
-                            json.dumps(ledger, indent=1) + "\n")
+    files.write_text_atomic(files.path(workdir) / LEDGER_FILE, json.dumps(ledger, indent=1) + "\n")
     return ledger
 
 
@@ -528,8 +543,9 @@ def utc_now() -> str:
 
 
 @contextlib.contextmanager
-def tracked(directory: str | os.PathLike, phase: str, *, country: str = DEFAULT_COUNTRY,
-            **info: Any) -> Iterator[Tracker]:
+def tracked(
+    directory: str | os.PathLike, phase: str, *, country: str = DEFAULT_COUNTRY, **info: Any
+) -> Iterator[Tracker]:
     """Runs the block as phase `phase` of a new Tracker and, when it completes, appends
     its segment (start, end, host, `info`) to `<directory>/carbon.json`, the same ledger
     as a training run's: how `lusjax prep`, `eval` and `predict` account for themselves.
@@ -541,15 +557,16 @@ def tracked(directory: str | os.PathLike, phase: str, *, country: str = DEFAULT_
         with tracker.phase(phase):
             yield tracker
         summary = tracker.summary()
-    record_segment(directory, summary, start=start, end=utc_now(), host=socket.gethostname(),
-                   **info)
+    record_segment(
+        directory, summary, start=start, end=utc_now(), host=socket.gethostname(), **info
+    )
 
 
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["countries"]:
-        for label, (name, v) in sorted(_intensity_table().items()):
+        for _label, (name, v) in sorted(_intensity_table().items()):
             print(f"{name}\t{v}")
     else:
         print("usage: python -m lusjax.carbon countries")

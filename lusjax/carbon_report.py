@@ -64,8 +64,9 @@ def report_table(summary: dict[str, Any]) -> str:
         lines.append(f"Totals over {len(segments)} run segment(s) (each start of the run):")
         for i, seg in enumerate(segments, 1):
             when = f"{seg.get('start', '?')} to {seg.get('end', '?')}"
-            lines.append(f"- Segment {i} ({when}, {seg.get('exit', 'finished')}): "
-                         + " ".join(_notes(seg)))
+            lines.append(
+                f"- Segment {i} ({when}, {seg.get('exit', 'finished')}): " + " ".join(_notes(seg))
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -149,4 +150,3 @@ def plot_break_even(be: dict[str, Any], path_png: str | Path) -> None:
     ax.legend()
     fig.tight_layout()
     files.save_figure(fig, path_png, dpi=120)
-

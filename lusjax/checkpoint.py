@@ -80,27 +80,45 @@ def remove_unfinished(directory: str | os.PathLike) -> list[str]:
 class Checkpointer:
     """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
 
-    def __init__(self, workdir: str | os.PathLike, *, every: int, keep: int,
-                 async_save: bool = True, read_only: bool = False):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        *,
+        every: int,
+        keep: int,
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
         """`read_only`: only restore, and leave the folder as it is (a reader beside a
         live run must not remove the save it is writing)."""
         if keep < 1:  # orbax's max_to_keep=0 deletes every checkpoint once it commits
-            raise UserError(f"keep_ckpts must be at least 1 (got {keep}): the newest "
-                            "checkpoint is what a restarted run resumes from")
+            raise UserError(
+                f"keep_ckpts must be at least 1 (got {keep}): the newest "
+                "checkpoint is what a restarted run resumes from"
+            )
         self.every = every
         self.directory = files.absolute(workdir) / "checkpoints"
         # Synchronously, before orbax lists the steps: a killed run's half-written step
         # is never restored, and is gone once the next run has started.
         self.removed = [] if read_only else remove_unfinished(self.directory)
         for name in self.removed:
-            print(f"removed unfinished checkpoint {self.directory / name} (the run stopped "
-                  "while writing it)", file=sys.stderr, flush=True)
+            print(
+                f"removed unfinished checkpoint {self.directory / name} (the run stopped "
+                "while writing it)",
+                file=sys.stderr,
+                flush=True,
+            )
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else keep, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=not read_only, create=not read_only,
-            save_interval_steps=0 if read_only else 1, read_only=read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "data_iter"))
+            max_to_keep=None if read_only else keep,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            save_interval_steps=0 if read_only else 1,
+            read_only=read_only,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data_iter")
+        )
         self._writing: int | None = None  # the step of the async save in flight
 
     def latest_step(self) -> int | None:
@@ -115,13 +133,14 @@ class Checkpointer:
     def _write_error(self, step: int | None, e: Exception) -> CheckpointWriteError:
         try:
             kept = self.committed_step()
-        except Exception:  # noqa: BLE001 - the message matters more than this detail
+        except Exception:
             kept = None
         where = "nothing earlier" if kept is None else f"step {kept}"
         return CheckpointWriteError(
             f"could not write the checkpoint of step {step} to {self.directory} "
             f"({_first_line(e)}); the last committed checkpoint ({where}) is kept: fix the "
-            "cause (free disk space?) and rerun to resume from it")
+            "cause (free disk space?) and rerun to resume from it"
+        )
 
     def due(self, step: int) -> bool:
         """Whether `step` is a regular checkpoint step."""
@@ -144,15 +163,20 @@ class Checkpointer:
     def restore(self, step: int, state_like) -> tuple[object, dict]:
         """Restores `step` into the structure (and shardings) of `state_like`."""
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(state_like)),
-                data_iter=ocp.args.JsonRestore()))
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_abstract(state_like)),
+                    data_iter=ocp.args.JsonRestore(),
+                ),
+            )
         except Exception as e:
             raise UserError(
                 f"cannot restore checkpoint step {step} from {self.directory} "
                 f"({_first_line(e)}): was it written with another config, or damaged? Move "
                 "that step's folder away to resume from the one before, or use a new "
-                "workdir") from e
+                "workdir"
+            ) from e
         return restored["state"], dict(restored["data_iter"] or {})
 
     def wait(self) -> None:
@@ -170,8 +194,15 @@ class Checkpointer:
             self.manager.close()
 
 
-def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
-                   model_kwargs: dict, image_size: int, step: int) -> Path:
+def export_encoder(
+    workdir: str | os.PathLike,
+    variables,
+    *,
+    model_name: str,
+    model_kwargs: dict,
+    image_size: int,
+    step: int,
+) -> Path:
     """Writes the backbone alone (params + batch_stats) for probing / fine-tuning.
 
     Call it on every process of a multi-host run: orbax synchronises them and the
@@ -183,9 +214,19 @@ def export_encoder(workdir: str | os.PathLike, variables, *, model_name: str,
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(target, variables, force=True)
     if jax.process_index() == 0:
-        files.write_text_atomic(workdir / ENCODER_JSON, json.dumps({
-            "model_name": model_name, "model_kwargs": model_kwargs,
-            "image_size": image_size, "step": int(step)}, indent=2) + "\n")
+        files.write_text_atomic(
+            workdir / ENCODER_JSON,
+            json.dumps(
+                {
+                    "model_name": model_name,
+                    "model_kwargs": model_kwargs,
+                    "image_size": image_size,
+                    "step": int(step),
+                },
+                indent=2,
+            )
+            + "\n",
+        )
     return target
 
 
@@ -196,8 +237,10 @@ def load_encoder(workdir: str | os.PathLike) -> Encoder:
     if not meta_path.exists():
         if not workdir.exists():
             raise UserError(f"{workdir} does not exist: give the workdir of a `lusjax train` run")
-        raise UserError(f"{workdir} exists but has no exported encoder ({ENCODER_JSON}): "
-                        "train until the end, or point to a finished run")
+        raise UserError(
+            f"{workdir} exists but has no exported encoder ({ENCODER_JSON}): "
+            "train until the end, or point to a finished run"
+        )
     meta = json.loads(meta_path.read_text())
     enc = Encoder.random_init(meta["model_name"], meta["model_kwargs"], meta["image_size"])
     try:

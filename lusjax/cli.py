@@ -24,17 +24,21 @@ import argparse
 import os
 import sys
 import textwrap
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from lusjax import eval_help
 from lusjax.errors import PREEMPTED_EXIT, Preempted, UserError
 
-CONFIG_HELP = ("config file, optionally with an argument: configs/simclr_resnet.py[:r18|r50]; "
-               "override any key with --config.KEY=VALUE (e.g. --config.batch_size=512, "
-               "--config.optim.lr=0.3)")
-EVAL_CONFIG_HELP = ("config file (default configs/eval.py; configs/eval.py:quick for a smoke "
-                    "test); override any key with --config.KEY=VALUE (e.g. "
-                    "--config.protocol=linear,knn, --config.linear.lr=0.05)")
+CONFIG_HELP = (
+    "config file, optionally with an argument: configs/simclr_resnet.py[:r18|r50]; "
+    "override any key with --config.KEY=VALUE (e.g. --config.batch_size=512, "
+    "--config.optim.lr=0.3)"
+)
+EVAL_CONFIG_HELP = (
+    "config file (default configs/eval.py; configs/eval.py:quick for a smoke "
+    "test); override any key with --config.KEY=VALUE (e.g. "
+    "--config.protocol=linear,knn, --config.linear.lr=0.05)"
+)
 
 
 def _load_config(args, overrides):
@@ -49,8 +53,11 @@ def cmd_train(args, overrides) -> int:
     cfg = _load_config(args, overrides)
     summary = train.train(cfg, progress=not args.quiet)
     loss = summary.get("final", {}).get("loss")  # none when a finished run was resumed
-    print(f"done: step {summary['step']}  " + (f"loss {loss:.4f}  " if loss is not None else "")
-          + f"workdir {cfg.workdir}")
+    print(
+        f"done: step {summary['step']}  "
+        + (f"loss {loss:.4f}  " if loss is not None else "")
+        + f"workdir {cfg.workdir}"
+    )
     return 0
 
 
@@ -65,8 +72,12 @@ def cmd_probe(args, overrides) -> int:
 
     from lusjax.quickstart import probe_table, probe_workdir
 
-    result = probe_workdir(args.workdir, data_dir=args.data_dir,
-                           train_split=args.train_split, test_split=args.test_split)
+    result = probe_workdir(
+        args.workdir,
+        data_dir=args.data_dir,
+        train_split=args.train_split,
+        test_split=args.test_split,
+    )
     print(json.dumps(result, indent=2) if args.json else probe_table(result))
     return 0
 
@@ -77,8 +88,10 @@ def cmd_config(args, overrides) -> int:
     cfg = config_lib.load(args.config_file, overrides)
     fmt = "json" if args.json else "yaml"
     if not args.json:  # JSON stays machine-readable: no comment line
-        print(f"# {args.config_file} with {len(overrides)} override(s), resolved "
-              "(YAML; values in JSON notation)")
+        print(
+            f"# {args.config_file} with {len(overrides)} override(s), resolved "
+            "(YAML; values in JSON notation)"
+        )
     sys.stdout.write(config_lib.dumps(cfg, fmt))
     return 0
 
@@ -157,8 +170,9 @@ def cmd_report(args, overrides) -> int:
 def cmd_export(args, overrides) -> int:
     from lusjax import export
 
-    for path in export.export(args.workdir, args.format, out=args.out, channels=args.channels,
-                              results=args.results):
+    for path in export.export(
+        args.workdir, args.format, out=args.out, channels=args.channels, results=args.results
+    ):
         print(path)
     return 0
 
@@ -171,128 +185,214 @@ def cmd_quickstart(args, overrides) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="lusjax", description=__doc__.split("\n\n")[0],
+        prog="lusjax",
+        description=__doc__.split("\n\n")[0],
         epilog="examples:\n" + __doc__.split("\n\n")[1].rstrip() + "\n\nRun `lusjax COMMAND "
-               "--help` for the options of each command.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "--help` for the options of each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"lusjax {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn: Callable, help_: str, passthrough: bool = False):
         # Raw: the epilogs' example lines stay as written; the description is wrapped here.
-        sp = sub.add_parser(name, help=help_, description=textwrap.fill(help_, 79),
-                            add_help=not passthrough,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=textwrap.fill(help_, 79),
+            add_help=not passthrough,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sp.set_defaults(fn=fn, passthrough=passthrough)
         return sp
 
-    sp = add("quickstart", cmd_quickstart,
-             "generate synthetic LUS clips, pretrain SimCLR on CPU, and compare a linear probe "
-             "of the pretrained encoder with a random-init one (a few minutes on 2 cores)")
-    sp.add_argument("--workdir", default=os.path.join("runs", "quickstart"),
-                    help="where the run goes (default: runs/quickstart)")
+    sp = add(
+        "quickstart",
+        cmd_quickstart,
+        "generate synthetic LUS clips, pretrain SimCLR on CPU, and compare a linear probe "
+        "of the pretrained encoder with a random-init one (a few minutes on 2 cores)",
+    )
+    sp.add_argument(
+        "--workdir",
+        default=os.path.join("runs", "quickstart"),
+        help="where the run goes (default: runs/quickstart)",
+    )
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    sp.epilog = ("example:\n  lusjax quickstart --workdir runs/qs100 --config.total_steps=100\n"
-                 "Any key of configs/quickstart.py can be overridden\n"
-                 "(`lusjax config show configs/quickstart.py` lists them).")
+    sp.epilog = (
+        "example:\n  lusjax quickstart --workdir runs/qs100 --config.total_steps=100\n"
+        "Any key of configs/quickstart.py can be overridden\n"
+        "(`lusjax config show configs/quickstart.py` lists them)."
+    )
 
-    add("prep", cmd_prep, "build a sharded frame dataset from real clips or synthetic ones "
-        "(see `lusjax prep --help`)", passthrough=True)
+    add(
+        "prep",
+        cmd_prep,
+        "build a sharded frame dataset from real clips or synthetic ones "
+        "(see `lusjax prep --help`)",
+        passthrough=True,
+    )
 
-    sp = add("train", cmd_train, "SSL pretraining from a config file (resumes from the "
-             "latest checkpoint in the workdir)")
+    sp = add(
+        "train",
+        cmd_train,
+        "SSL pretraining from a config file (resumes from the latest checkpoint in the workdir)",
+    )
     sp.add_argument("--config", required=True, help=CONFIG_HELP)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    sp.epilog = ("examples:\n"
-                 "  lusjax train --config configs/quickstart.py --config.workdir=runs/qs\n"
-                 "  lusjax train --config configs/simclr_resnet.py:r50 --config.batch_size=512 "
-                 "--config.workdir=runs/r50 \\\n"
-                 "      --config.data.data_dir=data/pocus "
-                 "--config.data.train_split=fold0+fold1+fold2+fold3 --config.data.val_split=fold4\n"
-                 "Splits join with + or , (fold0+fold1 = fold0,fold1). "
-                 "`lusjax config show CONFIG` prints every key.\n"
-                 f"Exit status: 0 trained to total_steps; 2 bad input (one error line); "
-                 f"{PREEMPTED_EXIT} preempted by SIGTERM or SIGINT: the current step is saved, "
-                 "rerun the same command to resume.")
+    sp.epilog = (
+        "examples:\n"
+        "  lusjax train --config configs/quickstart.py --config.workdir=runs/qs\n"
+        "  lusjax train --config configs/simclr_resnet.py:r50 --config.batch_size=512 "
+        "--config.workdir=runs/r50 \\\n"
+        "      --config.data.data_dir=data/pocus "
+        "--config.data.train_split=fold0+fold1+fold2+fold3 --config.data.val_split=fold4\n"
+        "Splits join with + or , (fold0+fold1 = fold0,fold1). "
+        "`lusjax config show CONFIG` prints every key.\n"
+        f"Exit status: 0 trained to total_steps; 2 bad input (one error line); "
+        f"{PREEMPTED_EXIT} preempted by SIGTERM or SIGINT: the current step is saved, "
+        "rerun the same command to resume."
+    )
 
-    sp = add("config", cmd_config, "print a config file's resolved config (after the "
-             "--config.KEY=VALUE overrides) without running anything")
+    sp = add(
+        "config",
+        cmd_config,
+        "print a config file's resolved config (after the "
+        "--config.KEY=VALUE overrides) without running anything",
+    )
     sp.add_argument("action", choices=("show",))
     sp.add_argument("config_file", metavar="CONFIG", help="configs/x.py[:arg]")
     sp.add_argument("--json", action="store_true", help="JSON (as config.json) instead of YAML")
-    sp.epilog = ("examples:\n"
-                 "  lusjax config show configs/simclr_resnet.py:r50 --config.batch_size=512\n"
-                 "  lusjax config show configs/eval.py:quick --json")
+    sp.epilog = (
+        "examples:\n"
+        "  lusjax config show configs/simclr_resnet.py:r50 --config.batch_size=512\n"
+        "  lusjax config show configs/eval.py:quick --json"
+    )
 
-    sp = add("probe", cmd_probe, "quick linear probe (frame and clip accuracy) of a run's "
-             "pretrained encoder, next to the same probe on a random-init encoder")
+    sp = add(
+        "probe",
+        cmd_probe,
+        "quick linear probe (frame and clip accuracy) of a run's "
+        "pretrained encoder, next to the same probe on a random-init encoder",
+    )
     sp.add_argument("workdir", help="a finished `lusjax train` workdir")
     sp.add_argument("--data-dir", default=None, help="dataset (default: the run's own)")
-    sp.add_argument("--train-split", default="train",
-                    help="split(s) the probe trains on (default train; join with + or ,)")
-    sp.add_argument("--test-split", default="test",
-                    help="split(s) it is tested on (default test; join with + or ,)")
+    sp.add_argument(
+        "--train-split",
+        default="train",
+        help="split(s) the probe trains on (default train; join with + or ,)",
+    )
+    sp.add_argument(
+        "--test-split",
+        default="test",
+        help="split(s) it is tested on (default test; join with + or ,)",
+    )
     sp.add_argument("--json", action="store_true", help="the raw numbers as JSON")
-    sp.epilog = ("examples:\n"
-                 "  lusjax probe runs/quickstart\n"
-                 "  lusjax probe runs/quickstart --test-split val+test --json\n"
-                 "The quickstart tests on val+test (30 clips of its synthetic set); this "
-                 "command's default\nis test alone (15 clips), so its numbers differ from "
-                 "the quickstart's table.")
+    sp.epilog = (
+        "examples:\n"
+        "  lusjax probe runs/quickstart\n"
+        "  lusjax probe runs/quickstart --test-split val+test --json\n"
+        "The quickstart tests on val+test (30 clips of its synthetic set); this "
+        "command's default\nis test alone (15 clips), so its numbers differ from "
+        "the quickstart's table."
+    )
 
-    sp = add("eval", cmd_eval, "evaluation protocols (linear, MLP, kNN, fine-tune; label "
-             "fractions; k-fold CV) from a config file")
+    sp = add(
+        "eval",
+        cmd_eval,
+        "evaluation protocols (linear, MLP, kNN, fine-tune; label "
+        "fractions; k-fold CV) from a config file",
+    )
     sp.add_argument("--config", default="configs/eval.py", help=EVAL_CONFIG_HELP)
     sp.epilog = eval_help.epilog()
 
-    sp = add("study", cmd_study, "does SSL pretraining help on my data, and what does it "
-             "cost? Per fold: pretrain on the training clips, evaluate vs scratch and pixel "
-             "baselines; pooled CIs, paired tests, carbon break-even (resumable)")
+    sp = add(
+        "study",
+        cmd_study,
+        "does SSL pretraining help on my data, and what does it "
+        "cost? Per fold: pretrain on the training clips, evaluate vs scratch and pixel "
+        "baselines; pooled CIs, paired tests, carbon break-even (resumable)",
+    )
     sp.add_argument("--config", default="configs/study.py", help=CONFIG_HELP)
-    sp.epilog = ("Main keys: data_dir, splits, tasks, exclude_classes, folds, run_folds, "
-                 "label_fractions, seeds, protocols, baselines, pretrain_data, bootstrap, ci, "
-                 "out_dir, and the recipe's train.* (e.g. --config.train.total_steps=500, "
-                 "--config.train.method=byol); see configs/study.py")
+    sp.epilog = (
+        "Main keys: data_dir, splits, tasks, exclude_classes, folds, run_folds, "
+        "label_fractions, seeds, protocols, baselines, pretrain_data, bootstrap, ci, "
+        "out_dir, and the recipe's train.* (e.g. --config.train.total_steps=500, "
+        "--config.train.method=byol); see configs/study.py"
+    )
 
-    add("predict", cmd_predict, "per-clip predictions for a folder of clips "
-        "(see `lusjax predict --help`)", passthrough=True)
+    add(
+        "predict",
+        cmd_predict,
+        "per-clip predictions for a folder of clips (see `lusjax predict --help`)",
+        passthrough=True,
+    )
 
-    sp = add("bench", cmd_bench, "throughput benchmarks: `input` (data pipeline) or `step` "
-             "(jitted train step); JSON lines on stdout")
+    sp = add(
+        "bench",
+        cmd_bench,
+        "throughput benchmarks: `input` (data pipeline) or `step` "
+        "(jitted train step); JSON lines on stdout",
+    )
     sp.add_argument("what", choices=("input", "step"))
 
-    add("sweep", cmd_sweep, "expand a sweep (configs/sweeps/*.py) into runs and run them here "
+    add(
+        "sweep",
+        cmd_sweep,
+        "expand a sweep (configs/sweeps/*.py) into runs and run them here "
         "or emit SLURM / TPU VM / local launch commands (see `lusjax sweep --help`)",
-        passthrough=True)
-    add("sweep-report", cmd_sweep_report, "one table and plot of all runs of a sweep "
-        "(see `lusjax sweep-report --help`)", passthrough=True)
+        passthrough=True,
+    )
+    add(
+        "sweep-report",
+        cmd_sweep_report,
+        "one table and plot of all runs of a sweep (see `lusjax sweep-report --help`)",
+        passthrough=True,
+    )
 
-    sp = add("report", cmd_report, "render a run's metrics (loss, probe accuracy, throughput, "
-             "energy) as PNG plots in WORKDIR/plots, and one self-contained report.html "
-             "(plots, last metrics, carbon table, config)")
+    sp = add(
+        "report",
+        cmd_report,
+        "render a run's metrics (loss, probe accuracy, throughput, "
+        "energy) as PNG plots in WORKDIR/plots, and one self-contained report.html "
+        "(plots, last metrics, carbon table, config)",
+    )
     sp.add_argument("workdir")
     sp.epilog = "example:\n  lusjax report runs/quickstart"
 
-    sp = add("export", cmd_export, "write a finished run's pretrained encoder for other code: "
-             "a torchvision state_dict in safetensors (torch) or flax msgpack (flax), with "
-             "MODEL_CARD.md beside it")
+    sp = add(
+        "export",
+        cmd_export,
+        "write a finished run's pretrained encoder for other code: "
+        "a torchvision state_dict in safetensors (torch) or flax msgpack (flax), with "
+        "MODEL_CARD.md beside it",
+    )
     sp.add_argument("workdir", help="a finished `lusjax train` workdir (with encoder.json)")
     sp.add_argument("--format", required=True, help="torch or flax")
     sp.add_argument("--out", default=None, help="output folder (default WORKDIR/export/FORMAT)")
-    sp.add_argument("--channels", type=int, default=None,
-                    help="torch: input channels of the stem, 1 or 3 (default: the model's "
-                         "own; 1 -> 3 divides the kernel by 3, so a gray image repeated 3x "
-                         "gives the same features)")
-    sp.add_argument("--results", default=None, help="an evaluation of this encoder for the "
-                    "model card: results.json, study.json or a folder holding them (default: "
-                    "those found under WORKDIR)")
-    sp.epilog = ("examples:\n"
-                 "  lusjax export runs/r18 --format torch --channels 3\n"
-                 "  lusjax export runs/r18 --format flax --out exports/r18\n"
-                 "  lusjax export runs/r18 --format torch --results eval_out/r18\n"
-                 "torch: resnet18, resnet50, mobilenetv3_small and mobilenetv3_large at "
-                 "width 1.0 (torchvision's);\nload it as MODEL_CARD.md shows. Written with "
-                 "numpy and safetensors: torch is not needed here.")
+    sp.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="torch: input channels of the stem, 1 or 3 (default: the model's "
+        "own; 1 -> 3 divides the kernel by 3, so a gray image repeated 3x "
+        "gives the same features)",
+    )
+    sp.add_argument(
+        "--results",
+        default=None,
+        help="an evaluation of this encoder for the "
+        "model card: results.json, study.json or a folder holding them (default: "
+        "those found under WORKDIR)",
+    )
+    sp.epilog = (
+        "examples:\n"
+        "  lusjax export runs/r18 --format torch --channels 3\n"
+        "  lusjax export runs/r18 --format flax --out exports/r18\n"
+        "  lusjax export runs/r18 --format torch --results eval_out/r18\n"
+        "torch: resnet18, resnet50, mobilenetv3_small and mobilenetv3_large at "
+        "width 1.0 (torchvision's);\nload it as MODEL_CARD.md shows. Written with "
+        "numpy and safetensors: torch is not needed here."
+    )
     return p
 
 

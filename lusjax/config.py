@@ -111,14 +111,31 @@ def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 # Names people type for a key that has another name here: a whole key, or its last part.
 ALIASES = {
-    "ssl.name": "method", "ssl.method": "method", "method.name": "method",
-    "learning_rate": "lr", "base_lr": "lr", "wd": "weight_decay", "optimizer": "name",
-    "epochs": "total_steps", "num_epochs": "total_steps", "total_epochs": "total_steps",
-    "steps": "total_steps", "num_steps": "total_steps", "max_steps": "total_steps",
-    "bs": "batch_size", "batch": "batch_size", "global_batch_size": "batch_size",
-    "backbone": "model.name", "arch": "model.name",
-    "data_path": "data_dir", "dataset": "data_dir", "output_dir": "workdir",
-    "out": "out_dir", "output": "out_dir", "size": "image_size", "resolution": "image_size",
+    "ssl.name": "method",
+    "ssl.method": "method",
+    "method.name": "method",
+    "learning_rate": "lr",
+    "base_lr": "lr",
+    "wd": "weight_decay",
+    "optimizer": "name",
+    "epochs": "total_steps",
+    "num_epochs": "total_steps",
+    "total_epochs": "total_steps",
+    "steps": "total_steps",
+    "num_steps": "total_steps",
+    "max_steps": "total_steps",
+    "bs": "batch_size",
+    "batch": "batch_size",
+    "global_batch_size": "batch_size",
+    "backbone": "model.name",
+    "arch": "model.name",
+    "data_path": "data_dir",
+    "dataset": "data_dir",
+    "output_dir": "workdir",
+    "out": "out_dir",
+    "output": "out_dir",
+    "size": "image_size",
+    "resolution": "image_size",
 }
 
 
@@ -180,7 +197,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[tuple[str, str]], list[st
     while i < len(argv):
         a = argv[i]
         if a.startswith(PREFIX):
-            body = a[len(PREFIX):]
+            body = a[len(PREFIX) :]
             if "=" in body:
                 k, v = body.split("=", 1)
             elif i + 1 < len(argv):
@@ -212,8 +229,9 @@ def load(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections
         parent = cfg
         for part in k.split(".")[:-1]:
             parent = parent[part]
-        if (k.rpartition(".")[2] == "method"
-                and isinstance(parent.get("ssl"), ml_collections.ConfigDict)):
+        if k.rpartition(".")[2] == "method" and isinstance(
+            parent.get("ssl"), ml_collections.ConfigDict
+        ):
             _reset_ssl(parent)
     cfg.lock()
     return cfg
@@ -236,8 +254,9 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 
 def save(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
     """Writes the resolved config to `<workdir>/config.json`."""
-    return files.write_text_atomic(files.path(workdir) / CONFIG_JSON,
-                                   json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    return files.write_text_atomic(
+        files.path(workdir) / CONFIG_JSON, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n"
+    )
 
 
 def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

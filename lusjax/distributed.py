@@ -62,8 +62,11 @@ class Plan:
         """Arguments for `jax.distributed.initialize`."""
         out: dict[str, Any] = {}
         if self.source != "auto":
-            out.update(coordinator_address=self.coordinator_address,
-                       num_processes=self.num_processes, process_id=self.process_id)
+            out.update(
+                coordinator_address=self.coordinator_address,
+                num_processes=self.num_processes,
+                process_id=self.process_id,
+            )
             if self.local_device_ids is not None:
                 out["local_device_ids"] = list(self.local_device_ids)
             # We already chose every value: keep JAX from re-detecting SLURM, which
@@ -95,8 +98,9 @@ def _int(env: Mapping[str, str], key: str) -> int:
     try:
         return int(env[key])
     except (KeyError, ValueError):
-        raise UserError(f"environment variable {key} must be an integer, got "
-                        f"{env.get(key)!r}") from None
+        raise UserError(
+            f"environment variable {key} must be an integer, got {env.get(key)!r}"
+        ) from None
 
 
 def _device_ids(text: str | None) -> tuple[int, ...] | None:
@@ -128,8 +132,12 @@ def _plan(env: Mapping[str, str]) -> Plan:
         return Plan("env", env["LUSJAX_COORDINATOR"], n, i, local_ids, cpu)
 
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
-    if (mode != "auto" and nodelist and "SLURM_PROCID" in env
-            and int(env.get("SLURM_NTASKS", "1") or 1) > 1):
+    if (
+        mode != "auto"
+        and nodelist
+        and "SLURM_PROCID" in env
+        and int(env.get("SLURM_NTASKS", "1") or 1) > 1
+    ):
         n, i = _int(env, "SLURM_NTASKS"), _int(env, "SLURM_PROCID")
         port = env.get("LUSJAX_COORDINATOR_PORT") or env.get("JAX_COORDINATOR_PORT")
         if not port:  # the same formula as JAX: every task of the job agrees on it
@@ -162,8 +170,10 @@ def initialize(env: Mapping[str, str] | None = None, *, timeout_s: int = 300) ->
         from jax._src import xla_bridge
 
         if xla_bridge.backends_are_initialized():
-            raise UserError("lusjax.distributed.initialize() must run before any JAX "
-                            "computation (a device was already used in this process)")
+            raise UserError(
+                "lusjax.distributed.initialize() must run before any JAX "
+                "computation (a device was already used in this process)"
+            )
         jax.distributed.initialize(initialization_timeout=timeout_s, **p.kwargs())
         if jax.devices()[0].platform == "cpu":
             # CPU collectives (gloo) set up their connections at the first collective and
@@ -180,6 +190,8 @@ def describe() -> str:
     """One line about this process's place in the job, for logs."""
     import jax
 
-    return (f"process {jax.process_index()}/{jax.process_count()}, "
-            f"{jax.local_device_count()} local / {jax.device_count()} global devices "
-            f"({jax.devices()[0].platform})")
+    return (
+        f"process {jax.process_index()}/{jax.process_count()}, "
+        f"{jax.local_device_count()} local / {jax.device_count()} global devices "
+        f"({jax.devices()[0].platform})"
+    )

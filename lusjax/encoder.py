@@ -46,8 +46,9 @@ class Encoder:
 
         @jax.jit
         def apply(variables, images_uint8):
-            return model.apply(variables, preprocess.eval_input(images_uint8, size, ch),
-                               train=False)
+            return model.apply(
+                variables, preprocess.eval_input(images_uint8, size, ch), train=False
+            )
 
         return apply
 
@@ -56,19 +57,20 @@ class Encoder:
         out = []
         n = len(images_uint8)
         for i in range(0, n, batch_size):
-            chunk = np.asarray(images_uint8[i:i + batch_size])
+            chunk = np.asarray(images_uint8[i : i + batch_size])
             pad = batch_size - len(chunk) if n > batch_size else 0
             if pad:  # keep one compiled shape for the last partial batch
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
             feats = np.asarray(self._apply(self.variables, chunk))
-            out.append(feats[:len(feats) - pad] if pad else feats)
+            out.append(feats[: len(feats) - pad] if pad else feats)
         if not out:
             return np.zeros((0, self.num_features), np.float32)
         return np.concatenate(out).astype(np.float32)
 
     @classmethod
-    def random_init(cls, model_name: str, model_kwargs: dict, image_size: int,
-                    seed: int = 0) -> "Encoder":
+    def random_init(
+        cls, model_name: str, model_kwargs: dict, image_size: int, seed: int = 0
+    ) -> Encoder:
         """The random-init baseline: same architecture, untrained weights."""
         model = models.get(model_name, **model_kwargs)
         ch = int(model_kwargs.get("num_channels", 1))

@@ -52,7 +52,7 @@ class NvmlEnergy:
             visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         try:
             self._open(visible_devices)
-        except Exception as e:  # noqa: BLE001 - any NVML failure means "not available"
+        except Exception as e:
             self.reason = f"NVML failed: {type(e).__name__}: {e}"
         if not self.available:
             self.close()
@@ -84,7 +84,7 @@ class NvmlEnergy:
         try:
             self._start_mj = [nv.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles]
             self.mode = "counter"
-        except Exception:  # noqa: BLE001 - NotSupported on pre-Volta GPUs
+        except Exception:
             self._last_w = self._power_w()
             self._last_t = self._clock()
             self._joules = 0.0
@@ -111,7 +111,7 @@ class NvmlEnergy:
                 return
             try:
                 w, t = self._power_w(), self._clock()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._fail(e)
                 return
             self._joules += 0.5 * (w + self._last_w) * (t - self._last_t)
@@ -127,7 +127,7 @@ class NvmlEnergy:
                 return self._joules
             try:
                 now = [self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles]
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._fail(e)
                 return None
             return sum(b - a for a, b in zip(self._start_mj, now)) / 1000.0

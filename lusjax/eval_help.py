@@ -23,26 +23,42 @@ def config_keys(path: Path = EVAL_CONFIG) -> list[tuple[str, str, str]]:
     else the comment block just above it."""
     source = path.read_text()
     lines = source.splitlines()
-    fn = next(n for n in ast.parse(source).body
-              if isinstance(n, ast.FunctionDef) and n.name == "get_config")
+    fn = next(
+        n
+        for n in ast.parse(source).body
+        if isinstance(n, ast.FunctionDef) and n.name == "get_config"
+    )
     rows = []
     for node in fn.body:
         if isinstance(node, ast.If):
             break  # the argument variants: not defaults
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Attribute)):
+        if not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Attribute)
+        ):
             continue
         key, value = node.targets[0].attr, node.value
         comment = _trailing_comment(lines[node.lineno - 1])
         if isinstance(value, ast.Call) and value.args and isinstance(value.args[0], ast.Dict):
             subkeys = [k.value for k in value.args[0].keys if isinstance(k, ast.Constant)]
-            rows.append((f"{key}.*", "{" + ", ".join(subkeys) + "}",
-                         _comment_above(lines, node.lineno - 1) or comment))
+            rows.append(
+                (
+                    f"{key}.*",
+                    "{" + ", ".join(subkeys) + "}",
+                    _comment_above(lines, node.lineno - 1) or comment,
+                )
+            )
             continue
         if comment.startswith("..."):  # a continued comment: the one above says what it is
             comment = _comment_above(lines, node.lineno - 1) + " " + comment
-        rows.append((key, ast.get_source_segment(source, value) or "",
-                     comment or _comment_above(lines, node.lineno - 1)))
+        rows.append(
+            (
+                key,
+                ast.get_source_segment(source, value) or "",
+                comment or _comment_above(lines, node.lineno - 1),
+            )
+        )
     return rows
 
 
@@ -71,14 +87,20 @@ def epilog(path: Path = EVAL_CONFIG, width: int = 100) -> str:
     out = [
         "examples:",
         "  lusjax eval --config configs/eval.py --config.encoder=runs/simclr_r50 \\",
-        ("      --config.data_dir=data/pocus --config.out_dir=runs/simclr_r50/eval "
-         "--config.test_split=fold4"),
-        ("  lusjax eval --config configs/eval.py:quick --config.encoder=runs/quickstart "
-         "--config.protocol=linear,knn"),
+        (
+            "      --config.data_dir=data/pocus --config.out_dir=runs/simclr_r50/eval "
+            "--config.test_split=fold4"
+        ),
+        (
+            "  lusjax eval --config configs/eval.py:quick --config.encoder=runs/quickstart "
+            "--config.protocol=linear,knn"
+        ),
         "",
         f"protocols (--config.protocol, several joined by ,): {', '.join(protocols(path))}",
-        ("splits: --config.splits and --config.test_split take split names joined by , or + "
-         "(fold0,fold1 = fold0+fold1)"),
+        (
+            "splits: --config.splits and --config.test_split take split names joined by , or + "
+            "(fold0,fold1 = fold0+fold1)"
+        ),
         "",
         f"keys of {path.parent.name}/{path.name} (--config.KEY=VALUE; the file documents each):",
     ]

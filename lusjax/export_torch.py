@@ -45,14 +45,20 @@ def family(model_name: str) -> str:
 def check_exportable(model_name: str, model_kwargs: dict[str, Any]) -> str:
     """The torchvision constructor for this backbone, or a UserError saying why none."""
     if model_name not in TORCHVISION:
-        raise UserError(f"{model_name} has no torchvision counterpart (torch export exists for "
-                        f"{', '.join(TORCHVISION)}); use --format flax")
+        raise UserError(
+            f"{model_name} has no torchvision counterpart (torch export exists for "
+            f"{', '.join(TORCHVISION)}); use --format flax"
+        )
     if float(model_kwargs.get("width", 1.0)) != 1.0:
-        raise UserError(f"{model_name} at width {model_kwargs['width']} has no torchvision "
-                        "counterpart (width 1.0 only); use --format flax")
+        raise UserError(
+            f"{model_name} at width {model_kwargs['width']} has no torchvision "
+            "counterpart (width 1.0 only); use --format flax"
+        )
     if model_kwargs.get("stem", "imagenet") != "imagenet":
-        raise UserError(f"{model_name} with the {model_kwargs['stem']!r} stem has no "
-                        "torchvision counterpart; use --format flax")
+        raise UserError(
+            f"{model_name} with the {model_kwargs['stem']!r} stem has no "
+            "torchvision counterpart; use --format flax"
+        )
     return TORCHVISION[model_name]
 
 
@@ -71,8 +77,9 @@ def _resnet_module(path: tuple[str, ...]) -> str:
         if m := re.fullmatch(r"layer(\d+)_(\d+)", name):
             out += [f"layer{m[1]}", m[2]]
         else:
-            out.append({"downsample_conv": "downsample.0",
-                        "downsample_bn": "downsample.1"}.get(name, name))
+            out.append(
+                {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}.get(name, name)
+            )
     return ".".join(out)
 
 
@@ -86,8 +93,12 @@ def _mobilenet_modules(params: dict) -> dict[tuple[str, ...], str]:
     """lusjax module path -> torchvision module name, for every module of `params`."""
     blocks = sorted((k for k in params if k.startswith("block")), key=lambda k: int(k[5:]))
     last = f"features.{len(blocks) + 1}"
-    names = {("stem_conv",): "features.0.0", ("stem_bn",): "features.0.1",
-             ("last_conv",): f"{last}.0", ("last_bn",): f"{last}.1"}
+    names = {
+        ("stem_conv",): "features.0.0",
+        ("stem_bn",): "features.0.1",
+        ("last_conv",): f"{last}.0",
+        ("last_bn",): f"{last}.1",
+    }
     for i, b in enumerate(blocks):
         present = [s for s in _MBV3_STAGES if s in params[b] or f"{s}_conv" in params[b]]
         for idx, s in enumerate(present):
@@ -125,8 +136,14 @@ def _stem_kernel(w: np.ndarray, channels: int | None) -> np.ndarray:
     raise UserError(f"cannot convert a {have}-channel stem to {channels} channels (1 or 3)")
 
 
-def state_dict(model_name: str, model_kwargs: dict[str, Any], variables: dict, *,
-               channels: int | None = None, step: int = 0) -> dict[str, np.ndarray]:
+def state_dict(
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    variables: dict,
+    *,
+    channels: int | None = None,
+    step: int = 0,
+) -> dict[str, np.ndarray]:
     """torchvision `state_dict` (minus the classifier) of a lusjax backbone's variables
     ({"params", "batch_stats"}), float32 numpy arrays.
 

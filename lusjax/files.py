@@ -41,8 +41,10 @@ def path(p: str | os.PathLike):
             fsspec.get_filesystem_class("gcs" if scheme == "gs" else scheme)
     except ImportError as e:
         package = {"gs": "gcsfs", "s3": "s3fs", "az": "adlfs"}[scheme]
-        raise UserError(f"{p}: {scheme}:// paths need {package} (pip install "
-                        f"'etils[epath-{'gcs' if scheme == 'gs' else scheme}]')") from e
+        raise UserError(
+            f"{p}: {scheme}:// paths need {package} (pip install "
+            f"'etils[epath-{'gcs' if scheme == 'gs' else scheme}]')"
+        ) from e
     return epath.Path(p)
 
 

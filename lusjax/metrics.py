@@ -49,8 +49,9 @@ class MetricsWriter:
     `tensorboard`: also every numeric value as a TensorBoard scalar of the same name
     (needs tensorboardX, the `tb` extra)."""
 
-    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True,
-                 tensorboard: bool = False):
+    def __init__(
+        self, workdir: str | os.PathLike, *, enabled: bool = True, tensorboard: bool = False
+    ):
         self.path = files.path(workdir) / METRICS_FILE
         self.enabled = enabled
         self._t0 = time.time()
@@ -73,10 +74,10 @@ class MetricsWriter:
         if self.enabled:
             files.append_text(self.path, json.dumps(rec) + "\n")
             if self._tb is not None:
-                scalars = {k: _number(v) for k, v in {"wall_time": rec["wall_time"],
-                                                      **merged}.items()}
-                self._tb.write_scalars(step, {k: v for k, v in scalars.items()
-                                              if v is not None})
+                scalars = {
+                    k: _number(v) for k, v in {"wall_time": rec["wall_time"], **merged}.items()
+                }
+                self._tb.write_scalars(step, {k: v for k, v in scalars.items() if v is not None})
                 self._tb.flush()
         return rec
 

@@ -25,7 +25,7 @@ from lusjax.errors import UserError
 
 def steps_from_epochs(epochs: float, examples_per_epoch: int, global_batch: int) -> int:
     """Number of batches for `epochs` passes over `examples_per_epoch`."""
-    return max(1, int(math.ceil(epochs * examples_per_epoch / global_batch)))
+    return max(1, math.ceil(epochs * examples_per_epoch / global_batch))
 
 
 def scaled_lr(cfg, global_batch: int) -> float:
@@ -46,8 +46,12 @@ def schedule(cfg, total_steps: int, global_batch: int) -> optax.Schedule:
     warmup = min(cfg.warmup_steps // cfg.grad_accum, updates - 1)
     peak = scaled_lr(cfg, global_batch)
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=peak, warmup_steps=max(warmup, 0),
-        decay_steps=updates, end_value=peak * cfg.end_lr_factor)
+        init_value=0.0,
+        peak_value=peak,
+        warmup_steps=max(warmup, 0),
+        decay_steps=updates,
+        end_value=peak * cfg.end_lr_factor,
+    )
 
 
 def decay_mask(params):
@@ -58,15 +62,22 @@ def decay_mask(params):
 def _main_optimizer(cfg, lr) -> optax.GradientTransformation:
     name = cfg.name
     if name == "lars":
-        return optax.lars(lr, weight_decay=cfg.weight_decay, weight_decay_mask=decay_mask,
-                          trust_ratio_mask=decay_mask, momentum=cfg.momentum)
+        return optax.lars(
+            lr,
+            weight_decay=cfg.weight_decay,
+            weight_decay_mask=decay_mask,
+            trust_ratio_mask=decay_mask,
+            momentum=cfg.momentum,
+        )
     if name == "lamb":
         return optax.lamb(lr, b1=cfg.momentum, weight_decay=cfg.weight_decay, mask=decay_mask)
     if name == "adamw":
         return optax.adamw(lr, b1=cfg.momentum, weight_decay=cfg.weight_decay, mask=decay_mask)
     if name == "sgd":
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay, decay_mask),
-                           optax.sgd(lr, momentum=cfg.momentum))
+        return optax.chain(
+            optax.add_decayed_weights(cfg.weight_decay, decay_mask),
+            optax.sgd(lr, momentum=cfg.momentum),
+        )
     raise UserError(f"unknown optimizer {name!r}; choose lars, lamb, adamw or sgd")
 
 
@@ -79,7 +90,8 @@ def make(cfg, total_steps: int, global_batch: int):
     lr = schedule(cfg, total_steps, global_batch)
     tx = optax.multi_transform(
         {"ssl": _main_optimizer(cfg, lr), "probe": optax.adam(cfg.probe_lr)},
-        lambda params: {k: ("probe" if k == "probe" else "ssl") for k in params})
+        lambda params: {k: ("probe" if k == "probe" else "ssl") for k in params},
+    )
     if cfg.grad_accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum)
     return tx, lr

@@ -44,7 +44,7 @@ class StopSignals:
         if self.signal is None:  # the first one names the stop; later ones change nothing
             self.signal = signal.Signals(signum).name
 
-    def __enter__(self) -> StopSignals:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)

@@ -20,20 +20,28 @@ from lusjax.eval import linear_probe_accuracy
 from lusjax.eval.splits import read_pretraining
 
 
-def probe_workdir(workdir: str, *, data_dir: str | None = None, train_split: str = "train",
-                  test_split: str = "test", seed: int = 0) -> dict:
+def probe_workdir(
+    workdir: str,
+    *,
+    data_dir: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    seed: int = 0,
+) -> dict:
     """Linear probe of a run's pretrained encoder and of its random-init twin."""
     cfg = config_lib.load_saved(workdir)
     data_dir = data_dir or ensure_data(cfg.data)
     ssl_enc = checkpoint.load_encoder(workdir)
-    rand_enc = Encoder.random_init(ssl_enc.model_name, ssl_enc.model_kwargs,
-                                   ssl_enc.image_size, seed=seed)
+    rand_enc = Encoder.random_init(
+        ssl_enc.model_name, ssl_enc.model_kwargs, ssl_enc.image_size, seed=seed
+    )
     out = {}
     seen = read_pretraining(workdir)  # the leakage gate: never test on what it saw
     for name, enc in (("ssl", ssl_enc), ("random_init", rand_enc)):
         t0 = time.time()
-        res = linear_probe_accuracy(enc, data_dir, train_split, test_split,
-                                    pretraining=seen if name == "ssl" else None)
+        res = linear_probe_accuracy(
+            enc, data_dir, train_split, test_split, pretraining=seen if name == "ssl" else None
+        )
         res["probe_time_s"] = round(time.time() - t0, 1)
         out[name] = res
     out["data_dir"], out["train_split"], out["test_split"] = data_dir, train_split, test_split
@@ -47,21 +55,32 @@ def probe_table(result: dict) -> str:
     ssl = result["ssl"]
     lines = [
         f"linear probe on frozen features of {result['data_dir']}",
-        f"trained on {result['train_split']!r} ({ssl['n_train_clips']} clips, "
-        f"{ssl['n_train_frames']} frames), tested on {result['test_split']!r} "
-        f"({ssl['n_test_clips']} clips, {ssl['n_test_frames']} frames)",
+        (
+            f"trained on {result['train_split']!r} ({ssl['n_train_clips']} clips, "
+            f"{ssl['n_train_frames']} frames), tested on {result['test_split']!r} "
+            f"({ssl['n_test_clips']} clips, {ssl['n_test_frames']} frames)"
+        ),
         "",
         "| encoder | frame acc | clip acc | clip balanced acc | train clips | test clips |",
         "|---|---|---|---|---|---|",
     ]
-    for name, label in (("ssl", f"{result.get('method', 'ssl')} pretrained"),
-                        ("random_init", "random init")):
+    for name, label in (
+        ("ssl", f"{result.get('method', 'ssl')} pretrained"),
+        ("random_init", "random init"),
+    ):
         r = result[name]
-        lines.append(f"| {label} | {r['frame_accuracy']:.3f} | {r['clip_accuracy']:.3f} | "
-                     f"{r['clip_balanced_accuracy']:.3f} | {r['n_train_clips']} | "
-                     f"{r['n_test_clips']} |")
-    lines += ["", "(`lusjax quickstart` tests on 'val+test', so its table differs; "
-              "--test-split val+test gives the same; --json prints the raw numbers)"]
+        lines.append(
+            f"| {label} | {r['frame_accuracy']:.3f} | {r['clip_accuracy']:.3f} | "
+            f"{r['clip_balanced_accuracy']:.3f} | {r['n_train_clips']} | "
+            f"{r['n_test_clips']} |"
+        )
+    lines += [
+        "",
+        (
+            "(`lusjax quickstart` tests on 'val+test', so its table differs; "
+            "--test-split val+test gives the same; --json prints the raw numbers)"
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -75,11 +94,16 @@ def _table(result: dict, train_summary: dict, pretrain_s: float) -> str:
     ]
     for name in ("ssl", "random_init"):
         r = result[name]
-        cost = (f"{pretrain_s:.0f} s" if name == "ssl" else "—")
-        energy = (f"{kwh * 1000:.2f} Wh, {co2 * 1000:.2f} g CO2e"
-                  if name == "ssl" and kwh is not None else "—")
-        rows.append(f"| {'SimCLR pretrained' if name == 'ssl' else 'random init'} "
-                    f"| {r['frame_accuracy']:.3f} | {r['clip_accuracy']:.3f} | {cost} | {energy} |")
+        cost = f"{pretrain_s:.0f} s" if name == "ssl" else "—"
+        energy = (
+            f"{kwh * 1000:.2f} Wh, {co2 * 1000:.2f} g CO2e"
+            if name == "ssl" and kwh is not None
+            else "—"
+        )
+        rows.append(
+            f"| {'SimCLR pretrained' if name == 'ssl' else 'random init'} "
+            f"| {r['frame_accuracy']:.3f} | {r['clip_accuracy']:.3f} | {cost} | {energy} |"
+        )
     return "\n".join(rows)
 
 
@@ -90,8 +114,11 @@ def main(workdir: str, overrides=(), quiet: bool = False) -> int:
     overrides = [("workdir", workdir), *overrides]
     cfg = config_lib.load("configs/quickstart.py", overrides)
     print(f"[1/3] data: {ensure_data(cfg.data)}", flush=True)
-    print(f"[2/3] pretraining {cfg.method} on {cfg.model.name} for {cfg.total_steps} steps "
-          f"-> {cfg.workdir}", flush=True)
+    print(
+        f"[2/3] pretraining {cfg.method} on {cfg.model.name} for {cfg.total_steps} steps "
+        f"-> {cfg.workdir}",
+        flush=True,
+    )
     t0 = time.time()
     summary = train.train(cfg, progress=not quiet)
     pretrain_s = time.time() - t0
@@ -104,10 +131,15 @@ def main(workdir: str, overrides=(), quiet: bool = False) -> int:
     ssl_acc = result["ssl"]["clip_accuracy"], result["ssl"]["frame_accuracy"]
     rnd_acc = result["random_init"]["clip_accuracy"], result["random_init"]["frame_accuracy"]
     verdict = "beats" if ssl_acc[1] > rnd_acc[1] else "does NOT beat"
-    print(f"\nThe SimCLR-pretrained encoder {verdict} the random-init encoder "
-          f"(frame accuracy {ssl_acc[1]:.3f} vs {rnd_acc[1]:.3f}).")
+    print(
+        f"\nThe SimCLR-pretrained encoder {verdict} the random-init encoder "
+        f"(frame accuracy {ssl_acc[1]:.3f} vs {rnd_acc[1]:.3f})."
+    )
     out = Path(cfg.workdir)
-    (out / "quickstart.json").write_text(json.dumps(
-        {"probe": result, "pretrain_s": pretrain_s, "train": summary}, indent=2, default=str))
+    (out / "quickstart.json").write_text(
+        json.dumps(
+            {"probe": result, "pretrain_s": pretrain_s, "train": summary}, indent=2, default=str
+        )
+    )
     (out / "quickstart.md").write_text(table + "\n")
     return 0

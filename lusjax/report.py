@@ -20,8 +20,11 @@ PANELS = (
     ("loss.png", "SSL loss", ("loss",)),
     ("probe.png", "online linear probe accuracy", ("probe_acc", "probe_val_acc")),
     ("throughput.png", "images / s", ("images_per_s",)),
-    ("energy.png", "energy so far (kWh, cumulator model / measured)",
-     ("model_kwh", "measured_gpu_kwh", "measured_cpu_kwh")),
+    (
+        "energy.png",
+        "energy so far (kWh, cumulator model / measured)",
+        ("model_kwh", "measured_gpu_kwh", "measured_cpu_kwh"),
+    ),
     ("norms.png", "norms", ("grad_norm", "update_norm")),
 )
 
@@ -93,9 +96,13 @@ def _md_table_html(text: str) -> str:
     def flush():
         if rows:
             head, *body = rows
-            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
-                                 for r in body) + "</table>")
+            out.append(
+                "<table><tr>"
+                + "".join(f"<th>{c}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+                + "</table>"
+            )
             rows.clear()
 
     for line in text.splitlines():
@@ -115,29 +122,38 @@ def _html(workdir: Path, out_dir: Path, records: list[dict], written: list[Path]
     """plots/report.html: every PNG inlined (one file to send), the last metrics record,
     the carbon table and config.json."""
     last = records[-1]
-    metrics_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_show(v))}"
-                           "</td></tr>" for k, v in last.items())
-    parts = [f"<h1>lusjax run {html.escape(str(workdir))}</h1>",
-             f"<h2>Last logged step ({last['step']})</h2>",
-             f"<table><tr><th>key</th><th>value</th></tr>{metrics_rows}</table>",
-             "<h2>Plots</h2>"]
+    metrics_rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_show(v))}</td></tr>"
+        for k, v in last.items()
+    )
+    parts = [
+        f"<h1>lusjax run {html.escape(str(workdir))}</h1>",
+        f"<h2>Last logged step ({last['step']})</h2>",
+        f"<table><tr><th>key</th><th>value</th></tr>{metrics_rows}</table>",
+        "<h2>Plots</h2>",
+    ]
     for p in written:
         if p.suffix == ".png":
             data = base64.b64encode(p.read_bytes()).decode()
-            parts.append(f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{p.name}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{p.name}</figcaption></figure>"
+            )
     carbon_md = out_dir / "carbon.md"
     if carbon_md in written:
         parts += ["<h2>Energy and carbon</h2>", _md_table_html(carbon_md.read_text())]
     config = workdir / config_lib.CONFIG_JSON
     if config.exists():
-        parts += ["<h2>Config</h2>",
-                  f"<pre>{html.escape(json.dumps(json.loads(config.read_text()), indent=1))}</pre>"]
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>lusjax report</title>"
-            "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-            "img{max-width:100%}</style></head><body>\n" + "\n".join(parts)
-            + "\n</body></html>\n")
+        parts += [
+            "<h2>Config</h2>",
+            f"<pre>{html.escape(json.dumps(json.loads(config.read_text()), indent=1))}</pre>",
+        ]
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>lusjax report</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "img{max-width:100%}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
     path = out_dir / "report.html"
     files.write_text_atomic(path, page)
     return path

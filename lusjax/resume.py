@@ -21,10 +21,23 @@ from lusjax import files
 from lusjax.errors import UserError
 
 # Keys (or whole sections) that do not change what a step computes.
-MAY_CHANGE = ("workdir", "total_steps", "log_every", "ckpt_every", "keep_ckpts", "async_ckpt",
-              "watchdog_s", "data.workers", "data.read_threads", "data.prefetch",
-              "probe.eval_every", "carbon", "log_batch_hash", "allow_config_change",
-              "metrics")
+MAY_CHANGE = (
+    "workdir",
+    "total_steps",
+    "log_every",
+    "ckpt_every",
+    "keep_ckpts",
+    "async_ckpt",
+    "watchdog_s",
+    "data.workers",
+    "data.read_threads",
+    "data.prefetch",
+    "probe.eval_every",
+    "carbon",
+    "log_batch_hash",
+    "allow_config_change",
+    "metrics",
+)
 _ABSENT = "(absent)"
 
 
@@ -46,8 +59,11 @@ def may_change(key: str) -> bool:
 def diff(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) of every leaf that differs, in key order."""
     a, b = _flat(old), _flat(new)
-    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(a.keys() | b.keys())
-            if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+    return [
+        (k, a.get(k, _ABSENT), b.get(k, _ABSENT))
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, _ABSENT) != b.get(k, _ABSENT)
+    ]
 
 
 def _show(changes) -> str:
@@ -69,5 +85,6 @@ def check_config(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         raise UserError(
             f"{workdir} was trained with another config; resuming would change: "
             f"{_show(blocked)}. Use a new workdir, the same settings, or "
-            "--config.allow_config_change=True to resume anyway")
+            "--config.allow_config_change=True to resume anyway"
+        )
     return [_show([c]) for c in changes]

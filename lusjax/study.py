@@ -61,13 +61,17 @@ def run(config) -> dict:
     excluded = protocol.parse_list(config.exclude_classes)
     data, removed = feats_lib.drop_classes(data, excluded)
     for name, n in removed.items():
-        notes.append(f"{name!r} excluded: its {n} clip(s) are left out of the study "
-                     "entirely (pretraining, training and testing; config exclude_classes)")
+        notes.append(
+            f"{name!r} excluded: its {n} clip(s) are left out of the study "
+            "entirely (pretraining, training and testing; config exclude_classes)"
+        )
     for name in sorted(set(excluded) - set(removed)):
-        notes.append(f"exclude_classes names {name!r}, not a class of this dataset: nothing "
-                     "excluded for it")
-    tasks = protocol.usable_tasks(data.clips, protocol.parse_list(config.tasks),
-                                  config.min_clips_per_class, notes)
+        notes.append(
+            f"exclude_classes names {name!r}, not a class of this dataset: nothing excluded for it"
+        )
+    tasks = protocol.usable_tasks(
+        data.clips, protocol.parse_list(config.tasks), config.min_clips_per_class, notes
+    )
 
     # --- Folds ------------------------------------------------------------------------
     first = next(iter(tasks))
@@ -75,37 +79,64 @@ def run(config) -> dict:
     groups = splits.groups_of(data.clips.video_id, data.clips.patient_id)
     known = np.any([data.clips.targets(t)[0] >= 0 for t in tasks], axis=0)
     cv = np.flatnonzero(known)
-    folds, fold_notes = splits.kfold(strat[cv], groups[cv], config.folds, config.fold_seed,
-                                     class_names)
+    folds, fold_notes = splits.kfold(
+        strat[cv], groups[cv], config.folds, config.fold_seed, class_names
+    )
     folds = [splits.Fold(cv[f.train], cv[f.test]) for f in folds]
     notes += fold_notes
     for f in folds:  # the leakage gate between training and test clips
         splits.check_disjoint(f.train, f.test, data.clips.video_id, data.clips.patient_id)
     run_folds = parse_run_folds(config.run_folds, len(folds))
     if len(run_folds) < len(folds):
-        notes.append(f"only folds {', '.join(map(str, run_folds))} of {len(folds)} were run "
-                     "(config run_folds): pooled metrics cover those folds' test clips only")
+        notes.append(
+            f"only folds {', '.join(map(str, run_folds))} of {len(folds)} were run "
+            "(config run_folds): pooled metrics cover those folds' test clips only"
+        )
     fractions = [float(f) for f in config.label_fractions]
     notes += protocol.fraction_notes([folds[k] for k in run_folds], strat, fractions)
     notes += fold_class_notes(folds, run_folds, strat, class_names)
     if (~known).any():
-        notes.append(f"{int((~known).sum())} unlabelled clip(s) are in no test fold; each "
-                     "fold pretrains on those of them whose patient is not a test patient")
+        notes.append(
+            f"{int((~known).sum())} unlabelled clip(s) are in no test fold; each "
+            "fold pretrains on those of them whose patient is not a test patient"
+        )
     extra = check_pretrain_data(config, data, folds, run_folds)
 
     # --- Per fold: pretrain, evaluate, save -------------------------------------------
-    ctx = {"config": config, "data": data, "data_dir": data_dir, "split_names": split_names,
-           "tasks": tasks, "protocols": protocols, "baselines": baselines,
-           "fractions": fractions, "strat": strat, "groups": groups, "known": known,
-           "fingerprint": fingerprint(config), "extra": extra[0], "extra_ids": extra[1],
-           "cache": {}}
+    ctx = {
+        "config": config,
+        "data": data,
+        "data_dir": data_dir,
+        "split_names": split_names,
+        "tasks": tasks,
+        "protocols": protocols,
+        "baselines": baselines,
+        "fractions": fractions,
+        "strat": strat,
+        "groups": groups,
+        "known": known,
+        "fingerprint": fingerprint(config),
+        "extra": extra[0],
+        "extra_ids": extra[1],
+        "cache": {},
+    }
     fold_results = []
     for k in run_folds:
         fold_results.append(run_fold(ctx, k, folds[k], out_dir / f"fold{k}"))
 
     # --- Pooled statistics and outputs -------------------------------------------------
-    return study_report.write(out_dir, config, data, data_dir, tasks, folds, run_folds,
-                              fold_results, notes, time.time() - t0)
+    return study_report.write(
+        out_dir,
+        config,
+        data,
+        data_dir,
+        tasks,
+        folds,
+        run_folds,
+        fold_results,
+        notes,
+        time.time() - t0,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -121,9 +152,11 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
         print(f"fold {k}: finished earlier, results read from {fold_dir} (skipped)", flush=True)
         return done
     if (fold_dir / FOLD_JSON).is_file():
-        print(f"fold {k}: evaluation settings changed since {fold_dir / FOLD_JSON} was "
-              "written: evaluating again (its pretraining is reused if its settings match)",
-              flush=True)
+        print(
+            f"fold {k}: evaluation settings changed since {fold_dir / FOLD_JSON} was "
+            "written: evaluating again (its pretraining is reused if its settings match)",
+            flush=True,
+        )
     t_fold = time.time()
     pre = pretrain(ctx, k, fold, fold_dir)
     enc = _load_encoder(fold_dir / "pretrain")
@@ -131,21 +164,30 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     seen = splits.read_pretraining(fold_dir / "pretrain")
     if seen is None:
         raise UserError(f"{fold_dir / 'pretrain'} has no {splits.PRETRAIN_CLIPS}")
-    splits.check_pretraining(fold.test, data.clips.video_id, data.clips.patient_id, seen,
-                             flag="(no override in a study)")
+    splits.check_pretraining(
+        fold.test, data.clips.video_id, data.clips.patient_id, seen, flag="(no override in a study)"
+    )
 
     tracker = carbon.Tracker(country=config.carbon.country, measure=config.carbon.measure)
     cache = ctx["cache"]
     with tracker.phase("eval"):
-        x = {SSL: feats_lib.extract(enc, data, config.batch_size, config.progress,
-                                    desc=f"fold {k} features (ssl)")}
+        x = {
+            SSL: feats_lib.extract(
+                enc, data, config.batch_size, config.progress, desc=f"fold {k} features (ssl)"
+            )
+        }
         if RANDOM not in cache:  # the same weights for every fold: extracted once
             from lusjax.encoder import Encoder
 
-            rand = Encoder.random_init(enc.model_name, enc.model_kwargs, enc.image_size,
-                                       seed=config.init_seed)
-            cache[RANDOM] = (rand, feats_lib.extract(rand, data, config.batch_size,
-                                                     config.progress, desc="features (random)"))
+            rand = Encoder.random_init(
+                enc.model_name, enc.model_kwargs, enc.image_size, seed=config.init_seed
+            )
+            cache[RANDOM] = (
+                rand,
+                feats_lib.extract(
+                    rand, data, config.batch_size, config.progress, desc="features (random)"
+                ),
+            )
         rand, x[RANDOM] = cache[RANDOM]
 
     frozen = [p for p in ctx["protocols"] if p in protocol.FROZEN]
@@ -157,8 +199,9 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     for fraction in ctx["fractions"]:
         for seed in range(config.seeds):
             train_clips = splits.label_fraction(fold.train, ctx["strat"], fraction, seed)
-            splits.check_disjoint(train_clips, fold.test, data.clips.video_id,
-                                  data.clips.patient_id)
+            splits.check_disjoint(
+                train_clips, fold.test, data.clips.video_id, data.clips.patient_id
+            )
             fit = (ctx, data, train_clips, fold.test, seed, fraction, runs)
             with tracker.phase("eval"):
                 _fit(*fit, SSL, enc, x[SSL], frozen)
@@ -181,44 +224,72 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     summary = tracker.summary()
     tracker.close()
     result = {
-        "fold": k, "fingerprint": ctx["fingerprint"],
+        "fold": k,
+        "fingerprint": ctx["fingerprint"],
         "train": data.clips.video_id[fold.train].tolist(),
         "test": data.clips.video_id[fold.test].tolist(),
-        "pretrain": pre, "pretrain_clips": len(seen["video_id"]),
-        "carbon": {"phases": [pre["carbon"], *summary["phases"]],
-                   **{key: summary[key] for key in ("country", "carbon_intensity_kg_per_kwh",
-                                                     "platform", "device_kind", "n_devices",
-                                                     "tdp_w", "tdp_source",
-                                                     "measured_gpu_source",
-                                                     "measured_cpu_source")}},
-        "run_s": run_s, "wall_s": round(time.time() - t_fold, 1),
-        "per_fold": [{key: r[key] for key in r if key not in ("probs", "video_id")}
-                     for r in runs],
+        "pretrain": pre,
+        "pretrain_clips": len(seen["video_id"]),
+        "carbon": {
+            "phases": [pre["carbon"], *summary["phases"]],
+            **{
+                key: summary[key]
+                for key in (
+                    "country",
+                    "carbon_intensity_kg_per_kwh",
+                    "platform",
+                    "device_kind",
+                    "n_devices",
+                    "tdp_w",
+                    "tdp_source",
+                    "measured_gpu_source",
+                    "measured_cpu_source",
+                )
+            },
+        },
+        "run_s": run_s,
+        "wall_s": round(time.time() - t_fold, 1),
+        "per_fold": [{key: r[key] for key in r if key not in ("probs", "video_id")} for r in runs],
     }
     emb_ssl, clip_idx = feats_lib.clip_embeddings(x[SSL], data.frame_clip)
     emb_rand, _ = feats_lib.clip_embeddings(x[RANDOM], data.frame_clip)
-    write_fold(fold_dir, result, runs, {"emb_ssl": emb_ssl, "emb_random": emb_rand,
-                                        "emb_video_id": data.clips.video_id[clip_idx]})
+    write_fold(
+        fold_dir,
+        result,
+        runs,
+        {"emb_ssl": emb_ssl, "emb_random": emb_rand, "emb_video_id": data.clips.video_id[clip_idx]},
+    )
     print(f"fold {k}: done in {result['wall_s']:.0f} s", flush=True)
     return read_fold(fold_dir, ctx["fingerprint"], data.clips.video_id[fold.test])
 
 
-def _fit(ctx, data, train_clips, test_clips, seed, fraction, runs, encoder_name, encoder, x,
-         protos):
+def _fit(
+    ctx, data, train_clips, test_clips, seed, fraction, runs, encoder_name, encoder, x, protos
+):
     """Fits `protos` through the eval protocol's `fit_split`; appends clip-level runs."""
     for proto, task, te, probs, info in protocol.fit_split(
-            encoder, x, data, ctx["tasks"], protos, train_clips, test_clips, seed,
-            ctx["config"]):
+        encoder, x, data, ctx["tasks"], protos, train_clips, test_clips, seed, ctx["config"]
+    ):
         if not len(te):
             continue
         y = data.frame_targets(task)[te]
         cp, cl, clips = metrics.clip_probs(probs, data.frame_clip[te], y)
         names = ctx["tasks"][task]
         m = metrics.classification(cl, cp, names)
-        runs.append({"encoder": encoder_name, "protocol": proto, "task": task,
-                     "fraction": fraction, "seed": seed, "n_train_clips": len(train_clips),
-                     "clip": {s: m[s] for s in metrics.SCALARS}, "info": info,
-                     "probs": cp, "video_id": data.clips.video_id[clips]})
+        runs.append(
+            {
+                "encoder": encoder_name,
+                "protocol": proto,
+                "task": task,
+                "fraction": fraction,
+                "seed": seed,
+                "n_train_clips": len(train_clips),
+                "clip": {s: m[s] for s in metrics.SCALARS},
+                "info": info,
+                "probs": cp,
+                "video_id": data.clips.video_id[clips],
+            }
+        )
 
 
 def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
@@ -229,31 +300,39 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     config, data = ctx["config"], ctx["data"]
     record = fold_dir / PRETRAIN_JSON
     test_groups = set(ctx["groups"][fold.test])
-    unlabelled = [i for i in np.flatnonzero(~ctx["known"])
-                  if ctx["groups"][i] not in test_groups]
-    clip_ids = sorted(data.clips.video_id[np.concatenate([fold.train, unlabelled])
-                                          .astype(int)].tolist()) + ctx["extra_ids"]
+    unlabelled = [i for i in np.flatnonzero(~ctx["known"]) if ctx["groups"][i] not in test_groups]
+    clip_ids = (
+        sorted(data.clips.video_id[np.concatenate([fold.train, unlabelled]).astype(int)].tolist())
+        + ctx["extra_ids"]
+    )
     cfg = pretrain_config(config, ctx, fold_dir)
     settings = config_lib.to_dict(cfg)
     settings.pop("workdir")  # where, not what: the same out_dir may be spelled otherwise
     settings["data"].pop("clips_file")  # its content, clip_ids, is hashed instead
-    fp = hashlib.sha256(json.dumps([settings, clip_ids], sort_keys=True)
-                        .encode()).hexdigest()[:16]
+    fp = hashlib.sha256(json.dumps([settings, clip_ids], sort_keys=True).encode()).hexdigest()[:16]
     if record.is_file():
         done = json.loads(record.read_text())
         if done.get("fingerprint") != fp:
-            raise UserError(f"{fold_dir / 'pretrain'} was pretrained with other settings "
-                            "(recipe, data or fold clips): use another --config.out_dir, or "
-                            f"delete {fold_dir} to pretrain again")
+            raise UserError(
+                f"{fold_dir / 'pretrain'} was pretrained with other settings "
+                "(recipe, data or fold clips): use another --config.out_dir, or "
+                f"delete {fold_dir} to pretrain again"
+            )
         print(f"fold {k}: pretraining finished earlier (skipped)", flush=True)
         return done
     if (fold_dir / CLIPS_JSON).is_file() and json.loads(
-            (fold_dir / CLIPS_JSON).read_text()) != clip_ids:
-        raise UserError(f"{fold_dir / 'pretrain'} holds a pretraining of other clips: use "
-                        f"another --config.out_dir, or delete {fold_dir} to pretrain again")
+        (fold_dir / CLIPS_JSON).read_text()
+    ) != clip_ids:
+        raise UserError(
+            f"{fold_dir / 'pretrain'} holds a pretraining of other clips: use "
+            f"another --config.out_dir, or delete {fold_dir} to pretrain again"
+        )
     files.write_text_atomic(fold_dir / CLIPS_JSON, json.dumps(clip_ids) + "\n")
-    print(f"fold {k}: pretraining {cfg.method}/{cfg.model.name} on {len(clip_ids)} clips "
-          f"({cfg.total_steps} steps) in {cfg.workdir}", flush=True)
+    print(
+        f"fold {k}: pretraining {cfg.method}/{cfg.model.name} on {len(clip_ids)} clips "
+        f"({cfg.total_steps} steps) in {cfg.workdir}",
+        flush=True,
+    )
     resumed = any((fold_dir / "pretrain" / "checkpoints").glob("*"))
     t0 = time.time()
     summary = train.train(cfg, progress=config.progress)
@@ -261,10 +340,16 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
     # energy of its earlier segments too.
     totals = carbon.read_ledger(cfg.workdir)["totals"]["phases"]
     phase = next(p for p in totals if p["phase"] == "pretrain")
-    out = {"steps": summary["step"], "clips": len(clip_ids), "wall_s": round(time.time() - t0, 1),
-           "carbon": phase, "final": summary.get("final", {}), "fingerprint": fp,
-           # Resumed from a checkpoint: wall_s counts this process's part only.
-           "resumed": resumed}
+    out = {
+        "steps": summary["step"],
+        "clips": len(clip_ids),
+        "wall_s": round(time.time() - t0, 1),
+        "carbon": phase,
+        "final": summary.get("final", {}),
+        "fingerprint": fp,
+        # Resumed from a checkpoint: wall_s counts this process's part only.
+        "resumed": resumed,
+    }
     files.write_text_atomic(record, json.dumps(_jsonable(out), indent=1) + "\n")
     return out
 
@@ -357,7 +442,7 @@ def parse_baselines(value) -> list[str]:
 
 
 def parse_run_folds(value, n_folds: int) -> list[int]:
-    """"" = every fold; "0,2" = those (each in [0, n_folds))."""
+    """ "" = every fold; "0,2" = those (each in [0, n_folds))."""
     names = protocol.parse_list(value)
     if not names:
         return list(range(n_folds))
@@ -367,8 +452,9 @@ def parse_run_folds(value, n_folds: int) -> list[int]:
         raise UserError(f"run_folds must be fold numbers like 0,1 (got {value!r})") from None
     bad = [k for k in ks if not 0 <= k < n_folds]
     if bad:
-        raise UserError(f"run_folds {', '.join(map(str, bad))}: the study has folds "
-                        f"0..{n_folds - 1}")
+        raise UserError(
+            f"run_folds {', '.join(map(str, bad))}: the study has folds 0..{n_folds - 1}"
+        )
     return ks
 
 
@@ -381,11 +467,15 @@ def fold_class_notes(folds, run_folds, strat: np.ndarray, class_names: list[str]
         te = np.bincount(strat[f.test][strat[f.test] >= 0], minlength=len(class_names))
         for c, name in enumerate(class_names):
             if tr[c] < 2:
-                notes.append(f"fold {k}: class {name!r} has {tr[c]} training clip(s) (< 2): "
-                             "its probes learn it from almost nothing")
+                notes.append(
+                    f"fold {k}: class {name!r} has {tr[c]} training clip(s) (< 2): "
+                    "its probes learn it from almost nothing"
+                )
             if te[c] == 0:
-                notes.append(f"fold {k}: no test clip of class {name!r} (pooled metrics still "
-                             "cover it through the other folds)")
+                notes.append(
+                    f"fold {k}: no test clip of class {name!r} (pooled metrics still "
+                    "cover it through the other folds)"
+                )
     return notes
 
 
@@ -401,14 +491,18 @@ def check_pretrain_data(config, data, folds, run_folds) -> tuple[str | None, lis
     extra = shards.open_split(extra_dir, "+".join(shards.list_splits(extra_dir))).clips
     seen = {"video_id": list(extra.video_id), "patient_id": list(extra.patient_id)}
     for k in run_folds:
-        clips, patients = splits.pretraining_overlap(folds[k].test, data.clips.video_id,
-                                                     data.clips.patient_id, seen)
+        clips, patients = splits.pretraining_overlap(
+            folds[k].test, data.clips.video_id, data.clips.patient_id, seen
+        )
         if clips or patients:
             what = "; ".join(
                 [f"{len(clips)} test clip(s): {', '.join(clips[:5])}"] * bool(clips)
-                + [f"{len(patients)} test patient(s): {', '.join(patients[:5])}"] * bool(patients))
-            raise UserError(f"pretrain_data {extra_dir} overlaps fold {k}'s test set ({what}): "
-                            "pretraining would see test clips; remove them from it")
+                + [f"{len(patients)} test patient(s): {', '.join(patients[:5])}"] * bool(patients)
+            )
+            raise UserError(
+                f"pretrain_data {extra_dir} overlaps fold {k}'s test set ({what}): "
+                "pretraining would see test clips; remove them from it"
+            )
     return extra_dir, sorted(map(str, extra.video_id))
 
 
@@ -416,4 +510,3 @@ def _progress(config, total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="fit", disable=not config.progress, leave=False)
-

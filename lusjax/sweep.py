@@ -121,10 +121,11 @@ def run_name(overrides: Mapping[str, Any]) -> str:
     """
     if not overrides:
         return "base"
-    name = ",".join(f"{_clean(k)}={_clean(_name_value(k, overrides[k]))}"
-                    for k in sorted(overrides))
+    name = ",".join(
+        f"{_clean(k)}={_clean(_name_value(k, overrides[k]))}" for k in sorted(overrides)
+    )
     if len(name) > MAX_NAME:
-        name = name[:MAX_NAME - 9].rstrip(",.-") + "-" + _digest(overrides)
+        name = name[: MAX_NAME - 9].rstrip(",.-") + "-" + _digest(overrides)
     return name
 
 
@@ -156,8 +157,9 @@ class Run:
         return [*train_cmd, *self.args]
 
 
-def expand(config_spec: str | None, sweep_spec: str, root: str,
-           common: Sequence[tuple[str, str]] = ()) -> list[Run]:
+def expand(
+    config_spec: str | None, sweep_spec: str, root: str, common: Sequence[tuple[str, str]] = ()
+) -> list[Run]:
     """The sweep's runs, each checked by loading its config (so a bad key or a
     mistyped value fails here, not in the 37th job)."""
     if "\t" in root or "\n" in root:
@@ -170,8 +172,9 @@ def expand(config_spec: str | None, sweep_spec: str, root: str,
     for i, overrides in enumerate(load_sweep(sweep_spec)):
         spec = overrides.get(CONFIG_KEY, config_spec)
         if not spec:
-            raise UserError(f"run {i} of the sweep has no config: give --config or a "
-                            f"'{CONFIG_KEY}' key")
+            raise UserError(
+                f"run {i} of the sweep has no config: give --config or a '{CONFIG_KEY}' key"
+            )
         texts = [(k, override_text(v)) for k, v in overrides.items() if k != CONFIG_KEY]
         key = json.dumps([spec, sorted(texts)])
         if key in seen:
@@ -192,7 +195,7 @@ def expand(config_spec: str | None, sweep_spec: str, root: str,
     for group in by_name.values():  # different values that clean to the same name
         if len(group) > 1:
             for r in group:
-                r.name = f"{r.name[:MAX_NAME - 9]}-{_digest(r.overrides)}"
+                r.name = f"{r.name[: MAX_NAME - 9]}-{_digest(r.overrides)}"
                 r.workdir = _join(root, r.name)
                 r.args[-1] = f"{config_lib.PREFIX}workdir={r.workdir}"
     return runs
@@ -205,15 +208,28 @@ def runs_txt(runs: Sequence[Run], header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_plan(root: str, runs: Sequence[Run], config_spec: str, sweep_spec: str,
-               common: Sequence[tuple[str, str]], runs_file: str | None = None) -> Path:
+def write_plan(
+    root: str,
+    runs: Sequence[Run],
+    config_spec: str,
+    sweep_spec: str,
+    common: Sequence[tuple[str, str]],
+    runs_file: str | None = None,
+) -> Path:
     """Writes ROOT/sweep.json and the runs file; returns the runs file's path."""
-    plan = {"config": config_spec, "sweep": sweep_spec,
-            "common": [f"{config_lib.PREFIX}{k}={v}" for k, v in common],
-            "runs": [{"name": r.name, "workdir": r.workdir, "overrides": r.overrides,
-                      "args": r.args} for r in runs]}
-    header = (f"lusjax sweep: {len(runs)} runs of {config_spec} x {sweep_spec}\n"
-              "NAME<tab>WORKDIR<tab>lusjax train ARGS; one array task / one run per line")
+    plan = {
+        "config": config_spec,
+        "sweep": sweep_spec,
+        "common": [f"{config_lib.PREFIX}{k}={v}" for k, v in common],
+        "runs": [
+            {"name": r.name, "workdir": r.workdir, "overrides": r.overrides, "args": r.args}
+            for r in runs
+        ],
+    }
+    header = (
+        f"lusjax sweep: {len(runs)} runs of {config_spec} x {sweep_spec}\n"
+        "NAME<tab>WORKDIR<tab>lusjax train ARGS; one array task / one run per line"
+    )
     if "://" in root:
         files.path(root).mkdir(parents=True, exist_ok=True)
         (files.path(root) / SWEEP_JSON).write_text(json.dumps(plan, indent=2) + "\n")
@@ -299,13 +315,21 @@ def _summary(workdir: str) -> str:
     if not recs:
         return ""
     last = recs[-1]
-    return "  ".join(f"{k} {last[k]:.4g}" for k in ("loss", "probe_acc", "probe_val_acc")
-                     if isinstance(last.get(k), (int, float)))
+    return "  ".join(
+        f"{k} {last[k]:.4g}"
+        for k in ("loss", "probe_acc", "probe_val_acc")
+        if isinstance(last.get(k), (int, float))
+    )
 
 
-def run_local(runs: Sequence[Run], *, train_cmd: Sequence[str] | None = None,
-              timeout_s: float | None = None, dry_run: bool = False,
-              echo: Callable[[str], None] = print) -> int:
+def run_local(
+    runs: Sequence[Run],
+    *,
+    train_cmd: Sequence[str] | None = None,
+    timeout_s: float | None = None,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> int:
     """Runs each unfinished run as a subprocess; a failing run does not stop the
     others. Returns 0 when every run is done, else 1."""
     train_cmd = list(train_cmd or default_train_cmd())
@@ -322,8 +346,10 @@ def run_local(runs: Sequence[Run], *, train_cmd: Sequence[str] | None = None,
             echo(shlex.join(cmd))
             continue
         if "://" in r.workdir:
-            raise UserError("the local runner writes logs into the workdir: use a local --root "
-                            "(gs:// roots are for --emit tpu|slurm)")
+            raise UserError(
+                "the local runner writes logs into the workdir: use a local --root "
+                "(gs:// roots are for --emit tpu|slurm)"
+            )
         wd = Path(r.workdir)
         wd.mkdir(parents=True, exist_ok=True)
         (wd / RUN_RC).unlink(missing_ok=True)
@@ -331,8 +357,9 @@ def run_local(runs: Sequence[Run], *, train_cmd: Sequence[str] | None = None,
         echo(f"[{r.index + 1}/{len(runs)}] {r.name}: {verb} (log: {wd / RUN_LOG})")
         t0 = time.time()
         with open(wd / RUN_LOG, "a") as log:
-            log.write(f"\n### lusjax sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                      f"{shlex.join(cmd)}\n")
+            log.write(
+                f"\n### lusjax sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(cmd)}\n"
+            )
             log.flush()
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -362,8 +389,10 @@ def run_local(runs: Sequence[Run], *, train_cmd: Sequence[str] | None = None,
     if dry_run:
         return 0
     n_done = sum(run_status(r.workdir)[0] == "done" for r in runs)
-    echo(f"sweep: {n_done}/{len(runs)} runs done" + (f", {len(failed)} failed: "
-         + ", ".join(r.name for r in failed) if failed else ""))
+    echo(
+        f"sweep: {n_done}/{len(runs)} runs done"
+        + (f", {len(failed)} failed: " + ", ".join(r.name for r in failed) if failed else "")
+    )
     return 0 if n_done == len(runs) else 1
 
 
@@ -385,8 +414,15 @@ def launch_command(kind: str, runs_file: str | os.PathLike) -> list[str]:
     if kind == "slurm":
         return ["bash", _script("slurm.sh"), str(runs_file)]
     if kind == "tpu":
-        return ["bash", _script("tpu_vm.sh"), "--name", "$TPU_NAME", "--zone", "$ZONE",
-                str(runs_file)]
+        return [
+            "bash",
+            _script("tpu_vm.sh"),
+            "--name",
+            "$TPU_NAME",
+            "--zone",
+            "$ZONE",
+            str(runs_file),
+        ]
     if kind == "local":
         return ["bash", _script("local.sh"), str(runs_file)]
     raise UserError(f"unknown launcher {kind!r}: slurm, tpu or local")
@@ -394,9 +430,9 @@ def launch_command(kind: str, runs_file: str | os.PathLike) -> list[str]:
 
 EMIT_HINTS = {
     "slurm": "sbatch options go before the runs file, e.g. --nodes=2 --gpus-per-node=8 "
-             "--partition=gpu --time=12:00:00; add --dry-run to see the sbatch command",
+    "--partition=gpu --time=12:00:00; add --dry-run to see the sbatch command",
     "tpu": "set TPU_NAME and ZONE (and --project P); the root should be gs://...; "
-           "add --dry-run to see the gcloud commands",
+    "add --dry-run to see the gcloud commands",
     "local": "--procs N runs each as N local JAX processes; add --dry-run to see the commands",
 }
 
@@ -410,33 +446,58 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lusjax sweep",
         description="Expand a sweep file into runs (one workdir each); list them, run them "
-                    "here one after another (--run), or write launch commands (--emit).",
+        "here one after another (--run), or write launch commands (--emit).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  lusjax sweep --config configs/quickstart.py --sweep configs/sweeps/quick_sweep.py "
-               "--run --config.total_steps=20\n"
-               "  lusjax sweep --config configs/simclr_resnet.py --sweep configs/sweeps/pod_sweep.py "
-               "--root /shared/runs/pod --emit slurm\n"
-               "Any --config.KEY=VALUE applies to every run. Re-running skips finished\n"
-               "runs and resumes partial ones. `lusjax sweep-report ROOT` summarises.")
-    p.add_argument("--config", default=None,
-                   help="base config file: configs/x.py[:arg] (runs may name their own with "
-                        "a 'config' key)")
-    p.add_argument("--sweep", required=True,
-                   help="sweep file with get_sweep() -> list of override dicts: file.py[:arg]")
-    p.add_argument("--root", default=None,
-                   help="directory of the runs (local or gs://; default runs/<sweep name>)")
+        "  lusjax sweep --config configs/quickstart.py --sweep configs/sweeps/quick_sweep.py "
+        "--run --config.total_steps=20\n"
+        "  lusjax sweep --config configs/simclr_resnet.py --sweep configs/sweeps/pod_sweep.py "
+        "--root /shared/runs/pod --emit slurm\n"
+        "Any --config.KEY=VALUE applies to every run. Re-running skips finished\n"
+        "runs and resumes partial ones. `lusjax sweep-report ROOT` summarises.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="base config file: configs/x.py[:arg] (runs may name their own with a 'config' key)",
+    )
+    p.add_argument(
+        "--sweep",
+        required=True,
+        help="sweep file with get_sweep() -> list of override dicts: file.py[:arg]",
+    )
+    p.add_argument(
+        "--root",
+        default=None,
+        help="directory of the runs (local or gs://; default runs/<sweep name>)",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--run", action="store_true",
-                      help="run the unfinished runs here, one after another (subprocesses)")
-    mode.add_argument("--emit", choices=("slurm", "tpu", "local"),
-                      help="write ROOT/runs.txt and print the launch/*.sh command")
-    p.add_argument("--runs-file", default=None,
-                   help="where --emit writes the runs file (default ROOT/runs.txt)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="--run: seconds per run before it is stopped (default: none)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the commands (and the runs file) without running or writing")
+    mode.add_argument(
+        "--run",
+        action="store_true",
+        help="run the unfinished runs here, one after another (subprocesses)",
+    )
+    mode.add_argument(
+        "--emit",
+        choices=("slurm", "tpu", "local"),
+        help="write ROOT/runs.txt and print the launch/*.sh command",
+    )
+    p.add_argument(
+        "--runs-file",
+        default=None,
+        help="where --emit writes the runs file (default ROOT/runs.txt)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="--run: seconds per run before it is stopped (default: none)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the commands (and the runs file) without running or writing",
+    )
     return p
 
 
@@ -457,24 +518,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.emit:
         if args.emit == "tpu" and "://" not in root:
-            print("# warning: the hosts of a TPU pod need a shared root: use --root gs://...",
-                  file=sys.stderr)
+            print(
+                "# warning: the hosts of a TPU pod need a shared root: use --root gs://...",
+                file=sys.stderr,
+            )
         if args.dry_run:
-            runs_file = args.runs_file or (str(Path(root) / RUNS_TXT) if "://" not in root
-                                           else f"{Path(args.sweep.split(':')[0]).stem}-"
-                                                f"{RUNS_TXT}")
+            runs_file = args.runs_file or (
+                str(Path(root) / RUNS_TXT)
+                if "://" not in root
+                else f"{Path(args.sweep.split(':')[0]).stem}-{RUNS_TXT}"
+            )
             sys.stdout.write(runs_txt(runs))
         else:
-            runs_file = str(write_plan(root, runs, args.config, args.sweep, common,
-                                       args.runs_file))
+            runs_file = str(write_plan(root, runs, args.config, args.sweep, common, args.runs_file))
         print(f"# {EMIT_HINTS[args.emit]}")
-        print(" ".join(a if a.startswith("$") else shlex.quote(a)
-                       for a in launch_command(args.emit, runs_file)))
+        print(
+            " ".join(
+                a if a.startswith("$") else shlex.quote(a)
+                for a in launch_command(args.emit, runs_file)
+            )
+        )
         return 0
 
     # Neither: list the runs with their status and command.
-    print(f"sweep: {len(runs)} runs in {root}  (--run to run them here, --emit "
-          "slurm|tpu|local for a launcher)")
+    print(
+        f"sweep: {len(runs)} runs in {root}  (--run to run them here, --emit "
+        "slurm|tpu|local for a launcher)"
+    )
     for r in runs:
         status, detail = run_status(r.workdir)
         print(f"{r.index + 1:3d}  {status:<11s}  {r.name}" + (f"  ({detail})" if detail else ""))

@@ -81,12 +81,18 @@ def discover(root: str) -> list[dict]:
         if any((sub / f).exists() for f in ("config.json", sweep_lib.RUN_LOG)):
             extra.append({"name": sub.name, "workdir": str(sub), "overrides": None})
     if extra:
-        configs = {r["name"]: _flatten(json.loads(_read_text(files.path(r["workdir"])
-                                                             / "config.json") or "{}"))
-                   for r in extra}
+        configs = {
+            r["name"]: _flatten(
+                json.loads(_read_text(files.path(r["workdir"]) / "config.json") or "{}")
+            )
+            for r in extra
+        }
         keys = sorted({k for c in configs.values() for k in c} - {"workdir"})
-        varying = [k for k in keys
-                   if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
+        varying = [
+            k
+            for k in keys
+            if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1
+        ]
         for r in extra:
             r["overrides"] = {k: configs[r["name"]].get(k) for k in varying}
     runs = runs + extra
@@ -106,10 +112,19 @@ def collect(root: str) -> list[dict]:
         final = {}
         for rec in recs:  # the last value of each metric (probe_val_acc is not on every line)
             final.update({k: v for k, v in rec.items() if isinstance(v, (int, float))})
-        rows.append({"name": r["name"], "workdir": r["workdir"],
-                     "overrides": r.get("overrides") or {}, "status": status,
-                     "detail": detail, "step": final.get("step"), "total_steps": total,
-                     "final": final, "records": recs})
+        rows.append(
+            {
+                "name": r["name"],
+                "workdir": r["workdir"],
+                "overrides": r.get("overrides") or {},
+                "status": status,
+                "detail": detail,
+                "step": final.get("step"),
+                "total_steps": total,
+                "final": final,
+                "records": recs,
+            }
+        )
     return rows
 
 
@@ -131,8 +146,14 @@ def table(rows: list[dict]) -> str:
         step = "" if r["step"] is None else str(r["step"])
         if r["total_steps"]:
             step = f"{step or 0}/{r['total_steps']}"
-        cells = [str(i + 1), _overrides_text(r["overrides"]), r["status"], step,
-                 *[_fmt(r["final"].get(k), f) for _, k, f in METRIC_COLUMNS], r["detail"]]
+        cells = [
+            str(i + 1),
+            _overrides_text(r["overrides"]),
+            r["status"],
+            step,
+            *[_fmt(r["final"].get(k), f) for _, k, f in METRIC_COLUMNS],
+            r["detail"],
+        ]
         cells = [c.replace("|", "\\|").replace("\n", " ") for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     counts: dict[str, int] = {}
@@ -154,15 +175,25 @@ def plot(rows: list[dict], path):
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     labels = [f"{i + 1}: {_overrides_text(r['overrides'])}"[:60] for i, r in enumerate(rows)]
     names = [str(i + 1) for i in range(len(rows))]
-    for ax, key, title in ((axes[0, 0], "loss", "SSL loss"),
-                           (axes[0, 1], None, "probe accuracy (val, else train)")):
+    for ax, key, title in (
+        (axes[0, 0], "loss", "SSL loss"),
+        (axes[0, 1], None, "probe accuracy (val, else train)"),
+    ):
         series = []
         for label, r in zip(labels, rows):
-            k = key or ("probe_val_acc" if any("probe_val_acc" in x for x in r["records"])
-                        else "probe_acc")
-            series.append((label, [(x["step"], x[k]) for x in r["records"]
-                                   if isinstance(x.get(k), (int, float))
-                                   and not isinstance(x.get(k), bool)]))
+            k = key or (
+                "probe_val_acc" if any("probe_val_acc" in x for x in r["records"]) else "probe_acc"
+            )
+            series.append(
+                (
+                    label,
+                    [
+                        (x["step"], x[k])
+                        for x in r["records"]
+                        if isinstance(x.get(k), (int, float)) and not isinstance(x.get(k), bool)
+                    ],
+                )
+            )
         if key is None and all(len(pts) <= 1 for _, pts in series):  # one eval: bars
             ax.bar(names, [pts[-1][1] if pts else 0.0 for _, pts in series], color="tab:blue")
             ax.set_xlabel("run")
@@ -173,11 +204,19 @@ def plot(rows: list[dict], path):
             ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    for ax, key, title in ((axes[1, 0], "images_per_s", "images / s (last log)"),
-                           (axes[1, 1], "model_kwh", "energy so far (kWh, model)")):
+    for ax, key, title in (
+        (axes[1, 0], "images_per_s", "images / s (last log)"),
+        (axes[1, 1], "model_kwh", "energy so far (kWh, model)"),
+    ):
         vals = [r["final"].get(key, 0.0) or 0.0 for r in rows]
-        colors = ["tab:green" if r["status"] == "done" else
-                  "tab:red" if r["status"] == "failed" else "tab:gray" for r in rows]
+        colors = [
+            "tab:green"
+            if r["status"] == "done"
+            else "tab:red"
+            if r["status"] == "failed"
+            else "tab:gray"
+            for r in rows
+        ]
         ax.bar(names, vals, color=colors)
         ax.set_title(title)
         ax.set_xlabel("run (green done, red failed, gray other)")
@@ -210,8 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="lusjax sweep-report",
         description="One table (Markdown, also printed) and one PNG of every run of a sweep: "
-                    "overrides, status, final loss / probe accuracy / images/s / energy.",
-        epilog="example: lusjax sweep-report runs/quick_sweep")
+        "overrides, status, final loss / probe accuracy / images/s / energy.",
+        epilog="example: lusjax sweep-report runs/quick_sweep",
+    )
     p.add_argument("root", help="the sweep's --root (local or gs://)")
     p.add_argument("--out", default=None, help="where the report goes (default: ROOT)")
     p.add_argument("--no-plot", action="store_true", help="only the table")

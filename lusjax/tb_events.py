@@ -58,8 +58,12 @@ class Writer:
         # tensorboardX names files by the second and the host; the nanoseconds make two
         # segments started within one second two files, and keep names in time order.
         # max_queue/flush_secs: `flush` is called at each log step instead.
-        self._w = SummaryWriter(logdir=str(self.logdir), max_queue=1000, flush_secs=3600,
-                                filename_suffix=f".{time.time_ns()}")
+        self._w = SummaryWriter(
+            logdir=str(self.logdir),
+            max_queue=1000,
+            flush_secs=3600,
+            filename_suffix=f".{time.time_ns()}",
+        )
 
     def _do(self, fn) -> None:
         if self._w is None:
@@ -68,9 +72,12 @@ class Writer:
             fn(self._w)
         except OSError as e:
             w, self._w = self._w, None
-            print(f"lusjax: warning: TensorBoard events stop here: cannot write {self.logdir} "
-                  f"({e.strerror or e}); metrics.jsonl has every step", file=sys.stderr,
-                  flush=True)
+            print(
+                f"lusjax: warning: TensorBoard events stop here: cannot write {self.logdir} "
+                f"({e.strerror or e}); metrics.jsonl has every step",
+                file=sys.stderr,
+                flush=True,
+            )
             with contextlib.suppress(OSError):
                 w.close()
 
@@ -78,13 +85,16 @@ class Writer:
         def write(w):
             for tag, value in scalars.items():
                 w.add_scalar(tag, float(value), global_step=int(step))
+
         self._do(write)
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """`images`: tag -> uint8 or [0, 1] float [H, W, C] with C in (1, 3)."""
+
         def write(w):
             for tag, img in images.items():
                 w.add_image(tag, np.asarray(img), global_step=int(step), dataformats="HWC")
+
         self._do(write)
 
     def flush(self) -> None:
@@ -106,10 +116,10 @@ def _records(data: bytes) -> Iterator[bytes]:
     last record (a killed writer)."""
     pos = 0
     while pos + 12 <= len(data):
-        (n,) = struct.unpack("<Q", data[pos:pos + 8])
+        (n,) = struct.unpack("<Q", data[pos : pos + 8])
         if pos + 12 + n + 4 > len(data):
             return
-        yield data[pos + 12:pos + 12 + n]
+        yield data[pos + 12 : pos + 12 + n]
         pos += 12 + n + 4
 
 
@@ -125,8 +135,11 @@ def read_events(workdir: str | os.PathLike) -> list:
     """Every event (`tensorboardX.proto.event_pb2.Event`) of the run, files oldest first."""
     from tensorboardX.proto import event_pb2
 
-    return [event_pb2.Event.FromString(r) for p in event_files(workdir)
-            for r in _records(p.read_bytes())]
+    return [
+        event_pb2.Event.FromString(r)
+        for p in event_files(workdir)
+        for r in _records(p.read_bytes())
+    ]
 
 
 def read_scalars(workdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -156,9 +169,9 @@ def discard_after(workdir: str | os.PathLike, step: int) -> int:
         old = files.path(workdir) / DISCARDED_DIR / p.name.replace(".tfevents.", ".discarded.")
         files.makedirs(old.parent)
         if not old.exists():  # the original aside first: a kill in between loses nothing
-            files.write_atomic(old, lambda f: f.write_bytes(data))
+            files.write_atomic(old, lambda f, data=data: f.write_bytes(data))
         out = b"".join(_frame(r, masked_crc32c) for r in keep)
-        files.write_atomic(p, lambda f: f.write_bytes(out))
+        files.write_atomic(p, lambda f, out=out: f.write_bytes(out))
     return dropped
 
 
@@ -174,5 +187,4 @@ def _size(records: list[bytes]) -> int:
 
 def _frame(data: bytes, crc) -> bytes:
     header = struct.pack("<Q", len(data))
-    return (header + struct.pack("<I", crc(header)) + data
-            + struct.pack("<I", crc(data)))
+    return header + struct.pack("<I", crc(header)) + data + struct.pack("<I", crc(data))

@@ -73,8 +73,13 @@ class Network(nn.Module):
 
 def build_network(cfg: ml_collections.ConfigDict, method: ssl.Method) -> Network:
     axis = sharding.AXIS if cfg.model.sync_bn else None
-    backbone = models.get(cfg.model.name, num_channels=cfg.model.num_channels,
-                          dtype=cfg.model.dtype, width=cfg.model.width, bn_axis_name=axis)
+    backbone = models.get(
+        cfg.model.name,
+        num_channels=cfg.model.num_channels,
+        dtype=cfg.model.dtype,
+        width=cfg.model.width,
+        bn_axis_name=axis,
+    )
     head = method.make_head(cfg.ssl, dtype=jnp.dtype(cfg.model.dtype), bn_axis_name=axis)
     return Network(backbone=backbone, head=head)
 
@@ -95,7 +100,6 @@ def init_state(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx, rng)
         "step": jnp.zeros((), jnp.int32),
         "rng": r_train,
     }
-
 
 
 # ----------------------------------------------------------------------------
@@ -139,13 +143,16 @@ def augment_preview(cfg, batch: dict, rng, step: int, n: int = 4) -> np.ndarray:
     r1, r2 = jax.random.split(key)
     n = min(n, len(batch["view1"]))
     aug = jax.jit(lambda k, x: augment.augment_batch(k, x, jnp.arange(n), cfg.aug))
-    rows = [np.concatenate(list(np.asarray(aug(k, batch[v][:n]))[..., :1]), axis=1)
-            for k, v in ((r1, "view1"), (r2, "view2"))]
+    rows = [
+        np.concatenate(list(np.asarray(aug(k, batch[v][:n]))[..., :1]), axis=1)
+        for k, v in ((r1, "view1"), (r2, "view2"))
+    ]
     return (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
 
 
-def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
-                    total_steps: int, axis: str | None):
+def make_train_step(
+    cfg, net: Network, method: ssl.Method, probe: nn.Module, tx, total_steps: int, axis: str | None
+):
     """The per-device step: (state, batch) -> (state, metrics). Pure; jit/shard_map it."""
     ch = cfg.model.num_channels
 
@@ -165,20 +172,25 @@ def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
             # Outputs that are not per example (method.global_outputs) go to both whole.
             def half(sl):
                 return {k: v if k in method.global_outputs else v[sl] for k, v in out.items()}
+
             return {"view1": half(slice(None, b)), "view2": half(slice(b, None))}
 
         target = None
         if method.needs_target:
-            (_, t_out), _ = net.apply(state["method_state"]["target"], x, train=True,
-                                      mutable=["batch_stats"])
+            (_, t_out), _ = net.apply(
+                state["method_state"]["target"], x, train=True, mutable=["batch_stats"]
+            )
             target = jax.lax.stop_gradient(halves(t_out))
 
         def loss_fn(params):
-            variables = {"params": {"backbone": params["backbone"], "head": params["head"]},
-                         "batch_stats": state["batch_stats"]}
+            variables = {
+                "params": {"backbone": params["backbone"], "head": params["head"]},
+                "batch_stats": state["batch_stats"],
+            }
             (feats, out), mutated = net.apply(variables, x, train=True, mutable=["batch_stats"])
-            loss, metrics, updates = method.loss(halves(out), target, state["method_state"],
-                                                 cfg=cfg.ssl, axis_name=axis)
+            loss, metrics, updates = method.loss(
+                halves(out), target, state["method_state"], cfg=cfg.ssl, axis_name=axis
+            )
             logits = probe.apply({"params": params["probe"]}, jax.lax.stop_gradient(feats[:b]))
             p_loss, p_acc, p_n = _masked_probe_loss(logits, batch["label"], axis)
             aux = (metrics, updates, mutated["batch_stats"], p_loss, p_acc, p_n)
@@ -200,16 +212,29 @@ def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
         # statistics so the replicated state stays identical everywhere.
         batch_stats = sharding.pmean(batch_stats, axis)
         method_state = {**state["method_state"], **updates}
-        online = {"params": {"backbone": params["backbone"], "head": params["head"]},
-                  "batch_stats": batch_stats}
+        online = {
+            "params": {"backbone": params["backbone"], "head": params["head"]},
+            "batch_stats": batch_stats,
+        }
         method_state = method.update_state(method_state, online, step, total_steps, cfg.ssl)
-        new_state = {**state, "params": params, "batch_stats": batch_stats,
-                     "opt_state": opt_state, "method_state": method_state, "step": step + 1}
+        new_state = {
+            **state,
+            "params": params,
+            "batch_stats": batch_stats,
+            "opt_state": opt_state,
+            "method_state": method_state,
+            "step": step + 1,
+        }
         out = {"loss": loss, **metrics}
         out = jax.tree.map(lambda v: sharding.pmean(jnp.asarray(v, jnp.float32), axis), out)
-        out.update(probe_loss=p_loss, probe_acc=p_acc,
-                   probe_labelled=p_n, grad_norm=_global_norm(grads),
-                   param_norm=_global_norm(params), update_norm=_global_norm(upd))
+        out.update(
+            probe_loss=p_loss,
+            probe_acc=p_acc,
+            probe_labelled=p_n,
+            grad_norm=_global_norm(grads),
+            param_norm=_global_norm(params),
+            update_norm=_global_norm(upd),
+        )
         return new_state, out
 
     return step_fn
@@ -217,8 +242,9 @@ def make_train_step(cfg, net: Network, method: ssl.Method, probe: nn.Module, tx,
 
 def compile_step(step_fn, mesh):
     """jit(shard_map(step)) with the state replicated and the batch split on the data axis."""
-    f = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(sharding.AXIS)),
-                      out_specs=(P(), P()), check_vma=True)
+    f = jax.shard_map(
+        step_fn, mesh=mesh, in_specs=(P(), P(sharding.AXIS)), out_specs=(P(), P()), check_vma=True
+    )
     return jax.jit(f, donate_argnums=(0,))
 
 
@@ -245,17 +271,18 @@ def make_probe_eval(cfg, net: Network, probe: nn.Module):
 
     @jax.jit
     def predict(params, batch_stats, images):
-        variables = {"params": params["backbone"],
-                     "batch_stats": batch_stats.get("backbone", {})}
-        feats = net.backbone.apply(variables, preprocess.eval_input(images, size, ch),
-                                   train=False)
+        variables = {"params": params["backbone"], "batch_stats": batch_stats.get("backbone", {})}
+        feats = net.backbone.apply(variables, preprocess.eval_input(images, size, ch), train=False)
         return probe.apply({"params": params["probe"]}, feats).argmax(-1)
 
     def evaluate(state, frames):
         images, labels = frames
-        preds = np.concatenate([np.asarray(predict(state["params"], state["batch_stats"],
-                                                   images[i:i + 256]))
-                                for i in range(0, len(images), 256)])
+        preds = np.concatenate(
+            [
+                np.asarray(predict(state["params"], state["batch_stats"], images[i : i + 256]))
+                for i in range(0, len(images), 256)
+            ]
+        )
         valid = labels >= 0
         return float((preds[valid] == labels[valid]).mean())
 
@@ -276,8 +303,8 @@ class Parts:
     probe: nn.Module
     tx: optax.GradientTransformation
     lr_schedule: optax.Schedule
-    init_state: Any   # rng -> replicated train state
-    step: Any         # jitted (state, global batch) -> (state, metrics)
+    init_state: Any  # rng -> replicated train state
+    step: Any  # jitted (state, global batch) -> (state, metrics)
 
 
 def build(cfg: ml_collections.ConfigDict, num_classes: int, mesh) -> Parts:
@@ -286,8 +313,10 @@ def build(cfg: ml_collections.ConfigDict, num_classes: int, mesh) -> Parts:
     net = build_network(cfg, method)
     probe = nn.Dense(num_classes, name="probe")
     tx, lr_schedule = optim.make(cfg.optim, cfg.total_steps, cfg.batch_size)
-    init = jax.jit(functools.partial(init_state, cfg, net, method, probe, tx),
-                   out_shardings=sharding.replicated(mesh))
+    init = jax.jit(
+        functools.partial(init_state, cfg, net, method, probe, tx),
+        out_shardings=sharding.replicated(mesh),
+    )
     step_fn = make_train_step(cfg, net, method, probe, tx, cfg.total_steps, sharding.AXIS)
     return Parts(net, method, probe, tx, lr_schedule, init, compile_step(step_fn, mesh))
 
@@ -315,8 +344,9 @@ def _agree(sig: str | None) -> str | None:
         return sig
     from jax.experimental import multihost_utils
 
-    code = int(np.max(multihost_utils.process_allgather(
-        np.int32(signal.Signals[sig].value if sig else 0))))
+    code = int(
+        np.max(multihost_utils.process_allgather(np.int32(signal.Signals[sig].value if sig else 0)))
+    )
     return signal.Signals(code).name if code else None
 
 
@@ -337,9 +367,14 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
         num_classes = max(1, len(train_src.class_names))
         seen = pipeline.train_clips(train_src, cfg.data)  # data.clips_file may narrow it
         total_steps = cfg.total_steps
-        it = pipeline.train_iterator(train_src, cfg.data.train_split, cfg.data,
-                                     global_batch_size=cfg.batch_size, seed=cfg.seed,
-                                     aug_cfg=cfg.aug)
+        it = pipeline.train_iterator(
+            train_src,
+            cfg.data.train_split,
+            cfg.data,
+            global_batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            aug_cfg=cfg.aug,
+        )
         stop.point("setup")
 
         # --- Model, optimizer, state ------------------------------------------
@@ -348,8 +383,9 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
         n_params = sum(x.size for x in jax.tree.leaves(state["params"]["backbone"]))
 
         # --- Restore, once the config matches the one its state was trained with
-        ckpt = checkpoint.Checkpointer(workdir, every=cfg.ckpt_every, keep=cfg.keep_ckpts,
-                                       async_save=cfg.async_ckpt)
+        ckpt = checkpoint.Checkpointer(
+            workdir, every=cfg.ckpt_every, keep=cfg.keep_ckpts, async_save=cfg.async_ckpt
+        )
         resumed = ckpt.latest_step()
         changes = resume.check_config(cfg, workdir) if resumed is not None else []
         if resumed is not None:
@@ -364,27 +400,44 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
 
         # --- Run files, written once every check passed -----------------------
         if is_main and cfg.metrics.tensorboard and not tb_events.available():
-            raise UserError("metrics.tensorboard=True needs tensorboardX: pip install "
-                            "'lusjax[tb]', or --config.metrics.tensorboard=False")
+            raise UserError(
+                "metrics.tensorboard=True needs tensorboardX: pip install "
+                "'lusjax[tb]', or --config.metrics.tensorboard=False"
+            )
         if is_main:
             config_lib.save(cfg, workdir)
-            _write_json(files.path(workdir) / PRETRAIN_CLIPS, {  # evaluation refuses these
-                "data_dir": str(files.absolute(data_dir)), "split": cfg.data.train_split,
-                "video_id": list(seen.video_id), "patient_id": list(seen.patient_id)})
+            _write_json(
+                files.path(workdir) / PRETRAIN_CLIPS,
+                {  # evaluation refuses these
+                    "data_dir": str(files.absolute(data_dir)),
+                    "split": cfg.data.train_split,
+                    "video_id": list(seen.video_id),
+                    "patient_id": list(seen.patient_id),
+                },
+            )
             if moved := discard_after(workdir, start):
-                print(f"moved {moved} metrics lines of steps after {start} (redone now) to "
-                      f"{DISCARDED_FILE}", flush=True)
+                print(
+                    f"moved {moved} metrics lines of steps after {start} (redone now) to "
+                    f"{DISCARDED_FILE}",
+                    flush=True,
+                )
             if tb_events.available() and (moved := tb_events.discard_after(workdir, start)):
-                print(f"moved {moved} TensorBoard events of steps after {start} (redone now) "
-                      f"to {tb_events.DISCARDED_DIR}/", flush=True)
+                print(
+                    f"moved {moved} TensorBoard events of steps after {start} (redone now) "
+                    f"to {tb_events.DISCARDED_DIR}/",
+                    flush=True,
+                )
             for line in changes:
                 print(f"config changed since the last run segment: {line}", flush=True)
         writer = MetricsWriter(workdir, enabled=is_main, tensorboard=cfg.metrics.tensorboard)
 
         step_fn, lr_schedule = parts.step, parts.lr_schedule
         probe_eval = make_probe_eval(cfg, parts.net, parts.probe)
-        eval_frames = (_load_eval_frames(data_dir, cfg.data.val_split, cfg.probe.eval_frames)
-                       if cfg.probe.eval_every > 0 else None)
+        eval_frames = (
+            _load_eval_frames(data_dir, cfg.data.val_split, cfg.probe.eval_frames)
+            if cfg.probe.eval_every > 0
+            else None
+        )
         batch_sharding = sharding.batch_sharding(mesh)
 
         # --- Loop -------------------------------------------------------------
@@ -392,8 +445,13 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
         if progress and is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=total_steps, initial=start, desc=f"{cfg.method}/{cfg.model.name}",
-                       unit="step", dynamic_ncols=True)
+            bar = tqdm(
+                total=total_steps,
+                initial=start,
+                desc=f"{cfg.method}/{cfg.model.name}",
+                unit="step",
+                dynamic_ncols=True,
+            )
         last, stopped, saved, preview = {}, None, None, None
         t_log, steps_since_log, compile_s = time.time(), 0, None
         # Multi-host: no progress for cfg.watchdog_s -> an error naming the stuck process.
@@ -406,8 +464,11 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
                     batch = next(it)
                     dog.pet(step + 1, "step")
                     # Before the step: it donates the state's buffers.
-                    bhash = (batch_hash(batch["index"], state["rng"], step)
-                             if cfg.log_batch_hash else None)
+                    bhash = (
+                        batch_hash(batch["index"], state["rng"], step)
+                        if cfg.log_batch_hash
+                        else None
+                    )
                     if preview is None and writer.tensorboard:  # once per run segment
                         preview = augment_preview(cfg, batch, state["rng"], step)
                     batch = jax.make_array_from_process_local_data(batch_sharding, batch)
@@ -439,23 +500,30 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
                     if log_now:
                         stop.point("log", done)
                         elapsed = time.time() - t_log
-                        ips = (2 * cfg.batch_size * steps_since_log / elapsed
-                               if steps_since_log else 0.0)
+                        ips = (
+                            2 * cfg.batch_size * steps_since_log / elapsed
+                            if steps_since_log
+                            else 0.0
+                        )
                         rec = {k: float(v) for k, v in metrics.items()}
-                        rec.update(lr=float(lr_schedule(done // cfg.optim.grad_accum)),
-                                   images_per_s=ips, compile_s=compile_s, **tracker.snapshot())
+                        rec.update(
+                            lr=float(lr_schedule(done // cfg.optim.grad_accum)),
+                            images_per_s=ips,
+                            compile_s=compile_s,
+                            **tracker.snapshot(),
+                        )
                         if bhash is not None:
                             rec["batch_hash"] = bhash
-                        if eval_frames is not None and (done % cfg.probe.eval_every == 0
-                                                        or final):
+                        if eval_frames is not None and (done % cfg.probe.eval_every == 0 or final):
                             rec["probe_val_acc"] = probe_eval(state, eval_frames)
                         last = writer.write(done, rec)
                         if isinstance(preview, np.ndarray):  # at the first log step
                             writer.write_images(done, {"augmented/view1_view2": preview})
                             preview = False
                         if bar is not None:
-                            bar.set_postfix_str(console_line(last, ("loss", "probe_acc",
-                                                                    "images_per_s")))
+                            bar.set_postfix_str(
+                                console_line(last, ("loss", "probe_acc", "images_per_s"))
+                            )
                         t_log, steps_since_log = time.time(), 0
                     if save_now:
                         dog.pet(done, "save")
@@ -481,21 +549,40 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
     stop.point("end", done)
     if done >= total_steps:  # every process: orbax's save synchronises all of them
         dog.pet(done, "export")
-        enc_vars = {"params": state["params"]["backbone"],
-                    "batch_stats": state["batch_stats"].get("backbone", {})}
+        enc_vars = {
+            "params": state["params"]["backbone"],
+            "batch_stats": state["batch_stats"].get("backbone", {}),
+        }
         checkpoint.export_encoder(
-            workdir, enc_vars, model_name=cfg.model.name,
-            model_kwargs=encoder_kwargs(cfg), image_size=cfg.image_size, step=done)
+            workdir,
+            enc_vars,
+            model_name=cfg.model.name,
+            model_kwargs=encoder_kwargs(cfg),
+            image_size=cfg.image_size,
+            step=done,
+        )
     dog.stop()
-    summary = {"step": done, "backbone_params": int(n_params), "devices": n_dev,
-               "final": last, "carbon": tracker.summary()}
+    summary = {
+        "step": done,
+        "backbone_params": int(n_params),
+        "devices": n_dev,
+        "final": last,
+        "carbon": tracker.summary(),
+    }
     tracker.close()
     if is_main:  # per-phase energy and CO2e of this segment, added up in carbon.json
         carbon.record_segment(
-            workdir, summary["carbon"], start=started, end=carbon.utc_now(),
-            host=socket.gethostname(), processes=jax.process_count(), devices=n_dev,
-            steps=[start, done], exit=f"preempted ({stopped})" if stopped else "finished",
-            config_changes=changes)
+            workdir,
+            summary["carbon"],
+            start=started,
+            end=carbon.utc_now(),
+            host=socket.gethostname(),
+            processes=jax.process_count(),
+            devices=n_dev,
+            steps=[start, done],
+            exit=f"preempted ({stopped})" if stopped else "finished",
+            config_changes=changes,
+        )
     if stopped:
         raise Preempted(stopped, saved, str(ckpt.directory))
     return summary
@@ -508,14 +595,17 @@ def _check_finite(metrics, step: int, ckpt: checkpoint.Checkpointer, workdir: st
     if np.isfinite(loss) and np.isfinite(param_norm):
         return
     ckpt.wait()
-    what = (f"loss became {loss}" if not np.isfinite(loss) else
-            f"the parameters became non-finite (norm {param_norm}; loss was {loss:.4g})")
+    what = (
+        f"loss became {loss}"
+        if not np.isfinite(loss)
+        else f"the parameters became non-finite (norm {param_norm}; loss was {loss:.4g})"
+    )
     raise UserError(
         f"{what} at step {step}; stopped. The last good checkpoint "
-        f"(step {ckpt.committed_step()}) is kept in {workdir}. Lower optim.lr?")
+        f"(step {ckpt.committed_step()}) is kept in {workdir}. Lower optim.lr?"
+    )
 
 
 def encoder_kwargs(cfg) -> dict[str, Any]:
     """Backbone kwargs for evaluation: same architecture, float32, no BN axis."""
-    return {"num_channels": cfg.model.num_channels, "width": cfg.model.width,
-            "dtype": "float32"}
+    return {"num_channels": cfg.model.num_channels, "width": cfg.model.width, "dtype": "float32"}

@@ -73,7 +73,7 @@ class JaxStore:
     def get(self, key: str) -> str | None:
         try:
             return self.client.key_value_try_get(key)
-        except Exception:  # noqa: BLE001 - NOT_FOUND, or the coordinator is gone
+        except Exception:
             return None
 
 
@@ -100,10 +100,19 @@ class Watchdog:
     `clock` and `out` (default stderr) are for tests.
     """
 
-    def __init__(self, timeout_s: float, *, process_index: int = 0, process_count: int = 1,
-                 store: Store | None = None, interval_s: float | None = None,
-                 grace_s: float | None = None, exit_fn: Callable[[int], Any] = os._exit,
-                 clock: Callable[[], float] = time.time, out=None):
+    def __init__(
+        self,
+        timeout_s: float,
+        *,
+        process_index: int = 0,
+        process_count: int = 1,
+        store: Store | None = None,
+        interval_s: float | None = None,
+        grace_s: float | None = None,
+        exit_fn: Callable[[int], Any] = os._exit,
+        clock: Callable[[], float] = time.time,
+        out=None,
+    ):
         self.timeout_s = float(timeout_s)
         self.interval_s = interval_s or min(10.0, max(0.5, self.timeout_s / 10))
         # How long process 0 stays up after giving up, for the others to read its abort key.
@@ -157,8 +166,10 @@ class Watchdog:
         """Says it, tells the other processes (abort key), exits."""
         self._say(line)
         if self.store is not None:
-            self._try(lambda: self.store.set(
-                ABORT, f"process {self.process_index} gave up: {line}"), wait_s=5)
+            self._try(
+                lambda: self.store.set(ABORT, f"process {self.process_index} gave up: {line}"),
+                wait_s=5,
+            )
             if self.process_index == 0:
                 # Process 0 hosts the key-value store: give the others time to read the
                 # abort key before it goes away with this process.
@@ -168,8 +179,9 @@ class Watchdog:
     def _publish(self) -> None:
         if self.store is None:
             return
-        beat = json.dumps({"step": self.step, "phase": self.phase, "since": self.since,
-                           "beat": self.clock()})
+        beat = json.dumps(
+            {"step": self.step, "phase": self.phase, "since": self.since, "beat": self.clock()}
+        )
         self._try(lambda: self.store.set(f"{HEARTBEATS}{self.process_index}", beat))
 
     def _try(self, fn, wait_s: float | None = None):
@@ -180,7 +192,7 @@ class Watchdog:
         def call():
             try:
                 box.append(fn())
-            except Exception as e:  # noqa: BLE001 - any failure reads as "no answer"
+            except Exception as e:
                 box.append(None)
                 self.errors[:] = [*self.errors[-9:], repr(e)]
 
@@ -214,12 +226,16 @@ class Watchdog:
         """The one line saying how long nothing moved and which process is stuck where."""
         now = self.clock()
         me = self.process_index
-        head = (f"no progress for {stalled:.0f} s at step {self.step} (this is process {me} "
-                f"of {self.process_count}, in {self.phase!r})")
+        head = (
+            f"no progress for {stalled:.0f} s at step {self.step} (this is process {me} "
+            f"of {self.process_count}, in {self.phase!r})"
+        )
         beats = self.heartbeats() if self.process_count > 1 else {}
         if beats is None:
-            where = ("cannot read the other processes' heartbeats (the coordinator, "
-                     "process 0, is unreachable: dead or killed?)")
+            where = (
+                "cannot read the other processes' heartbeats (the coordinator, "
+                "process 0, is unreachable: dead or killed?)"
+            )
             if self.phase not in COLLECTIVE_PHASES:
                 where = f"process {me} (this one) is stuck in {self.phase!r}; {where}"
             return f"{head}; {where}"
@@ -229,24 +245,34 @@ class Watchdog:
         dead = [p for p, b in sorted(beats.items()) if now - b["beat"] > stale_s]
         if missing or dead:
             parts = [f"process {p} never sent a heartbeat" for p in missing]
-            parts += [f"process {p} stopped responding: last heartbeat {now - beats[p]['beat']:.0f}"
-                      f" s ago, at step {beats[p]['step']} in {beats[p]['phase']!r} "
-                      "(killed or crashed?)" for p in dead]
+            parts += [
+                f"process {p} stopped responding: last heartbeat {now - beats[p]['beat']:.0f}"
+                f" s ago, at step {beats[p]['step']} in {beats[p]['phase']!r} "
+                "(killed or crashed?)"
+                for p in dead
+            ]
             return f"{head}; " + "; ".join(parts)
         low = min(b["step"] for b in beats.values())
         behind = {p: b for p, b in beats.items() if b["step"] == low}
         busy = {p: b for p, b in behind.items() if b["phase"] not in COLLECTIVE_PHASES}
         if busy:
-            parts = [f"process {p} is stuck in {b['phase']!r} for {now - b['since']:.0f} s "
-                     f"(alive: heartbeat {now - b['beat']:.0f} s ago)"
-                     for p, b in sorted(busy.items())]
+            parts = [
+                f"process {p} is stuck in {b['phase']!r} for {now - b['since']:.0f} s "
+                f"(alive: heartbeat {now - b['beat']:.0f} s ago)"
+                for p, b in sorted(busy.items())
+            ]
             return f"{head}; " + "; ".join(parts)
         if len(behind) < len(beats):
             names = ", ".join(str(p) for p in sorted(behind))
-            return (f"{head}; process(es) {names} are behind, at step {low} in "
-                    f"{behind[min(behind)]['phase']!r}")
-        return (f"{head}; every process is in {self.phase!r} at step {low}: a collective "
-                "or a device is stuck")
+            return (
+                f"{head}; process(es) {names} are behind, at step {low} in "
+                f"{behind[min(behind)]['phase']!r}"
+            )
+        return (
+            f"{head}; every process is in {self.phase!r} at step {low}: a collective "
+            "or a device is stuck"
+        )
+
 
 def _maybe_inject(fault, process_index: int, step: int, phase: str) -> None:
     """The LUSJAX_TEST_FAULT hook (see the module docstring)."""
@@ -278,5 +304,6 @@ def start(timeout_s: float) -> Watchdog | Off:
 
     client = jax_distributed.global_state.client
     store = JaxStore(client) if client is not None else None
-    return Watchdog(timeout_s, process_index=jax.process_index(),
-                    process_count=jax.process_count(), store=store)
+    return Watchdog(
+        timeout_s, process_index=jax.process_index(), process_count=jax.process_count(), store=store
+    )

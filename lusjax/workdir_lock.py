@@ -61,19 +61,27 @@ def _alive(holder: dict) -> bool:
 
 
 def _me() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": _proc_start(
-        os.getpid()), "since": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "command": " ".join(sys.argv)}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "proc_start": _proc_start(os.getpid()),
+        "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+    }
 
 
 def _describe(holder: dict) -> str:
-    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since "
-            f"{holder.get('since', '?')}")
+    return (
+        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since "
+        f"{holder.get('since', '?')}"
+    )
 
 
 def _refuse(workdir, lock, holder: dict):
-    return UserError(f"{workdir} is in use by {_describe(holder)} ({holder.get('command', '')}); "
-                     f"wait for it or stop it (if it is gone, delete {lock})")
+    return UserError(
+        f"{workdir} is in use by {_describe(holder)} ({holder.get('command', '')}); "
+        f"wait for it or stop it (if it is gone, delete {lock})"
+    )
 
 
 def _parse(text: str) -> dict:
@@ -128,12 +136,19 @@ def _lock_local(workdir, lock: Path) -> int:
                 os.close(fd)
                 continue
             holder = _parse(_read(fd))
-            if holder and holder.get("pid") != os.getpid() and (
-                    (not flocked and _alive(holder)) or (flocked and _alive_here(holder))):
+            if (
+                holder
+                and holder.get("pid") != os.getpid()
+                and ((not flocked and _alive(holder)) or (flocked and _alive_here(holder)))
+            ):
                 raise _refuse(workdir, lock, holder)
             if holder:
-                print(f"lusjax: taking over {lock}: its holder ({_describe(holder)}) is no "
-                      "longer running", file=sys.stderr, flush=True)
+                print(
+                    f"lusjax: taking over {lock}: its holder ({_describe(holder)}) is no "
+                    "longer running",
+                    file=sys.stderr,
+                    flush=True,
+                )
             with files.writing(lock):
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, (json.dumps(_me()) + "\n").encode(), 0)
@@ -159,8 +174,12 @@ def _hold_remote(workdir, lock) -> Iterator:
             holder = _parse(lock.read_text())
             if _alive(holder):
                 raise _refuse(workdir, lock, holder)
-            print(f"lusjax: taking over {lock}: its holder ({_describe(holder)}) is no longer "
-                  "running", file=sys.stderr, flush=True)
+            print(
+                f"lusjax: taking over {lock}: its holder ({_describe(holder)}) is no longer "
+                "running",
+                file=sys.stderr,
+                flush=True,
+            )
         lock.write_text(json.dumps(_me()) + "\n")
     try:
         yield lock

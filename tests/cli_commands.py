@@ -49,8 +49,11 @@ def parse_check(argv: list[str]) -> str | None:
     """None if `lusjax ARGV` parses and its config (if any) resolves; else what is wrong."""
     out, err = io.StringIO(), io.StringIO()
     try:
-        with _stop_after_parsing(), contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
+        with (
+            _stop_after_parsing(),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
             rc = cli.main(argv)
     except _Parsed as p:
         parsed = p

@@ -12,7 +12,8 @@ import pytest
 from lusjax.models import layers
 
 _spec = importlib.util.spec_from_file_location(
-    "ab_step", Path(__file__).resolve().parent.parent / "benchmarks" / "ab_step.py")
+    "ab_step", Path(__file__).resolve().parent.parent / "benchmarks" / "ab_step.py"
+)
 ab_step = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ab_step)
 
@@ -44,8 +45,10 @@ def test_swaps_restore_the_library():
 
 def test_the_library_uses_the_argmax_pool_on_gpus_only(monkeypatch):
     x = jnp.ones((1, 8, 8, 2))
-    assert "select_and_scatter" in str(jax.jit(jax.grad(lambda x: layers.max_pool_3x3_s2(x).sum()))
-                                       .lower(x).as_text())
+    assert "select_and_scatter" in str(
+        jax.jit(jax.grad(lambda x: layers.max_pool_3x3_s2(x).sum())).lower(x).as_text()
+    )
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert "select_and_scatter" not in str(jax.jit(jax.grad(
-        lambda x: layers.max_pool_3x3_s2(x).sum())).lower(x).as_text())
+    assert "select_and_scatter" not in str(
+        jax.jit(jax.grad(lambda x: layers.max_pool_3x3_s2(x).sum())).lower(x).as_text()
+    )

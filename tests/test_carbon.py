@@ -316,8 +316,15 @@ def test_plots_write_png(tmp_path):
 def _segment(seconds: dict[str, float], measured: bool = False) -> dict:
     clock = FakeClock()
     nvml = FakeNvml(n=1, energy_mj=[0]) if measured else None
-    tr = carbon.Tracker(device_kind=H100, n_devices=2, clock=clock, nvml=nvml,
-                        measure=measured, sample_interval_s=None, rapl_root="/nonexistent")
+    tr = carbon.Tracker(
+        device_kind=H100,
+        n_devices=2,
+        clock=clock,
+        nvml=nvml,
+        measure=measured,
+        sample_interval_s=None,
+        rapl_root="/nonexistent",
+    )
     for name, s in seconds.items():
         with tr.phase(name):
             clock.t += s
@@ -349,7 +356,9 @@ def test_ledger_totals_are_the_sums_over_segments(tmp_path):
     assert "| **total** | **180** |" in table and table.count("- Segment ") == 3
     carbon_report.plot_phases(ledger, tmp_path / "c.png")
     assert carbon.read_ledger(tmp_path / "none") == {
-        "segments": [], "totals": {"phases": [], "total": carbon.sum_rows("total", [])}}
+        "segments": [],
+        "totals": {"phases": [], "total": carbon.sum_rows("total", [])},
+    }
 
 
 def test_tracked_commands_add_a_segment_each(tmp_path):
@@ -361,8 +370,9 @@ def test_tracked_commands_add_a_segment_each(tmp_path):
     ledger = carbon.read_ledger(tmp_path)
     assert [s["command"] for s in ledger["segments"]] == ["prep", "prep"]
     prep = next(p for p in ledger["totals"]["phases"] if p["phase"] == "prep")
-    assert prep["time_s"] == pytest.approx(sum(s["phases"][0]["time_s"]
-                                               for s in ledger["segments"]))
+    assert prep["time_s"] == pytest.approx(
+        sum(s["phases"][0]["time_s"] for s in ledger["segments"])
+    )
     with pytest.raises(ValueError), carbon.tracked(tmp_path, "prep"):
         raise ValueError("failed: no output, no segment")
     assert len(carbon.read_ledger(tmp_path)["segments"]) == 2
@@ -372,8 +382,9 @@ def test_prep_records_its_energy(tmp_path):
     from data_prep import cli as prep_cli
 
     out = tmp_path / "d"
-    assert prep_cli.main(["--synthetic", "3", "--frames", "3", "--size", "16",
-                          "--out", str(out)]) == 0
+    assert (
+        prep_cli.main(["--synthetic", "3", "--frames", "3", "--size", "16", "--out", str(out)]) == 0
+    )
     ledger = carbon.read_ledger(out)
     assert [p["phase"] for p in ledger["totals"]["phases"]] == ["prep"]
     assert ledger["totals"]["total"]["model_kwh"] > 0

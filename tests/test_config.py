@@ -11,7 +11,7 @@ from lusjax.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CONFIG = '''
+CONFIG = """
 import ml_collections
 
 def get_config(arg=None):
@@ -24,7 +24,7 @@ def get_config(arg=None):
     c.arg = arg or ""
     c.optim = ml_collections.ConfigDict({"name": "lars", "momentum": 0.9})
     return c
-'''
+"""
 
 
 @pytest.fixture
@@ -35,8 +35,15 @@ def cfg_file(tmp_path):
 
 
 def test_overrides_are_typed_by_the_existing_field(cfg_file):
-    argv = ["train", "--config.batch_size=512", "--config.lr", "3e-4",
-            "--config.flag=true", "--config.sizes=(4,5,6)", "--config.optim.name=adamw"]
+    argv = [
+        "train",
+        "--config.batch_size=512",
+        "--config.lr",
+        "3e-4",
+        "--config.flag=true",
+        "--config.sizes=(4,5,6)",
+        "--config.optim.name=adamw",
+    ]
     overrides, rest = config_lib.split_overrides(argv)
     assert rest == ["train"]
     cfg = config_lib.load(str(cfg_file), overrides)
@@ -107,8 +114,9 @@ def test_every_shipped_config_loads_and_ssl_defaults_match_the_methods():
 
 
 def test_method_override_brings_that_methods_ssl_section():
-    cfg = config_lib.load(str(ROOT / "configs/simclr_resnet.py"),
-                          [("ssl.proj_dim", "64"), ("method", "byol")])
+    cfg = config_lib.load(
+        str(ROOT / "configs/simclr_resnet.py"), [("ssl.proj_dim", "64"), ("method", "byol")]
+    )
     assert cfg.method == "byol"
     assert "pred_hidden_dim" in cfg.ssl and "temperature" not in cfg.ssl
     assert cfg.ssl.proj_dim == 64  # ssl overrides apply on top, whatever their order
@@ -119,16 +127,19 @@ def test_method_override_unknown_method_is_a_user_error():
         config_lib.load(str(ROOT / "configs/simclr_resnet.py"), [("method", "dino")])
 
 
-@pytest.mark.parametrize("typed,meant", [
-    ("optim.learning_rate", "optim.lr"),     # an alias of the last part, same section
-    ("ssl.name", "method"),                  # an alias of the whole key
-    ("learning_rate", "optim.lr"),
-    ("lr", "optim.lr"),                      # the same last part in a section
-    ("epochs", "total_steps"),
-    ("batch_sise", "batch_size"),            # edit distance
-    ("data.train_splits", "data.train_split"),
-    ("optim.weight_decy", "optim.weight_decay"),
-])
+@pytest.mark.parametrize(
+    "typed,meant",
+    [
+        ("optim.learning_rate", "optim.lr"),  # an alias of the last part, same section
+        ("ssl.name", "method"),  # an alias of the whole key
+        ("learning_rate", "optim.lr"),
+        ("lr", "optim.lr"),  # the same last part in a section
+        ("epochs", "total_steps"),
+        ("batch_sise", "batch_size"),  # edit distance
+        ("data.train_splits", "data.train_split"),
+        ("optim.weight_decy", "optim.weight_decay"),
+    ],
+)
 def test_did_you_mean_knows_aliases_and_last_key_parts(typed, meant):
     with pytest.raises(UserError, match=rf"unknown config key '{typed}'; did you mean {meant}\b"):
         config_lib.load(str(ROOT / "configs/simclr_resnet.py"), [(typed, "1")])

@@ -131,8 +131,7 @@ def test_faststart_mp4_cut_short_is_truncated(tmp_path, rgb):
 
     src = synth_clips.write_video(tmp_path / "a.mp4", rgb)
     dst = tmp_path / "fast.mp4"
-    with av.open(str(src)) as inp, av.open(str(dst), "w",
-                                           options={"movflags": "faststart"}) as out:
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
         stream = out.add_stream_from_template(inp.streams.video[0])
         for packet in inp.demux(inp.streams.video[0]):
             if packet.dts is not None:

@@ -90,17 +90,20 @@ def test_label_fraction_counts_clips_not_frames():
         assert set(np.unique(labels[sub])) == {0, 1, 2}  # every class kept
         n_frames = len(splits.frames_of(frame_clip, sub))
         assert n_frames == lengths[sub].sum()  # whole clips, all their frames
-    assert np.array_equal(splits.label_fraction(train, labels, 0.1, 5),
-                          splits.label_fraction(train, labels, 0.1, 5))
-    assert not np.array_equal(splits.label_fraction(train, labels, 0.5, 5),
-                              splits.label_fraction(train, labels, 0.5, 6))
+    assert np.array_equal(
+        splits.label_fraction(train, labels, 0.1, 5), splits.label_fraction(train, labels, 0.1, 5)
+    )
+    assert not np.array_equal(
+        splits.label_fraction(train, labels, 0.5, 5), splits.label_fraction(train, labels, 0.5, 6)
+    )
     assert np.array_equal(splits.label_fraction(train, labels, 1.0, 0), train)
     # On tiny data 1% and 10% both mean "one clip per class": the report says so.
     from lusjax.eval import protocol
 
     few = np.array([0] * 5 + [1] * 5)
-    notes = protocol.fraction_notes([splits.Fold(np.arange(10), np.array([]))], few,
-                                    [0.01, 0.1, 1.0])
+    notes = protocol.fraction_notes(
+        [splits.Fold(np.arange(10), np.array([]))], few, [0.01, 0.1, 1.0]
+    )
     assert len(notes) == 1 and "1% and 10%" in notes[0]
 
 
@@ -162,11 +165,13 @@ def test_knn_cosine_temperature_votes_by_hand():
     sims = np.cos(np.deg2rad([30, 20, 60]))
     w = np.exp(sims / t)
     want = np.array([w[0] + w[1], w[2]]) / w.sum()
-    np.testing.assert_allclose(knn.fit_predict(train, y, q, 2, k=3, temperature=t)[0], want,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        knn.fit_predict(train, y, q, 2, k=3, temperature=t)[0], want, rtol=1e-5
+    )
     # k=2 keeps the two most similar (10 and 0 degrees), both class 0.
-    np.testing.assert_allclose(knn.fit_predict(train, y, q, 2, k=2, temperature=t)[0], [1, 0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        knn.fit_predict(train, y, q, 2, k=2, temperature=t)[0], [1, 0], atol=1e-6
+    )
     # A colder temperature sharpens towards the nearest neighbour's class.
     p_cold = knn.fit_predict(train, y, q, 2, k=3, temperature=0.05)[0]
     assert p_cold[0] > want[0]
@@ -180,8 +185,16 @@ def test_knn_cosine_temperature_votes_by_hand():
 def test_metrics_clip_level_and_missing_class():
     names = ["a", "b", "c"]
     # Three clips of two frames; class "c" absent from this test set.
-    probs = np.array([[0.9, 0.1, 0], [0.3, 0.7, 0], [0.2, 0.8, 0], [0.4, 0.6, 0],
-                      [0.6, 0.3, 0.1], [0.6, 0.2, 0.2]])
+    probs = np.array(
+        [
+            [0.9, 0.1, 0],
+            [0.3, 0.7, 0],
+            [0.2, 0.8, 0],
+            [0.4, 0.6, 0],
+            [0.6, 0.3, 0.1],
+            [0.6, 0.2, 0.2],
+        ]
+    )
     labels = np.array([0, 0, 1, 1, 0, 0])
     clip = np.array([0, 0, 1, 1, 2, 2])
     m = metrics.evaluate(probs, labels, clip, names)
@@ -222,8 +235,9 @@ def tiny_workdir(tmp_path_factory, tiny_data):
     workdir = tmp_path_factory.mktemp("eval_run")
     kwargs = {"num_channels": 1, "width": 1.0, "dtype": "float32"}
     enc = Encoder.random_init("resnet_tiny", kwargs, 32, seed=7)
-    checkpoint.export_encoder(workdir, enc.variables, model_name="resnet_tiny",
-                              model_kwargs=kwargs, image_size=32, step=0)
+    checkpoint.export_encoder(
+        workdir, enc.variables, model_name="resnet_tiny", model_kwargs=kwargs, image_size=32, step=0
+    )
     info = json.loads((Path(tiny_data) / "dataset.json").read_text())
     seen = [c["video_id"] for c in info["splits"]["train"]["clips"]]
     (workdir / "pretrain_clips.json").write_text(json.dumps({"video_id": seen}))
@@ -241,11 +255,20 @@ def protocol_run(tiny_data, tiny_workdir, tmp_path_factory):
     from lusjax.eval import protocol
 
     out = tmp_path_factory.mktemp("eval_out")
-    cfg = _config(encoder=tiny_workdir, data_dir=tiny_data, out_dir=out, folds=3, seeds=2,
-                  protocol="linear,knn,finetune", tasks="label,b_lines,effusion",
-                  label_fractions="(0.2, 1.0)", frames_per_clip=3, progress=False,
-                  allow_pretrain_overlap=True,  # k-fold tests every clip, pretraining's too
-                  **{"finetune.steps": 4, "finetune.batch_size": 8, "linear.steps": 100})
+    cfg = _config(
+        encoder=tiny_workdir,
+        data_dir=tiny_data,
+        out_dir=out,
+        folds=3,
+        seeds=2,
+        protocol="linear,knn,finetune",
+        tasks="label,b_lines,effusion",
+        label_fractions="(0.2, 1.0)",
+        frames_per_clip=3,
+        progress=False,
+        allow_pretrain_overlap=True,  # k-fold tests every clip, pretraining's too
+        **{"finetune.steps": 4, "finetune.batch_size": 8, "linear.steps": 100},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return protocol.run(cfg), out
@@ -271,8 +294,11 @@ def test_protocol_end_to_end(protocol_run):
     assert 0 <= run["pooled"]["clip"]["accuracy"] <= 1
     assert run["pooled"]["clip"]["n"] == 18
     # Label fractions: fewer training clips at 20% than at 100%.
-    rows = {(r["fraction"], r["encoder"]): r for r in on_disk["summary"]
-            if r["protocol"] == "linear" and r["task"] == "label"}
+    rows = {
+        (r["fraction"], r["encoder"]): r
+        for r in on_disk["summary"]
+        if r["protocol"] == "linear" and r["task"] == "label"
+    }
     assert rows[(0.2, "pretrained")]["n_train_clips"] < rows[(1.0, "pretrained")]["n_train_clips"]
     assert rows[(1.0, "pretrained")]["seeds"] == 2
     # Each task is evaluated, or skipped with a note when a class has too few clips.
@@ -282,8 +308,12 @@ def test_protocol_end_to_end(protocol_run):
         assert any(f"task '{task}' skipped" in n for n in on_disk["notes"])
     md = (out / "results.md").read_text()
     assert "| linear | pretrained | 20% |" in md and "## Task `b_lines`" in md
-    for name in ("label_efficiency_label.png", "embeddings_tsne.png",
-                 "roc_label_linear_pretrained.png", "confusion_label_linear_random-init.png"):
+    for name in (
+        "label_efficiency_label.png",
+        "embeddings_tsne.png",
+        "roc_label_linear_pretrained.png",
+        "confusion_label_linear_random-init.png",
+    ):
         assert (out / name).stat().st_size > 1000, name
 
 
@@ -335,20 +365,35 @@ def test_no_roc_plot_for_a_single_class_and_no_matplotlib_warnings(tmp_path):
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. "No artists with labels found to put in legend"
-        assert plots.roc_curves(np.array([1, 1, 1]), probs, ["absent", "present"],
-                                tmp_path / "one.png") is None
+        assert (
+            plots.roc_curves(
+                np.array([1, 1, 1]), probs, ["absent", "present"], tmp_path / "one.png"
+            )
+            is None
+        )
         assert not (tmp_path / "one.png").exists()
-        assert plots.roc_curves(np.array([0, 1, 1]), probs, ["absent", "present"],
-                                tmp_path / "two.png").exists()
-        plots.embeddings({"enc": np.random.default_rng(0).normal(size=(4, 3))},
-                         np.array([-1, -1, -1, -1]), ["a"], tmp_path / "emb.png")
+        assert plots.roc_curves(
+            np.array([0, 1, 1]), probs, ["absent", "present"], tmp_path / "two.png"
+        ).exists()
+        plots.embeddings(
+            {"enc": np.random.default_rng(0).normal(size=(4, 3))},
+            np.array([-1, -1, -1, -1]),
+            ["a"],
+            tmp_path / "emb.png",
+        )
 
 
 def test_results_md_names_jax_version_and_devices():
     from lusjax.eval import results
 
-    hw = {"cpu": "AMD EPYC", "cpu_cores": 2, "backend": "cpu", "devices": ["cpu"],
-          "n_devices": 1, "jax": "0.10.2"}
+    hw = {
+        "cpu": "AMD EPYC",
+        "cpu_cores": 2,
+        "backend": "cpu",
+        "devices": ["cpu"],
+        "n_devices": 1,
+        "jax": "0.10.2",
+    }
     assert results.hardware_line(hw) == "AMD EPYC (2 cores), JAX 0.10.2 on 1 CPU device (cpu)"
     hw.update(backend="gpu", devices=["NVIDIA H100"], n_devices=8)
     assert results.hardware_line(hw).endswith("JAX 0.10.2 on 8 GPU devices (NVIDIA H100)")

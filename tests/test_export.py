@@ -22,15 +22,21 @@ from safetensors.numpy import load_file
 from lusjax import checkpoint, cli, export_torch, models
 
 TABLE = json.loads((Path(__file__).parent / "data/torchvision_state_dicts.json").read_text())
-STEM = {"resnet18": "conv1.weight", "resnet50": "conv1.weight",
-        "mobilenetv3_small": "features.0.0.weight", "mobilenetv3_large": "features.0.0.weight"}
+STEM = {
+    "resnet18": "conv1.weight",
+    "resnet50": "conv1.weight",
+    "mobilenetv3_small": "features.0.0.weight",
+    "mobilenetv3_large": "features.0.0.weight",
+}
 
 
 def _random_variables(name: str, channels: int = 1, size: int = 32, seed: int = 0) -> dict:
     """Random params and non-trivial BN statistics (so a swapped mean/var shows)."""
     model = models.get(name, num_channels=channels, dtype="float32")
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
-                            jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32))
+    shapes = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, train=False),
+        jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32),
+    )
     rng = np.random.default_rng(seed)
 
     def fill(path, s):
@@ -53,8 +59,10 @@ def test_keys_and_shapes_equal_torchvision(name):
     for key, shape in expected:
         assert list(sd[key].shape) == shape, key
     assert sd[STEM[name]].shape[1] == 3
-    assert all(v.dtype == (np.int64 if k.endswith("num_batches_tracked") else np.float32)
-               for k, v in sd.items())
+    assert all(
+        v.dtype == (np.int64 if k.endswith("num_batches_tracked") else np.float32)
+        for k, v in sd.items()
+    )
 
 
 def test_gray_stem_to_three_channels_gives_the_same_conv():
@@ -74,16 +82,21 @@ def test_values_are_transposed_and_bn_statistics_named():
     v = _random_variables("mobilenetv3_small")
     sd = export_torch.state_dict("mobilenetv3_small", {}, v, step=5)
     p, s = v["params"], v["batch_stats"]
-    np.testing.assert_array_equal(sd["features.1.block.0.0.weight"],  # depthwise [C,1,k,k]
-                                  p["block0"]["dw_conv"]["kernel"].transpose(3, 2, 0, 1))
-    np.testing.assert_array_equal(sd["features.1.block.1.fc2.bias"], p["block0"]["se"]["fc2"]["bias"])
+    np.testing.assert_array_equal(
+        sd["features.1.block.0.0.weight"],  # depthwise [C,1,k,k]
+        p["block0"]["dw_conv"]["kernel"].transpose(3, 2, 0, 1),
+    )
+    np.testing.assert_array_equal(
+        sd["features.1.block.1.fc2.bias"], p["block0"]["se"]["fc2"]["bias"]
+    )
     np.testing.assert_array_equal(sd["features.12.1.running_var"], s["last_bn"]["var"])
     np.testing.assert_array_equal(sd["features.12.1.weight"], p["last_bn"]["scale"])
     assert int(sd["features.12.1.num_batches_tracked"]) == 5
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"width": 0.5}, "width 0.5"), ({"stem": "small"}, "'small' stem")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"width": 0.5}, "width 0.5"), ({"stem": "small"}, "'small' stem")]
+)
 def test_no_torchvision_counterpart(kwargs, match):
     from lusjax.errors import UserError
 
@@ -103,15 +116,27 @@ SIZE = 32
 def _workdir(tmp_path: Path, name: str, channels: int = 1) -> tuple[Path, dict]:
     wd = tmp_path / name
     variables = _random_variables(name, channels, SIZE)
-    checkpoint.export_encoder(wd, variables, model_name=name,
-                              model_kwargs={"num_channels": channels, "width": 1.0,
-                                            "dtype": "float32"},
-                              image_size=SIZE, step=12)
-    (wd / "config.json").write_text(json.dumps({"method": "simclr", "batch_size": 16,
-                                                "data": {"data_dir": "data/pocus"}}))
-    (wd / "pretrain_clips.json").write_text(json.dumps({
-        "data_dir": "/data/pocus", "split": "fold0+fold1", "video_id": ["a", "b", "c"],
-        "patient_id": ["p1", "p1", "p2"]}))
+    checkpoint.export_encoder(
+        wd,
+        variables,
+        model_name=name,
+        model_kwargs={"num_channels": channels, "width": 1.0, "dtype": "float32"},
+        image_size=SIZE,
+        step=12,
+    )
+    (wd / "config.json").write_text(
+        json.dumps({"method": "simclr", "batch_size": 16, "data": {"data_dir": "data/pocus"}})
+    )
+    (wd / "pretrain_clips.json").write_text(
+        json.dumps(
+            {
+                "data_dir": "/data/pocus",
+                "split": "fold0+fold1",
+                "video_id": ["a", "b", "c"],
+                "patient_id": ["p1", "p1", "p2"],
+            }
+        )
+    )
     return wd, variables
 
 
@@ -134,9 +159,16 @@ def test_export_torch_writes_safetensors_and_model_card(tmp_path, capsys):
     assert sd["features.0.0.weight"].shape == (16, 3, 3, 3)
     assert int(sd["features.1.block.0.1.num_batches_tracked"]) == 12
     card = (out / "MODEL_CARD.md").read_text()
-    for text in ("simclr", "3 clips of 2 patients", "fold0+fold1", "(x - 0.18) / 0.2",
-                 "torchvision.models.mobilenet_v3_small()", "model.classifier = torch.nn.Identity()",
-                 "| simclr | 0.91 |", "Energy: not recorded"):
+    for text in (
+        "simclr",
+        "3 clips of 2 patients",
+        "fold0+fold1",
+        "(x - 0.18) / 0.2",
+        "torchvision.models.mobilenet_v3_small()",
+        "model.classifier = torch.nn.Identity()",
+        "| simclr | 0.91 |",
+        "Energy: not recorded",
+    ):
         assert text in card, text
     assert "Conv2d(" not in card  # 3 channels: torchvision's own stem fits
 
@@ -149,8 +181,9 @@ def test_export_flax_round_trips(tmp_path):
     assert cli.main(["export", str(wd), "--format", "flax", "--out", str(out)]) == 0
     restored = flax.serialization.msgpack_restore((out / "encoder.msgpack").read_bytes())
     x = np.random.default_rng(1).standard_normal((2, SIZE, SIZE, 1)).astype(np.float32)
-    np.testing.assert_array_equal(_features("resnet18", restored, x),
-                                  _features("resnet18", variables, x))
+    np.testing.assert_array_equal(
+        _features("resnet18", restored, x), _features("resnet18", variables, x)
+    )
     assert json.loads((out / "encoder.json").read_text())["model_name"] == "resnet18"
     assert "msgpack_restore" in (out / "MODEL_CARD.md").read_text()
 
@@ -158,14 +191,20 @@ def test_export_flax_round_trips(tmp_path):
 def test_export_errors_are_one_line(tmp_path, capsys):
     wd, _ = _workdir(tmp_path, "resnet18")
     tiny = tmp_path / "tiny"
-    checkpoint.export_encoder(tiny, _random_variables("resnet_tiny", 1, SIZE),
-                              model_name="resnet_tiny",
-                              model_kwargs={"num_channels": 1, "dtype": "float32"},
-                              image_size=SIZE, step=1)
-    cases = [([str(wd), "--format", "onnx"], "unknown export format 'onnx'"),
-             ([str(tmp_path), "--format", "torch"], "has no exported encoder"),
-             ([str(tiny), "--format", "torch"], "resnet_tiny has no torchvision counterpart"),
-             ([str(wd), "--format", "torch", "--channels", "2"], "--channels must be 1 or 3")]
+    checkpoint.export_encoder(
+        tiny,
+        _random_variables("resnet_tiny", 1, SIZE),
+        model_name="resnet_tiny",
+        model_kwargs={"num_channels": 1, "dtype": "float32"},
+        image_size=SIZE,
+        step=1,
+    )
+    cases = [
+        ([str(wd), "--format", "onnx"], "unknown export format 'onnx'"),
+        ([str(tmp_path), "--format", "torch"], "has no exported encoder"),
+        ([str(tiny), "--format", "torch"], "resnet_tiny has no torchvision counterpart"),
+        ([str(wd), "--format", "torch", "--channels", "2"], "--channels must be 1 or 3"),
+    ]
     for argv, message in cases:
         assert cli.main(["export", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -184,8 +223,9 @@ def _torch_features(name: str, sd: dict, x_nhwc: np.ndarray) -> np.ndarray:
     fam = export_torch.family(name)
     model = getattr(torchvision.models, export_torch.TORCHVISION[name])()
     stem = sd[export_torch.STEM[fam] + ".weight"]
-    conv = torch.nn.Conv2d(stem.shape[1], stem.shape[0], stem.shape[2], 2,
-                           (stem.shape[2] - 1) // 2, bias=False)
+    conv = torch.nn.Conv2d(
+        stem.shape[1], stem.shape[0], stem.shape[2], 2, (stem.shape[2] - 1) // 2, bias=False
+    )
     if fam == "resnet":
         model.conv1 = conv
     else:

@@ -58,10 +58,10 @@ def test_crop_zeroes_outside_pads_to_square_and_removes_black_level():
     y0, x0, y1, x1 = found.bbox
     pad = (64 - round((x1 - x0) * 64 / (y1 - y0))) // 2
     assert pad >= 3
-    assert out[:, : pad - 1].max() == 0 and out[:, -(pad - 1):].max() == 0
-    assert out[:, pad + 2: -pad - 2].mean() > 20  # the speckle is there
+    assert out[:, : pad - 1].max() == 0 and out[:, -(pad - 1) :].max() == 0
+    assert out[:, pad + 2 : -pad - 2].mean() > 20  # the speckle is there
     # Limited-range black (16) outside the field becomes 0, like the padding.
-    assert np.percentile(out[:, pad + 2: -pad - 2], 1) < 16
+    assert np.percentile(out[:, pad + 2 : -pad - 2], 1) < 16
 
 
 def test_crop_never_lets_overlays_through():
@@ -94,9 +94,9 @@ def test_static_coloured_marker_inside_the_hull_is_masked():
     rgb, field, _ = synth_clips.lus_clip(10, probe="linear", seed=5, overlays=False)
     ys, xs = np.nonzero(field)
     cy, cx = ys.min() + 2, xs.min() + 2  # a green marker on the field's corner
-    rgb[:, cy:cy + 4, cx:cx + 4] = (0, 255, 0)
+    rgb[:, cy : cy + 4, cx : cx + 4] = (0, 255, 0)
     found = fan.detect_fan(_stats(decode._luma(rgb), rgb))
-    assert not found.mask[cy:cy + 4, cx:cx + 4].any()
+    assert not found.mask[cy : cy + 4, cx : cx + 4].any()
     assert _iou(found.mask, field) > 0.9
 
 

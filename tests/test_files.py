@@ -113,7 +113,9 @@ def test_failed_writes_are_user_errors_naming_the_path(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=f"cannot write {target}: No space left on device"):
         files.write_text_atomic(target, "new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "blocker", "x.json"]
+        "blocker",
+        "x.json",
+    ]
 
 
 def test_remote_workdir_lock_is_best_effort(bucket):
@@ -123,7 +125,9 @@ def test_remote_workdir_lock_is_best_effort(bucket):
 
     with workdir_lock.hold(bucket):
         assert files.path(f"{bucket}/{workdir_lock.LOCK_FILE}").exists()
-        with pytest.raises(UserError, match=f"{bucket} is in use by pid"), \
-                workdir_lock.hold(bucket):
+        with (
+            pytest.raises(UserError, match=f"{bucket} is in use by pid"),
+            workdir_lock.hold(bucket),
+        ):
             pass
     assert not files.path(f"{bucket}/{workdir_lock.LOCK_FILE}").exists()

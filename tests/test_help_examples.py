@@ -23,8 +23,22 @@ from lusjax import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every command and its help (passthrough ones included): `lusjax X --help`.
-HELPS = [[], ["quickstart"], ["prep"], ["train"], ["config"], ["probe"], ["eval"], ["predict"],
-         ["bench", "input"], ["bench", "step"], ["sweep"], ["sweep-report"], ["report"], ["export"]]
+HELPS = [
+    [],
+    ["quickstart"],
+    ["prep"],
+    ["train"],
+    ["config"],
+    ["probe"],
+    ["eval"],
+    ["predict"],
+    ["bench", "input"],
+    ["bench", "step"],
+    ["sweep"],
+    ["sweep-report"],
+    ["report"],
+    ["export"],
+]
 
 
 def help_text(args: list[str]) -> str:

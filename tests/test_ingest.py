@@ -20,8 +20,9 @@ POCUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pocus_
 GOOD = {"good.mp4", "nested/good.avi", "clip.gif", "seq", "cine.dcm"}
 
 
-def _write_csv(path, rows, header=("path", "probe", "label", "patient_id", "b_lines",
-                                   "consolidations")):
+def _write_csv(
+    path, rows, header=("path", "probe", "label", "patient_id", "b_lines", "consolidations")
+):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -51,19 +52,25 @@ def clips(tmp_path_factory):
     synth_clips.write_video(root / "blank.mp4", blank)
     (root / "notes.txt").write_text("not a clip, ignored")
     (root / "scan.xyz").write_bytes(b"unknown format")
-    meta = _write_csv(base / "metadata.csv", [
-        ("clips/good.mp4", "convex", "COVID-19", "p1", "1", ""),
-        ("clips/clip.gif", "Linear", "regular", "p2", "0", "1"),
-        ("clips/seq", "convex", "regular", "p2", "", "0"),
-        ("clips/cine.dcm", "", "", "", "", ""),
-        ("clips/missing.mp4", "convex", "regular", "p3", "0", "0"),
-    ])
+    meta = _write_csv(
+        base / "metadata.csv",
+        [
+            ("clips/good.mp4", "convex", "COVID-19", "p1", "1", ""),
+            ("clips/clip.gif", "Linear", "regular", "p2", "0", "1"),
+            ("clips/seq", "convex", "regular", "p2", "", "0"),
+            ("clips/cine.dcm", "", "", "", "", ""),
+            ("clips/missing.mp4", "convex", "regular", "p3", "0", "0"),
+        ],
+    )
     return root, meta
 
 
 EXPECTED_SKIPS = {
-    "truncated.mp4": "truncated", "corrupt.mp4": "corrupt", "empty.mov": "empty file",
-    "blank.mp4": "no detectable fan", "scan.xyz": "unsupported format",
+    "truncated.mp4": "truncated",
+    "corrupt.mp4": "corrupt",
+    "empty.mov": "empty file",
+    "blank.mp4": "no detectable fan",
+    "scan.xyz": "unsupported format",
     "missing.mp4": "metadata row without a file",
 }
 
@@ -72,8 +79,15 @@ def test_ingest_keeps_good_clips_and_skips_bad_ones_with_reasons(clips, tmp_path
     root, meta = clips
     store = ClipStore(tmp_path / "store")
     keys = []
-    skips = ingest.ingest(root, store, metadata_csv=meta, size=48, keys=keys,
-                          preview_path=tmp_path / "sheet.png", progress=False)
+    skips = ingest.ingest(
+        root,
+        store,
+        metadata_csv=meta,
+        size=48,
+        keys=keys,
+        preview_path=tmp_path / "sheet.png",
+        progress=False,
+    )
     recs = {r["video_id"]: r for r in store.records()}
     assert set(recs) == GOOD and len(keys) == len(GOOD)
     assert {Path(s.source).name: s.reason for s in skips}.keys() == EXPECTED_SKIPS.keys()
@@ -115,8 +129,15 @@ def test_second_run_decodes_nothing(clips, tmp_path, monkeypatch):
     store = ClipStore(tmp_path / "store")  # a fresh process would reopen it
     keys = []
     t0 = time.perf_counter()
-    ingest.ingest(root, store, metadata_csv=meta, size=40, progress=False, keys=keys,
-                  preview_path=tmp_path / "again.png")
+    ingest.ingest(
+        root,
+        store,
+        metadata_csv=meta,
+        size=40,
+        progress=False,
+        keys=keys,
+        preview_path=tmp_path / "again.png",
+    )
     assert time.perf_counter() - t0 < 5
     assert {r["key"]: r for r in store.records()} == before
     assert len(keys) == len(GOOD) and (tmp_path / "again.png").exists()
@@ -141,29 +162,36 @@ def test_require_metadata_skips_unlisted_files(clips):
     root, meta = clips
     specs, skips = ingest.discover(root, meta, require_metadata=True)
     assert "nested/good.avi" not in {s.video_id for s in specs}
-    assert any(s.reason.startswith("no metadata row") and s.source.endswith("good.avi")
-               for s in skips)
+    assert any(
+        s.reason.startswith("no metadata row") and s.source.endswith("good.avi") for s in skips
+    )
 
 
 def test_manifest_csv_input_carries_metadata(clips, tmp_path):
     root, _ = clips
-    manifest = _write_csv(root.parent / "manifest.csv", [
-        ("clips/good.mp4", "convex", "COVID-19", "p9", "1", "0"),
-        ("clips/gone.mp4", "convex", "regular", "p8", "0", "0"),
-    ])
+    manifest = _write_csv(
+        root.parent / "manifest.csv",
+        [
+            ("clips/good.mp4", "convex", "COVID-19", "p9", "1", "0"),
+            ("clips/gone.mp4", "convex", "regular", "p8", "0", "0"),
+        ],
+    )
     specs, skips = ingest.discover(manifest)
     assert [s.video_id for s in specs] == ["clips/good.mp4"]
     assert specs[0].meta["patient_id"] == "p9" and specs[0].meta["findings"]["b_lines"] == 1
     assert [(s.source, s.reason) for s in skips] == [("clips/gone.mp4", "file not found")]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("filename,class\na.mp4,x\n", "expected 'path'"),
-    ("path,license\na.mp4,CC\n", "any of probe, label"),
-    ("path,label,b_lines\na.mp4,x,maybe\n", "line 2: b_lines='maybe'"),
-    ("path,label\na.mp4,x\na.mp4,y\n", "twice"),
-    ("path,label\n", "no rows"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("filename,class\na.mp4,x\n", "expected 'path'"),
+        ("path,license\na.mp4,CC\n", "any of probe, label"),
+        ("path,label,b_lines\na.mp4,x,maybe\n", "line 2: b_lines='maybe'"),
+        ("path,label\na.mp4,x\na.mp4,y\n", "twice"),
+        ("path,label\n", "no rows"),
+    ],
+)
 def test_bad_metadata_csv_is_a_clear_user_error(clips, tmp_path, content, message):
     root, _ = clips
     bad = tmp_path / "bad.csv"
@@ -195,7 +223,8 @@ def test_duplicate_files_are_stored_once(clips, tmp_path):
         (tmp_path / "a" / name).write_bytes((root / "good.mp4").read_bytes())
     skips = ingest.ingest(tmp_path / "a", ClipStore(tmp_path / "s"), size=32, progress=False)
     assert [(Path(s.source).name, s.reason) for s in skips] == [
-        ("y.mp4", "duplicate of x.mp4 (same content)")]
+        ("y.mp4", "duplicate of x.mp4 (same content)")
+    ]
 
 
 def test_frozen_frames_are_dropped_and_indices_kept(tmp_path):
@@ -248,8 +277,16 @@ def test_every_pocus_dev_clip_ingests(tmp_path):
     videos = sorted(p for p in (POCUS / "videos").rglob("*") if p.is_file())
     store = ClipStore(tmp_path / "store")
     keys = []
-    skips = ingest.ingest(POCUS / "videos", store, metadata_csv=POCUS / "metadata.csv",
-                          size=64, stride=3, max_frames=24, keys=keys, progress=False)
+    skips = ingest.ingest(
+        POCUS / "videos",
+        store,
+        metadata_csv=POCUS / "metadata.csv",
+        size=64,
+        stride=3,
+        max_frames=24,
+        keys=keys,
+        progress=False,
+    )
     assert skips == []
     recs = [store.meta(k) for k in keys]
     assert len(recs) == len(videos) == 36  # zero silent drops
@@ -299,8 +336,13 @@ def test_pocus_dev_full_resolution_throughput(tmp_path):
     """Every frame of all 36 clips at 224 (about 15 s of CPU); prints frames/s per core."""
     store = ClipStore(tmp_path / "store")
     t0 = time.process_time()
-    skips = ingest.ingest(POCUS / "metadata.csv", store, size=224, progress=False,
-                          preview_path=tmp_path / "preview.png")
+    skips = ingest.ingest(
+        POCUS / "metadata.csv",
+        store,
+        size=224,
+        progress=False,
+        preview_path=tmp_path / "preview.png",
+    )
     cpu = time.process_time() - t0
     decoded = 5984  # frames in pocus_dev (NOTES-deps.md)
     kept = sum(r["n_frames"] for r in store.records())

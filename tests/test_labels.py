@@ -38,8 +38,19 @@ def clips(tmp_path_factory):
 
 
 def _prep(clips, out, *extra):
-    return prep_cli.main(["--input", str(clips / "videos"), "--out", str(out), "--size", "32",
-                          "--splits", "none", *extra])
+    return prep_cli.main(
+        [
+            "--input",
+            str(clips / "videos"),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--splits",
+            "none",
+            *extra,
+        ]
+    )
 
 
 def _warnings(err: str) -> list[str]:
@@ -66,8 +77,13 @@ def test_eval_refuses_the_label_task_without_labels(clips, tmp_path, capsys):
     out = tmp_path / "ds"
     assert _prep(clips, out, "--metadata", str(clips / "meta.csv")) == 0
     capsys.readouterr()
-    argv = ["eval", "--config", str(ROOT / "configs/eval.py"), f"--config.data_dir={out}",
-            f"--config.out_dir={tmp_path / 'eval'}"]
+    argv = [
+        "eval",
+        "--config",
+        str(ROOT / "configs/eval.py"),
+        f"--config.data_dir={out}",
+        f"--config.out_dir={tmp_path / 'eval'}",
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lusjax: error: task 'label' has no labelled clip among the 2")
@@ -78,8 +94,13 @@ def test_eval_refuses_the_label_task_without_labels(clips, tmp_path, capsys):
 def test_the_rule_for_tasks_with_few_or_no_labels():
     """label with no labels: error; a finding no clip records, or a task with too few clips
     per class: a note, and the other tasks go on."""
-    clips = features.Clips(np.array(["a", "b", "c", "d"]), np.array(["a", "b", "c", "d"]),
-                           np.array([0, 0, 1, 1]), np.full((4, 5), -1), ["x", "y"])
+    clips = features.Clips(
+        np.array(["a", "b", "c", "d"]),
+        np.array(["a", "b", "c", "d"]),
+        np.array([0, 0, 1, 1]),
+        np.full((4, 5), -1),
+        ["x", "y"],
+    )
     notes = []
     assert list(protocol.usable_tasks(clips, ["label", "effusion"], 2, notes)) == ["label"]
     assert len(notes) == 1 and "'effusion' skipped" in notes[0]
@@ -94,6 +115,7 @@ def test_predict_leaves_an_unknown_patient_empty(clips, tmp_path):
     rows, skipped, n = predict.ingest_clips(str(clips / "videos"), "", 32, str(tmp_path / "s"))
     extras = [extra for _, _, extra in rows]
     assert n == 2 and not skipped and [e["patient_id"] for e in extras] == ["", ""]
-    rows, _, _ = predict.ingest_clips(str(clips / "videos"), str(clips / "meta.csv"), 32,
-                                      str(tmp_path / "m"))
+    rows, _, _ = predict.ingest_clips(
+        str(clips / "videos"), str(clips / "meta.csv"), 32, str(tmp_path / "m")
+    )
     assert sorted(e["patient_id"] for _, _, e in rows) == ["p1", "p2"]

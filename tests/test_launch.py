@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch"
 TRICKY = "/data/my lus's $HOME"  # a space, a quote and a dollar: all must survive
 
-CONFIG = '''
+CONFIG = """
 import ml_collections
 
 def get_config(arg=None):
@@ -35,9 +35,9 @@ def get_config(arg=None):
     c.optim = ml_collections.ConfigDict({"lr": 0.1})
     c.data = ml_collections.ConfigDict({"data_dir": ""})
     return c
-'''
+"""
 
-SWEEP = f'''
+SWEEP = f"""
 from lusjax.sweep import product
 
 TRICKY = {TRICKY!r}
@@ -48,10 +48,10 @@ def get_sweep(arg=None):
     if arg == "bad":
         return [{{"method": "simclr"}}, {{"method": "bad"}}, {{"method": "byol"}}]
     return product({{"method": ["simclr", "byol"], "optim.lr": [0.1, 0.3]}})
-'''
+"""
 
 # Stands in for `lusjax train`: writes what a run writes; method=bad fails.
-FAKE_TRAIN = '''
+FAKE_TRAIN = """
 import json, sys
 from pathlib import Path
 ov = dict(a[len("--config."):].split("=", 1) for a in sys.argv[1:] if a.startswith("--config."))
@@ -71,7 +71,7 @@ with open(wd / "metrics.jsonl", "a") as f:
                             "images_per_s": 100.0, "model_kwh": 1e-4 * step,
                             "model_kg_co2e": 2e-5 * step}) + "\\n")
 (wd / "encoder.json").write_text("{}")
-'''
+"""
 
 
 @pytest.fixture
@@ -97,8 +97,15 @@ def fake_cmd(project):
 def sh(script, *args, env=None, cwd=None):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TPU_"))}
     full_env.update(env or {})
-    return subprocess.run(["bash", str(LAUNCH / script), *args], check=False, capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=60)
+    return subprocess.run(
+        ["bash", str(LAUNCH / script), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 def lines(out: str) -> list[str]:
@@ -120,7 +127,8 @@ def test_product_and_names():
     assert sweep.run_name({"sizes": (3, 4), "flag": True}) == "flag=true,sizes=3-4"
     long = sweep.run_name({f"key{i}": "v" * 20 for i in range(10)})
     assert len(long) <= sweep.MAX_NAME and long == sweep.run_name(
-        {f"key{i}": "v" * 20 for i in reversed(range(10))})
+        {f"key{i}": "v" * 20 for i in reversed(range(10))}
+    )
 
 
 @pytest.mark.parametrize("value", [True, False, 3, 0.1, 1e-5, "a b'c", (1, 2), [0.5]])
@@ -134,18 +142,31 @@ def test_override_text_round_trips_through_the_config(value):
 
 def test_expand(project):
     runs = expand(project)
-    assert [r.name for r in runs] == ["method=simclr,optim.lr=0.1", "method=simclr,optim.lr=0.3",
-                                      "method=byol,optim.lr=0.1", "method=byol,optim.lr=0.3"]
+    assert [r.name for r in runs] == [
+        "method=simclr,optim.lr=0.1",
+        "method=simclr,optim.lr=0.3",
+        "method=byol,optim.lr=0.1",
+        "method=byol,optim.lr=0.3",
+    ]
     root = project / "runs" / "s"
     assert runs[3].workdir == str(root / "method=byol,optim.lr=0.3")
-    assert runs[3].args == ["--config", "configs/tiny.py", "--config.total_steps=2",
-                            "--config.method=byol", "--config.optim.lr=0.3",
-                            f"--config.workdir={root}/method=byol,optim.lr=0.3"]
+    assert runs[3].args == [
+        "--config",
+        "configs/tiny.py",
+        "--config.total_steps=2",
+        "--config.method=byol",
+        "--config.optim.lr=0.3",
+        f"--config.workdir={root}/method=byol,optim.lr=0.3",
+    ]
     # The args are what `lusjax train` would load.
     overrides, rest = config_lib.split_overrides(runs[3].args)
     cfg = config_lib.load(rest[1], overrides)
     assert (cfg.method, cfg.optim.lr, cfg.total_steps, cfg.workdir) == (
-        "byol", 0.3, 2, runs[3].workdir)
+        "byol",
+        0.3,
+        2,
+        runs[3].workdir,
+    )
     # gs:// roots are kept as they are.
     gs = sweep.expand("configs/tiny.py", "configs/tiny_sweep.py", "gs://b/sw/")
     assert gs[0].workdir == "gs://b/sw/method=simclr,optim.lr=0.1"
@@ -170,7 +191,8 @@ def test_expand_rejects_bad_sweeps(project):
 
 def test_names_that_clean_to_the_same_folder_get_a_hash(project):
     (project / "clash.py").write_text(
-        "def get_sweep():\n    return [{'data.data_dir': 'a b'}, {'data.data_dir': 'a/b'}]\n")
+        "def get_sweep():\n    return [{'data.data_dir': 'a b'}, {'data.data_dir': 'a/b'}]\n"
+    )
     a, b = sweep.expand("configs/tiny.py", "clash.py", "runs/x")
     assert a.name != b.name and a.name.startswith("data.data_dir=a-b-")
     assert a.args[-1] == f"--config.workdir={a.workdir}" and a.workdir.endswith(a.name)
@@ -185,8 +207,8 @@ def test_example_sweeps_load():
 def test_a_run_may_name_its_own_config(project):
     (project / "configs" / "other.py").write_text(CONFIG.replace('"simclr"', '"byol"'))
     (project / "per_run.py").write_text(
-        "def get_sweep():\n"
-        "    return [{'config': 'configs/other.py', 'seed': 1}, {'seed': 1}]\n")
+        "def get_sweep():\n    return [{'config': 'configs/other.py', 'seed': 1}, {'seed': 1}]\n"
+    )
     a, b = sweep.expand("configs/tiny.py", "per_run.py", "runs/x")
     assert (a.name, b.name) == ("config=other,seed=1", "seed=1")
     assert a.args[:2] == ["--config", "configs/other.py"] and "--config.config" not in a.args[2]
@@ -224,15 +246,21 @@ def test_run_local_skips_done_retries_failed_and_reports(project, capsys):
     os.utime(project / "runs/s/method=byol/metrics.jsonl", (1, 1))
     os.utime(project / "runs/s/method=byol/run.log", (1, 1))
     (project / "runs/s/method=byol/run.rc").unlink()
-    sweep.write_plan(str(project / "runs/s"), runs + expand(project, "tricky"),
-                     "configs/tiny.py", "configs/tiny_sweep.py", [])
+    sweep.write_plan(
+        str(project / "runs/s"),
+        runs + expand(project, "tricky"),
+        "configs/tiny.py",
+        "configs/tiny_sweep.py",
+        [],
+    )
     result = sweep_report.render(str(project / "runs/s"))
     rows = {r["name"]: r for r in result["rows"]}
     assert [r["status"] for r in result["rows"]] == ["done", "failed", "partial", "not started"]
     assert rows["method=simclr"]["final"]["loss"] == 0.5 and rows["method=simclr"]["step"] == 4
     table = result["table"]
-    assert "| 1 | method=simclr | done | 4/4 | 0.5000 | 1.000 |  | 100.0 | 0.0004 | 8e-05 |" \
-        in table
+    assert (
+        "| 1 | method=simclr | done | 4/4 | 0.5000 | 1.000 |  | 100.0 | 0.0004 | 8e-05 |" in table
+    )
     assert "failed" in table and "ValueError: no such method 'bad'" in table
     assert "data.data_dir=/data/my lus's $HOME, flag=true, sizes=[3, 4]" in table
     assert Path(result["md"]).read_text().startswith("# Sweep report")
@@ -243,8 +271,9 @@ def test_report_without_sweep_json_uses_differing_config_values(project):
     for name, lr in (("a", 0.1), ("b", 0.3)):
         wd = project / "runs/loose" / name
         wd.mkdir(parents=True)
-        (wd / "config.json").write_text(json.dumps({"optim": {"lr": lr}, "seed": 0,
-                                                    "workdir": str(wd)}))
+        (wd / "config.json").write_text(
+            json.dumps({"optim": {"lr": lr}, "seed": 0, "workdir": str(wd)})
+        )
     rows = sweep_report.collect(str(project / "runs/loose"))
     assert [r["overrides"] for r in rows] == [{"optim.lr": 0.1}, {"optim.lr": 0.3}]
     with pytest.raises(UserError, match="no such sweep root"):
@@ -252,8 +281,15 @@ def test_report_without_sweep_json_uses_differing_config_values(project):
 
 
 def test_sweep_main_modes(project, capsys):
-    base = ["--config", "configs/tiny.py", "--sweep", "configs/tiny_sweep.py",
-            "--root", "runs/m", "--config.total_steps=2"]
+    base = [
+        "--config",
+        "configs/tiny.py",
+        "--sweep",
+        "configs/tiny_sweep.py",
+        "--root",
+        "runs/m",
+        "--config.total_steps=2",
+    ]
     # Listing writes nothing.
     assert sweep.main(base + ["--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -263,10 +299,18 @@ def test_sweep_main_modes(project, capsys):
     assert sweep.main(base + ["--run", "--dry-run"]) == 0
     cmds = [shlex.split(c) for c in lines(capsys.readouterr().out)[1:]]
     assert len(cmds) == 4
-    assert cmds[0][1:] == ["-m", "lusjax.cli", "train", "--quiet", "--config", "configs/tiny.py",
-                           "--config.total_steps=2", "--config.method=simclr",
-                           "--config.optim.lr=0.1",
-                           f"--config.workdir={project}/runs/m/method=simclr,optim.lr=0.1"]
+    assert cmds[0][1:] == [
+        "-m",
+        "lusjax.cli",
+        "train",
+        "--quiet",
+        "--config",
+        "configs/tiny.py",
+        "--config.total_steps=2",
+        "--config.method=simclr",
+        "--config.optim.lr=0.1",
+        f"--config.workdir={project}/runs/m/method=simclr,optim.lr=0.1",
+    ]
     assert not (project / "runs/m").exists()
     # --emit writes sweep.json + runs.txt and prints the launcher command.
     assert sweep.main(base + ["--emit", "slurm"]) == 0
@@ -289,55 +333,116 @@ def test_sweep_main_modes(project, capsys):
 @pytest.fixture
 def runs_file(project):
     runs = expand(project) + expand(project, "tricky")
-    return sweep.write_plan(str(project / "runs/s"), runs, "configs/tiny.py",
-                            "configs/tiny_sweep.py", [("total_steps", "2")]), runs
+    return sweep.write_plan(
+        str(project / "runs/s"),
+        runs,
+        "configs/tiny.py",
+        "configs/tiny_sweep.py",
+        [("total_steps", "2")],
+    ), runs
 
 
 def test_slurm_submit_dry_run(runs_file, project):
     path, _ = runs_file
-    r = sh("slurm.sh", "--dry-run", "--max-parallel", "2", "--nodes=2", "--partition", "gpu p",
-           str(path), cwd=project)
+    r = sh(
+        "slurm.sh",
+        "--dry-run",
+        "--max-parallel",
+        "2",
+        "--nodes=2",
+        "--partition",
+        "gpu p",
+        str(path),
+        cwd=project,
+    )
     assert r.returncode == 0, r.stderr
     mkdir, sbatch = [shlex.split(ln) for ln in lines(r.stdout)]
     logs = str(project / "runs/s/slurm-logs")
     assert mkdir == ["mkdir", "-p", logs]
-    assert sbatch == ["sbatch", "--array=0-4%2", f"--chdir={project}",
-                      f"--output={logs}/%x-%A_%a.out", "--nodes=2", "--partition", "gpu p",
-                      str(LAUNCH / "slurm.sh"), str(path)]
+    assert sbatch == [
+        "sbatch",
+        "--array=0-4%2",
+        f"--chdir={project}",
+        f"--output={logs}/%x-%A_%a.out",
+        "--nodes=2",
+        "--partition",
+        "gpu p",
+        str(LAUNCH / "slurm.sh"),
+        str(path),
+    ]
     assert not Path(logs).exists()  # dry run: nothing made
 
 
 def test_slurm_task_dry_run_runs_its_line_on_every_node(runs_file, project):
     path, runs = runs_file
-    env = {"SLURM_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "4", "SLURM_JOB_NUM_NODES": "2",
-           "SLURM_CPUS_PER_TASK": "16", "SLURM_SUBMIT_DIR": str(project)}
+    env = {
+        "SLURM_JOB_ID": "77",
+        "SLURM_ARRAY_TASK_ID": "4",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_CPUS_PER_TASK": "16",
+        "SLURM_SUBMIT_DIR": str(project),
+    }
     r = sh("slurm.sh", "--dry-run", str(path), env=env)
     assert r.returncode == 0, r.stderr
     (srun,) = [shlex.split(ln) for ln in lines(r.stdout)]
-    assert srun == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
-                    "--kill-on-bad-exit=1", "--cpus-per-task=16", "lusjax", "train", "--quiet",
-                    *runs[4].args]
+    assert srun == [
+        "srun",
+        "--nodes=2",
+        "--ntasks=2",
+        "--ntasks-per-node=1",
+        "--kill-on-bad-exit=1",
+        "--cpus-per-task=16",
+        "lusjax",
+        "train",
+        "--quiet",
+        *runs[4].args,
+    ]
     assert f"--config.data.data_dir={TRICKY}" in srun
     # A finished run is skipped; LUSJAX_BIN changes the command.
     Path(runs[0].workdir).mkdir(parents=True)
     (Path(runs[0].workdir) / "encoder.json").write_text("{}")
     r = sh("slurm.sh", "--dry-run", str(path), env={**env, "SLURM_ARRAY_TASK_ID": "0"})
     assert lines(r.stdout) == [] and "# skip method=simclr,optim.lr=0.1: done" in r.stdout
-    r = sh("slurm.sh", "--dry-run", str(path),
-           env={**env, "SLURM_ARRAY_TASK_ID": "1", "LUSJAX_BIN": "python -m lusjax.cli"})
+    r = sh(
+        "slurm.sh",
+        "--dry-run",
+        str(path),
+        env={**env, "SLURM_ARRAY_TASK_ID": "1", "LUSJAX_BIN": "python -m lusjax.cli"},
+    )
     assert shlex.split(lines(r.stdout)[0])[6:10] == ["python", "-m", "lusjax.cli", "train"]
     r = sh("slurm.sh", "--dry-run", str(path), env={**env, "SLURM_ARRAY_TASK_ID": "9"})
     assert r.returncode == 2 and "no run number 9" in r.stderr
 
 
 def test_slurm_single_run_and_errors(project):
-    r = sh("slurm.sh", "--dry-run", "--time=1:00:00", "--", "--config", "c.py",
-           f"--config.data.data_dir={TRICKY}", cwd=project)
+    r = sh(
+        "slurm.sh",
+        "--dry-run",
+        "--time=1:00:00",
+        "--",
+        "--config",
+        "c.py",
+        f"--config.data.data_dir={TRICKY}",
+        cwd=project,
+    )
     assert shlex.split(lines(r.stdout)[0]) == [
-        "sbatch", f"--chdir={project}", "--time=1:00:00", str(LAUNCH / "slurm.sh"), "--",
-        "--config", "c.py", f"--config.data.data_dir={TRICKY}"]
-    r = sh("slurm.sh", "--dry-run", "--", "--config", "c.py",
-           env={"SLURM_JOB_ID": "1", "SLURM_NNODES": "3"})
+        "sbatch",
+        f"--chdir={project}",
+        "--time=1:00:00",
+        str(LAUNCH / "slurm.sh"),
+        "--",
+        "--config",
+        "c.py",
+        f"--config.data.data_dir={TRICKY}",
+    ]
+    r = sh(
+        "slurm.sh",
+        "--dry-run",
+        "--",
+        "--config",
+        "c.py",
+        env={"SLURM_JOB_ID": "1", "SLURM_NNODES": "3"},
+    )
     assert shlex.split(lines(r.stdout)[0])[:3] == ["srun", "--nodes=3", "--ntasks=3"]
     assert sh("slurm.sh", "--dry-run").returncode == 2
     assert "not found" in sh("slurm.sh", "--dry-run", "missing.txt").stderr
@@ -346,28 +451,61 @@ def test_slurm_single_run_and_errors(project):
 
 def test_tpu_vm_dry_run(runs_file, project):
     path, runs = runs_file
-    r = sh("tpu_vm.sh", "--dry-run", "--name", "my-pod", "--zone", "us-central2-b",
-           "--project", "proj", str(path))
+    r = sh(
+        "tpu_vm.sh",
+        "--dry-run",
+        "--name",
+        "my-pod",
+        "--zone",
+        "us-central2-b",
+        "--project",
+        "proj",
+        str(path),
+    )
     assert r.returncode == 0, r.stderr
     cmds = [shlex.split(ln) for ln in lines(r.stdout)]
     assert len(cmds) == 5
     for cmd, run in zip(cmds, runs):
-        assert cmd[:11] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-pod", "--zone",
-                            "us-central2-b", "--project", "proj", "--worker=all"]
+        assert cmd[:11] == [
+            "gcloud",
+            "compute",
+            "tpus",
+            "tpu-vm",
+            "ssh",
+            "my-pod",
+            "--zone",
+            "us-central2-b",
+            "--project",
+            "proj",
+            "--worker=all",
+        ]
         assert cmd[11] == "--command" and len(cmd) == 13
         remote = shlex.split(cmd[12])  # what each host's shell runs
         i = remote.index("LUSJAX_DISTRIBUTED=auto")
         assert remote[:2] == ["cd", "lusjax"]
-        assert remote[i + 1:] == ["lusjax", "train", "--quiet", *run.args]
+        assert remote[i + 1 :] == ["lusjax", "train", "--quiet", *run.args]
     # local workdirs are flagged: a pod needs gs://
     assert "not on gs://" in r.stderr
-    r = sh("tpu_vm.sh", "--dry-run", "--name=t", "--zone=z", "--remote-dir", "src/lus jax",
-           "--setup", "source ~/env/bin/activate", "--", "--config", "c.py",
-           "--config.workdir=gs://b/run")
+    r = sh(
+        "tpu_vm.sh",
+        "--dry-run",
+        "--name=t",
+        "--zone=z",
+        "--remote-dir",
+        "src/lus jax",
+        "--setup",
+        "source ~/env/bin/activate",
+        "--",
+        "--config",
+        "c.py",
+        "--config.workdir=gs://b/run",
+    )
     (cmd,) = [shlex.split(ln) for ln in lines(r.stdout)]
     assert "--project" not in cmd
-    assert cmd[-1] == ("cd 'src/lus jax' && source ~/env/bin/activate && LUSJAX_DISTRIBUTED=auto "
-                       "lusjax train --quiet --config c.py --config.workdir=gs://b/run")
+    assert cmd[-1] == (
+        "cd 'src/lus jax' && source ~/env/bin/activate && LUSJAX_DISTRIBUTED=auto "
+        "lusjax train --quiet --config c.py --config.workdir=gs://b/run"
+    )
     assert r.stderr == ""
     r = sh("tpu_vm.sh", "--dry-run", str(path), env={"TPU_NAME": "", "ZONE": ""})
     assert r.returncode == 2 and "--name" in r.stderr
@@ -379,19 +517,29 @@ def test_local_dry_run(runs_file, project):
     path, runs = runs_file
     r = sh("local.sh", "--dry-run", str(path))
     assert [shlex.split(ln) for ln in lines(r.stdout)] == [
-        ["lusjax", "train", "--quiet", *run.args] for run in runs]
-    r = sh("local.sh", "--dry-run", "--procs", "2", "--cpu-devices", "2", "--port", "4321",
-           str(path))
+        ["lusjax", "train", "--quiet", *run.args] for run in runs
+    ]
+    r = sh(
+        "local.sh", "--dry-run", "--procs", "2", "--cpu-devices", "2", "--port", "4321", str(path)
+    )
     out = lines(r.stdout)
     assert len(out) == 3 * len(runs) and out[2] == "wait"
     for i in range(2):
         assert shlex.split(out[i]) == [
-            "env", "LUSJAX_COORDINATOR=localhost:4321", "LUSJAX_NUM_PROCESSES=2",
-            f"LUSJAX_PROCESS_ID={i}", "LUSJAX_CPU_DEVICES=2", "lusjax", "train", "--quiet",
-            *runs[0].args, "&"]
+            "env",
+            "LUSJAX_COORDINATOR=localhost:4321",
+            "LUSJAX_NUM_PROCESSES=2",
+            f"LUSJAX_PROCESS_ID={i}",
+            "LUSJAX_CPU_DEVICES=2",
+            "lusjax",
+            "train",
+            "--quiet",
+            *runs[0].args,
+            "&",
+        ]
 
 
-FAKE_BIN = '''
+FAKE_BIN = """
 import json, os, sys
 from pathlib import Path
 args = sys.argv[2:]  # after "train"
@@ -404,7 +552,7 @@ if "--config.method=byol" in args:
     sys.exit(5)
 if pid == "0":
     (wd / "encoder.json").write_text("{}")
-'''
+"""
 
 
 def test_local_sh_runs_and_records_status(runs_file, project):
@@ -418,8 +566,7 @@ def test_local_sh_runs_and_records_status(runs_file, project):
     assert st[2][1] == "exit 5: RuntimeError: boom"
     seen = json.loads((Path(runs[0].workdir) / "env1.json").read_text())
     assert seen["LUSJAX_NUM_PROCESSES"] == "2" and seen["LUSJAX_PROCESS_ID"] == "1"
-    assert seen["LUSJAX_CPU_DEVICES"] == "3" and seen["LUSJAX_COORDINATOR"].startswith(
-        "localhost:")
+    assert seen["LUSJAX_CPU_DEVICES"] == "3" and seen["LUSJAX_COORDINATOR"].startswith("localhost:")
     r = sh("local.sh", str(path), env=env)  # again: done ones skipped
     assert r.stdout.count("# skip") == 3 and r.returncode == 1
 
@@ -439,19 +586,41 @@ def test_scripts_are_valid_bash():
 @pytest.mark.slow
 def test_quick_sweep_end_to_end(tmp_path):
     root = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "lusjax.sweep", "--config", "configs/quickstart.py",
-           "--sweep", "configs/sweeps/quick_sweep.py", "--root", str(root), "--run",
-           "--config.total_steps=4", "--config.log_every=2", "--config.batch_size=32",
-           "--config.probe.eval_every=4", "--config.probe.eval_frames=64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lusjax.sweep",
+        "--config",
+        "configs/quickstart.py",
+        "--sweep",
+        "configs/sweeps/quick_sweep.py",
+        "--root",
+        str(root),
+        "--run",
+        "--config.total_steps=4",
+        "--config.log_every=2",
+        "--config.batch_size=32",
+        "--config.probe.eval_every=4",
+        "--config.probe.eval_frames=64",
+    ]
     env = {**os.environ, "LUSJAX_CACHE": str(tmp_path / "cache")}
-    r = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    r = subprocess.run(
+        cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=900, env=env
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     rows = sweep_report.collect(str(root))
     assert [row["status"] for row in rows] == ["done"] * 4
     assert all(row["final"]["step"] == 4 for row in rows)
-    assert all(0 <= row["final"]["probe_val_acc"] <= 1 and row["final"]["model_kwh"] > 0
-               for row in rows)
-    r = subprocess.run([sys.executable, "-m", "lusjax.sweep_report", str(root)], cwd=REPO,
-                       check=False, capture_output=True, text=True, timeout=120)
+    assert all(
+        0 <= row["final"]["probe_val_acc"] <= 1 and row["final"]["model_kwh"] > 0 for row in rows
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "lusjax.sweep_report", str(root)],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "4 runs: 4 done" in r.stdout
     assert (root / "sweep_report.png").exists()

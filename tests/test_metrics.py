@@ -39,6 +39,12 @@ def test_discard_after_moves_redone_steps_aside(tmp_path):
     assert [r["step"] for r in metrics.read(tmp_path)] == [1, 2, 3]
     assert metrics.discard_after(tmp_path, 0) == 3
     moved = (tmp_path / metrics.DISCARDED_FILE).read_text().splitlines()
-    assert [line[:11] for line in moved] == ['{"step": 3}', '{"step": 4}', '{"step": 5,',
-                                             '{"step": 1}', '{"step": 2}', '{"step": 3,']
+    assert [line[:11] for line in moved] == [
+        '{"step": 3}',
+        '{"step": 4}',
+        '{"step": 5,',
+        '{"step": 1}',
+        '{"step": 2}',
+        '{"step": 3,',
+    ]
     assert metrics.discard_after(tmp_path / "none", 0) == 0  # no metrics yet

@@ -85,8 +85,8 @@ def _resnet18_count(width: float, channels: int = 3) -> int:
     w = [round(64 * width) * 2**i for i in range(4)]
     n = 49 * channels * w[0] + 2 * w[0]  # stem conv + BN
     c_in = w[0]
-    for i, c in enumerate(w):
-        for j in range(2):
+    for c in w:
+        for _ in range(2):
             n += 9 * c_in * c + 9 * c * c + 4 * c  # two 3x3 convs + two BNs
             if c_in != c:
                 n += c_in * c + 2 * c  # 1x1 downsample + BN

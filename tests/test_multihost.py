@@ -36,26 +36,43 @@ def free_port() -> int:
 
 
 def child_env(procs: int, process_id: int, port: int, cpu_devices: int, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LUSJAX_", "SLURM_", "TPU_")) and k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", LUSJAX_CPU_DEVICES=str(cpu_devices),
-               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), **extra)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LUSJAX_", "SLURM_", "TPU_")) and k != "XLA_FLAGS"
+    }
+    env.update(
+        JAX_PLATFORMS="cpu",
+        LUSJAX_CPU_DEVICES=str(cpu_devices),
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        **extra,
+    )
     if procs > 1:
-        env.update(LUSJAX_COORDINATOR=f"localhost:{port}", LUSJAX_NUM_PROCESSES=str(procs),
-                   LUSJAX_PROCESS_ID=str(process_id))
+        env.update(
+            LUSJAX_COORDINATOR=f"localhost:{port}",
+            LUSJAX_NUM_PROCESSES=str(procs),
+            LUSJAX_PROCESS_ID=str(process_id),
+        )
     return env
 
 
-def run_procs(args: list[str], procs: int, cpu_devices: int, timeout: float,
-              script: Path = HERE, **extra_env) -> list[str]:
+def run_procs(
+    args: list[str], procs: int, cpu_devices: int, timeout: float, script: Path = HERE, **extra_env
+) -> list[str]:
     """Runs `python SCRIPT *args` (default: this file) as `procs` joined processes;
     returns their stdouts."""
     port = free_port()
-    children = [subprocess.Popen([sys.executable, str(script), *args, str(i)],
-                                 env=child_env(procs, i, port, cpu_devices, **extra_env),
-                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-                for i in range(procs)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), *args, str(i)],
+            env=child_env(procs, i, port, cpu_devices, **extra_env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(procs)
+    ]
     deadline = time.time() + timeout
     outs = []
     try:
@@ -92,7 +109,7 @@ def numpy_reference(data: np.ndarray) -> tuple[np.ndarray, list[float]]:
     for batch in data.astype(np.float64):
         x, y = batch[:, :FEATURES], batch[:, FEATURES]
         err = x @ w - y
-        losses.append(float((err ** 2).mean()))
+        losses.append(float((err**2).mean()))
         w = w - LR * 2 * x.T @ err / len(y)
     return w, losses
 
@@ -126,8 +143,11 @@ def pattern_child(data_path: str, _index: str) -> None:
 
     # check_vma=False as in lusjax.train: grads stay per-device and the explicit
     # psum sums them (with vma checking, grad of a replicated input is psum'd already).
-    step = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(sharding.AXIS)),
-                                 out_specs=(P(), P()), check_vma=False))
+    step = jax.jit(
+        jax.shard_map(
+            step, mesh=mesh, in_specs=(P(), P(sharding.AXIS)), out_specs=(P(), P()), check_vma=False
+        )
+    )
     w = jax.device_put(jnp.zeros(FEATURES, jnp.float32), sharding.replicated(mesh))
     losses = []
     for s in range(n_steps):
@@ -136,20 +156,28 @@ def pattern_child(data_path: str, _index: str) -> None:
         w, loss = step(w, batch)
         losses.append(float(loss.addressable_data(0)))
     gathered = multihost_utils.process_allgather(np.asarray(rows, np.int32))
-    print(json.dumps({
-        "process": jax.process_index(), "processes": jax.process_count(),
-        "devices": jax.device_count(), "local_devices": jax.local_device_count(),
-        "rows": rows, "all_rows": np.asarray(gathered).reshape(-1).tolist(),
-        "w": np.asarray(w.addressable_data(0)).tolist(), "losses": losses}), flush=True)
+    print(
+        json.dumps(
+            {
+                "process": jax.process_index(),
+                "processes": jax.process_count(),
+                "devices": jax.device_count(),
+                "local_devices": jax.local_device_count(),
+                "rows": rows,
+                "all_rows": np.asarray(gathered).reshape(-1).tolist(),
+                "w": np.asarray(w.addressable_data(0)).tolist(),
+                "losses": losses,
+            }
+        ),
+        flush=True,
+    )
 
 
 def test_two_processes_match_one_process(tmp_path):
     data = make_data(tmp_path / "data.npy")
     w_np, losses_np = numpy_reference(data)
-    (one,) = run_procs(["pattern", str(tmp_path / "data.npy")], procs=1, cpu_devices=4,
-                       timeout=90)
-    two = run_procs(["pattern", str(tmp_path / "data.npy")], procs=2, cpu_devices=2,
-                    timeout=90)
+    (one,) = run_procs(["pattern", str(tmp_path / "data.npy")], procs=1, cpu_devices=4, timeout=90)
+    two = run_procs(["pattern", str(tmp_path / "data.npy")], procs=2, cpu_devices=2, timeout=90)
     ref = last_json(one)
     assert (ref["processes"], ref["devices"]) == (1, 4)
     np.testing.assert_allclose(ref["w"], w_np, atol=1e-5)
@@ -178,22 +206,51 @@ def test_plan_single_process_by_default():
 
     assert distributed.plan({}).source == "single"
     assert not distributed.plan({"PATH": "/bin"}).multi_process
-    assert distributed.plan({"SLURM_NTASKS": "1", "SLURM_PROCID": "0",
-                             "SLURM_STEP_NODELIST": "n1", "SLURM_JOB_ID": "5"}).source == "single"
+    assert (
+        distributed.plan(
+            {
+                "SLURM_NTASKS": "1",
+                "SLURM_PROCID": "0",
+                "SLURM_STEP_NODELIST": "n1",
+                "SLURM_JOB_ID": "5",
+            }
+        ).source
+        == "single"
+    )
 
 
 def test_plan_explicit_env():
     from lusjax import distributed
 
-    p = distributed.plan({"LUSJAX_COORDINATOR": "10.0.0.1:1234", "LUSJAX_NUM_PROCESSES": "4",
-                          "LUSJAX_PROCESS_ID": "3", "LUSJAX_CPU_DEVICES": "2"})
+    p = distributed.plan(
+        {
+            "LUSJAX_COORDINATOR": "10.0.0.1:1234",
+            "LUSJAX_NUM_PROCESSES": "4",
+            "LUSJAX_PROCESS_ID": "3",
+            "LUSJAX_CPU_DEVICES": "2",
+        }
+    )
     assert (p.source, p.coordinator_address, p.num_processes, p.process_id) == (
-        "env", "10.0.0.1:1234", 4, 3)
+        "env",
+        "10.0.0.1:1234",
+        4,
+        3,
+    )
     assert p.cpu_devices == 2
-    assert p.kwargs() == {"coordinator_address": "10.0.0.1:1234", "num_processes": 4,
-                          "process_id": 3, "cluster_detection_method": "deactivate"}
-    off = distributed.plan({"LUSJAX_DISTRIBUTED": "off", "LUSJAX_COORDINATOR": "h:1",
-                            "LUSJAX_NUM_PROCESSES": "2", "LUSJAX_PROCESS_ID": "0"})
+    assert p.kwargs() == {
+        "coordinator_address": "10.0.0.1:1234",
+        "num_processes": 4,
+        "process_id": 3,
+        "cluster_detection_method": "deactivate",
+    }
+    off = distributed.plan(
+        {
+            "LUSJAX_DISTRIBUTED": "off",
+            "LUSJAX_COORDINATOR": "h:1",
+            "LUSJAX_NUM_PROCESSES": "2",
+            "LUSJAX_PROCESS_ID": "0",
+        }
+    )
     assert off.source == "single"
 
 
@@ -202,16 +259,24 @@ def test_plan_bad_env_is_a_user_error():
     from lusjax.errors import UserError
 
     with pytest.raises(UserError, match="LUSJAX_PROCESS_ID"):
-        distributed.plan({"LUSJAX_COORDINATOR": "h:1", "LUSJAX_NUM_PROCESSES": "2",
-                          "LUSJAX_PROCESS_ID": "2"})
+        distributed.plan(
+            {"LUSJAX_COORDINATOR": "h:1", "LUSJAX_NUM_PROCESSES": "2", "LUSJAX_PROCESS_ID": "2"}
+        )
     with pytest.raises(UserError, match="LUSJAX_NUM_PROCESSES"):
         distributed.plan({"LUSJAX_COORDINATOR": "h:1", "LUSJAX_PROCESS_ID": "0"})
 
 
-@pytest.mark.parametrize("nodelist,host", [
-    ("node001", "node001"), ("node001,host2", "node001"), ("node[001-015],host2", "node001"),
-    ("node[007,001-003]", "node007"), ("rack[2-3]-gpu[04-05]", "rack2-gpu04"),
-    ("a[1-2],b[3-4]", "a1")])
+@pytest.mark.parametrize(
+    "nodelist,host",
+    [
+        ("node001", "node001"),
+        ("node001,host2", "node001"),
+        ("node[001-015],host2", "node001"),
+        ("node[007,001-003]", "node007"),
+        ("rack[2-3]-gpu[04-05]", "rack2-gpu04"),
+        ("a[1-2],b[3-4]", "a1"),
+    ],
+)
 def test_first_host_of_slurm_nodelist(nodelist, host):
     from lusjax import distributed
 
@@ -221,26 +286,44 @@ def test_first_host_of_slurm_nodelist(nodelist, host):
 def test_plan_slurm_one_task_per_node():
     from lusjax import distributed
 
-    env = {"SLURM_JOB_ID": "123456", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
-           "SLURM_LOCALID": "0", "SLURM_STEP_NODELIST": "gpu[017-018]",
-           "SLURM_STEP_NUM_NODES": "2"}
+    env = {
+        "SLURM_JOB_ID": "123456",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "0",
+        "SLURM_STEP_NODELIST": "gpu[017-018]",
+        "SLURM_STEP_NUM_NODES": "2",
+    }
     p = distributed.plan(env)
     port = 123456 % 4096 + 61440
     assert (p.source, p.coordinator_address, p.num_processes, p.process_id) == (
-        "slurm", f"gpu017:{port}", 2, 1)
+        "slurm",
+        f"gpu017:{port}",
+        2,
+        1,
+    )
     # One task per node sees all the node's GPUs: no local_device_ids, no re-detection.
     assert "local_device_ids" not in p.kwargs()
     assert p.kwargs()["cluster_detection_method"] == "deactivate"
-    assert distributed.plan({**env, "LUSJAX_COORDINATOR_PORT": "7777"}
-                            ).coordinator_address == "gpu017:7777"
+    assert (
+        distributed.plan({**env, "LUSJAX_COORDINATOR_PORT": "7777"}).coordinator_address
+        == "gpu017:7777"
+    )
 
 
 def test_plan_slurm_one_task_per_gpu():
     from lusjax import distributed
 
-    p = distributed.plan({"SLURM_JOB_ID": "9", "SLURM_NTASKS": "16", "SLURM_PROCID": "11",
-                          "SLURM_LOCALID": "3", "SLURM_STEP_NODELIST": "n[1-2]",
-                          "SLURM_STEP_NUM_NODES": "2"})
+    p = distributed.plan(
+        {
+            "SLURM_JOB_ID": "9",
+            "SLURM_NTASKS": "16",
+            "SLURM_PROCID": "11",
+            "SLURM_LOCALID": "3",
+            "SLURM_STEP_NODELIST": "n[1-2]",
+            "SLURM_STEP_NUM_NODES": "2",
+        }
+    )
     assert p.local_device_ids == (3,)
     assert p.kwargs()["local_device_ids"] == [3]
 
@@ -268,8 +351,13 @@ def test_initialize_single_process_is_a_noop_and_idempotent(monkeypatch):
 # ----------------------------------------------------------------------------
 
 TRAIN_CONFIG = "configs/quickstart.py"
-TRAIN_OVERRIDES = ["--config.total_steps=3", "--config.log_every=1", "--config.ckpt_every=0",
-                   "--config.batch_size=8", "--config.probe.eval_every=0"]
+TRAIN_OVERRIDES = [
+    "--config.total_steps=3",
+    "--config.log_every=1",
+    "--config.ckpt_every=0",
+    "--config.batch_size=8",
+    "--config.probe.eval_every=0",
+]
 
 
 class _HostsConcat:
@@ -309,9 +397,18 @@ def train_child(config: str, workdir: str, out: str, emulate_hosts: str, _index:
 
         def concat_iterator(*args, global_batch_size, **kw):
             kw.pop("process_index", None), kw.pop("process_count", None)
-            return _HostsConcat([make(*args, global_batch_size=global_batch_size,
-                                      process_index=i, process_count=hosts, **kw)
-                                 for i in range(hosts)])
+            return _HostsConcat(
+                [
+                    make(
+                        *args,
+                        global_batch_size=global_batch_size,
+                        process_index=i,
+                        process_count=hosts,
+                        **kw,
+                    )
+                    for i in range(hosts)
+                ]
+            )
 
         pipeline.train_iterator = concat_iterator
     overrides, _ = config_lib.split_overrides(TRAIN_OVERRIDES + [f"--config.workdir={workdir}"])
@@ -321,9 +418,17 @@ def train_child(config: str, workdir: str, out: str, emulate_hosts: str, _index:
     if jax.process_index() == 0:
         leaves = jax.tree_util.tree_leaves_with_path(enc.variables)
         np.savez(out, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
-    print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
-                      "step": summary["step"], "loss": summary["final"].get("loss")}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "process": jax.process_index(),
+                "devices": jax.device_count(),
+                "step": summary["step"],
+                "loss": summary["final"].get("loss"),
+            }
+        ),
+        flush=True,
+    )
 
 
 @pytest.mark.slow
@@ -333,10 +438,20 @@ def test_train_two_processes_match_one_process(tmp_path):
         pytest.skip(f"{TRAIN_CONFIG} not there yet")
     env = {"LUSJAX_CACHE": str(tmp_path / "cache")}  # generated once, by the first run
     config = str(REPO / TRAIN_CONFIG)
-    (one,) = run_procs(["train", config, str(tmp_path / "one"), str(tmp_path / "one.npz"), "2"],
-                       procs=1, cpu_devices=4, timeout=600, **env)
-    two = run_procs(["train", config, str(tmp_path / "two"), str(tmp_path / "two.npz"), "1"],
-                    procs=2, cpu_devices=2, timeout=600, **env)
+    (one,) = run_procs(
+        ["train", config, str(tmp_path / "one"), str(tmp_path / "one.npz"), "2"],
+        procs=1,
+        cpu_devices=4,
+        timeout=600,
+        **env,
+    )
+    two = run_procs(
+        ["train", config, str(tmp_path / "two"), str(tmp_path / "two.npz"), "1"],
+        procs=2,
+        cpu_devices=2,
+        timeout=600,
+        **env,
+    )
     ref, results = last_json(one), [last_json(o) for o in two]
     assert ref["devices"] == 4 and ref["step"] == 3
     for r in results:

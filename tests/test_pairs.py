@@ -188,8 +188,12 @@ def test_global_batches_do_not_depend_on_the_number_of_hosts():
     kw = dict(seed=3, max_dt=2, micle_prob=0.0)
     one = pairs.pair_batches(clips, batch_size=8, **kw)
     for hosts in (2, 4):
-        per_host = [pairs.pair_batches(clips, batch_size=8 // hosts, process_index=i,
-                                       process_count=hosts, **kw) for i in range(hosts)]
+        per_host = [
+            pairs.pair_batches(
+                clips, batch_size=8 // hosts, process_index=i, process_count=hosts, **kw
+            )
+            for i in range(hosts)
+        ]
         for k in (0, 1, 7):  # 7: past the first epoch
             for name, want in one[k].items():
                 got = np.concatenate([ds[k][name] for ds in per_host])
@@ -207,7 +211,8 @@ def test_max_dt_in_seconds_follows_each_clips_frame_rate():
         d = dist[batch["clip"] == c]
         assert d.max() == limit  # reached, never exceeded
     np.testing.assert_array_equal(  # 3, 1 and 0.5 frames, never below min_dt
-        pairs.max_dt_frames(clips, max_dt=3, min_dt=2, max_dt_s=0.1), [3, 2, 2])
+        pairs.max_dt_frames(clips, max_dt=3, min_dt=2, max_dt_s=0.1), [3, 2, 2]
+    )
 
 
 def test_max_dt_in_seconds_without_frame_rates_is_a_user_error():

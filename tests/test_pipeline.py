@@ -185,7 +185,7 @@ def test_worker_side_augmentation(data_dir):
     )
     b = next(it)
     assert b["view1"].dtype == np.float32 and b["view1"].shape == (4, 24, 24, 1)
-    assert 0.0 <= b["view1"].min() and b["view2"].max() <= 1.0
+    assert b["view1"].min() >= 0.0 and b["view2"].max() <= 1.0
     assert not np.array_equal(b["view1"], b["view2"])
     # The device step leaves such views alone.
     np.testing.assert_array_equal(augment.augment_batch(None, b["view1"], None, aug), b["view1"])
@@ -303,6 +303,9 @@ def test_max_dt_seconds_on_a_written_dataset(data_dir):
     ds = pairs.pair_batches(src.clips, seed=0, batch_size=64, max_dt=50, max_dt_s=0.1)
     b = ds[0]
     assert (np.abs(b["anchor"] - b["partner"]) <= limit[b["clip"]]).all()
-    batch = next(pipeline.train_iterator(data_dir, "train", cfg(max_dt=50, max_dt_s=0.1),
-                                         global_batch_size=32, seed=0, **HOST))
+    batch = next(
+        pipeline.train_iterator(
+            data_dir, "train", cfg(max_dt=50, max_dt_s=0.1), global_batch_size=32, seed=0, **HOST
+        )
+    )
     assert batch["view1"].shape[0] == 32

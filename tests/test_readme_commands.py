@@ -56,9 +56,9 @@ _MARKER = re.compile(r"<!--\s*test(?:\s+([\w-]+))?\s*:(.*?)-->", re.DOTALL)
 class Command:
     doc: str
     line: int
-    argv: list[str]                   # as the README writes it (after `lusjax`)
+    argv: list[str]  # as the README writes it (after `lusjax`)
     run_argv: list[str] | None = None  # with the test's arguments; None = skipped
-    skip: str = ""                    # why it is not run
+    skip: str = ""  # why it is not run
 
 
 def parse_doc(text: str, doc: str = "README.md") -> tuple[list[Command], dict[str, str]]:
@@ -72,9 +72,10 @@ def parse_doc(text: str, doc: str = "README.md") -> tuple[list[Command], dict[st
             end = i
             while "-->" not in lines[end]:
                 end += 1
-            comment = "\n".join(lines[i:end + 1])
-            markers += [(m.group(1), " ".join(m.group(2).split()))
-                        for m in _MARKER.finditer(comment)]
+            comment = "\n".join(lines[i : end + 1])
+            markers += [
+                (m.group(1), " ".join(m.group(2).split())) for m in _MARKER.finditer(comment)
+            ]
             i = end + 1
             continue
         if stripped.startswith("```") and len(stripped) > 3:
@@ -141,11 +142,15 @@ def apply_args(argv: list[str], extra: list[str]) -> list[str]:
             i += 1
         for j, a in enumerate(argv):
             if a == opt or a.startswith(opt + "="):
-                if a == opt and value is not None and j + 1 < len(argv) \
-                        and not argv[j + 1].startswith("--"):
-                    argv[j:j + 2] = token
+                if (
+                    a == opt
+                    and value is not None
+                    and j + 1 < len(argv)
+                    and not argv[j + 1].startswith("--")
+                ):
+                    argv[j : j + 2] = token
                 else:
-                    argv[j:j + 1] = token
+                    argv[j : j + 1] = token
                 break
         else:
             argv += token
@@ -153,23 +158,39 @@ def apply_args(argv: list[str], extra: list[str]) -> list[str]:
 
 
 def test_markers_and_continuations_are_read():
-    text = "\n".join([
-        "<!-- test prep: --size 32 -->", "<!-- test sweep-report: skip (no bucket) -->",
-        "```bash", "lusjax prep --input x --size 224 \\", "    --out d  # a comment",
-        "pip install -e . && lusjax sweep-report gs://b", "```", "",
-        "```python", "# configs/sweeps/mine.py", "X = 1", "```",
-        "```bash", "lusjax prep --synthetic 3 --size 64 --out e", "```"])
+    text = "\n".join(
+        [
+            "<!-- test prep: --size 32 -->",
+            "<!-- test sweep-report: skip (no bucket) -->",
+            "```bash",
+            "lusjax prep --input x --size 224 \\",
+            "    --out d  # a comment",
+            "pip install -e . && lusjax sweep-report gs://b",
+            "```",
+            "",
+            "```python",
+            "# configs/sweeps/mine.py",
+            "X = 1",
+            "```",
+            "```bash",
+            "lusjax prep --synthetic 3 --size 64 --out e",
+            "```",
+        ]
+    )
     commands, files = parse_doc(text)
-    assert [c.argv for c in commands] == [["prep", "--input", "x", "--size", "224", "--out", "d"],
-                                          ["sweep-report", "gs://b"],
-                                          ["prep", "--synthetic", "3", "--size", "64", "--out", "e"]]
+    assert [c.argv for c in commands] == [
+        ["prep", "--input", "x", "--size", "224", "--out", "d"],
+        ["sweep-report", "gs://b"],
+        ["prep", "--synthetic", "3", "--size", "64", "--out", "e"],
+    ]
     assert commands[0].run_argv == ["prep", "--input", "x", "--size", "32", "--out", "d"]
     assert commands[0].line == 4 and commands[1].skip == "no bucket"
     assert commands[2].run_argv == commands[2].argv  # markers apply to the next block only
     assert files == {"configs/sweeps/mine.py": "# configs/sweeps/mine.py\nX = 1\n"}
-    assert apply_args(["train", "--config", "a.py", "--config.x=1"],
-                      ["--config.x=2", "--config", "b.py", "--quiet"]) == \
-        ["train", "--config", "b.py", "--config.x=2", "--quiet"]
+    assert apply_args(
+        ["train", "--config", "a.py", "--config.x=1"],
+        ["--config.x=2", "--config", "b.py", "--quiet"],
+    ) == ["train", "--config", "b.py", "--config.x=2", "--quiet"]
 
 
 def test_every_skip_says_why_and_every_marker_applies():
@@ -181,8 +202,9 @@ def test_every_skip_says_why_and_every_marker_applies():
             assert not c.skip or len(c.skip) > 10, f"{doc}:{c.line}: skip needs a reason"
         for m in _MARKER.finditer(text):  # a subcommand marker must match a command
             sub = m.group(1)
-            assert sub is None or any(c.argv[:1] == [sub] for c in commands), \
+            assert sub is None or any(c.argv[:1] == [sub] for c in commands), (
                 f"{doc}: marker for `lusjax {sub}` matches no command"
+            )
 
 
 @pytest.fixture
@@ -217,8 +239,11 @@ def test_readme_commands_run(doc, workdir):
         (workdir / path).parent.mkdir(parents=True, exist_ok=True)
         (workdir / path).write_text(content)
     # Parse every command first: cheap, and it checks the ones that are skipped or changed.
-    bad = [f"{doc}:{c.line}: lusjax {shlex.join(c.argv)}\n    -> {problem}"
-           for c in commands if (problem := cli_commands.parse_check(c.argv))]
+    bad = [
+        f"{doc}:{c.line}: lusjax {shlex.join(c.argv)}\n    -> {problem}"
+        for c in commands
+        if (problem := cli_commands.parse_check(c.argv))
+    ]
     assert not bad, "README commands that do not parse:\n" + "\n".join(bad)
     have_pocus = (workdir.parent / POCUS.removeprefix("../")).is_dir()
     for c in commands:
@@ -235,8 +260,9 @@ def test_readme_commands_run(doc, workdir):
                 rc = cli.main(argv)
             except SystemExit as e:
                 rc = e.code
-        assert rc == 0, (f"{doc}:{c.line}: `lusjax {shlex.join(argv)}` exited {rc}:\n"
-                         + "\n".join(err.getvalue().strip().splitlines()[-5:]))
+        assert rc == 0, f"{doc}:{c.line}: `lusjax {shlex.join(argv)}` exited {rc}:\n" + "\n".join(
+            err.getvalue().strip().splitlines()[-5:]
+        )
 
 
 def _synthetic_stand_in(argv: list[str]) -> list[str] | None:

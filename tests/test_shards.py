@@ -257,8 +257,13 @@ def test_train_names_the_setting_of_a_missing_split(folds, tmp_path, capsys):
     from lusjax import cli
 
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "quickstart.py")
-    base = ["train", "--config", config, f"--config.data.data_dir={folds}",
-            f"--config.workdir={tmp_path / 'run'}"]
+    base = [
+        "train",
+        "--config",
+        config,
+        f"--config.data.data_dir={folds}",
+        f"--config.workdir={tmp_path / 'run'}",
+    ]
     assert cli.main(base) == 2
     err = capsys.readouterr().err
     assert "No split 'train'" in err and "--config.data.train_split=" in err

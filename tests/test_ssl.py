@@ -272,8 +272,9 @@ def test_queue_updates_are_global():
         keys = unit(np.asarray(target[view]["z"]))
         np.testing.assert_allclose(np.asarray(updates["queue"])[i, idx], keys, **TOL)
         kept = np.setdiff1d(np.arange(cfg.queue_size), idx)
-        np.testing.assert_array_equal(np.asarray(updates["queue"])[i, kept],
-                                      np.asarray(state["queue"])[i, kept])
+        np.testing.assert_array_equal(
+            np.asarray(updates["queue"])[i, kept], np.asarray(state["queue"])[i, kept]
+        )
     assert int(updates["queue_ptr"]) == (56 + N) % cfg.queue_size
 
 
@@ -285,10 +286,12 @@ def test_mocov2_queries_meet_the_queue_of_their_positive_view():
     q1, q2 = online["view1"]["z"], online["view2"]["z"]
     k1, k2 = target["view1"]["z"], target["view2"]["z"]
     t = cfg.temperature
-    expect = (mocov2.infonce(q1, k2, state["queue"][1], t)
-              + mocov2.infonce(q2, k1, state["queue"][0], t)) / 2
-    swapped = (mocov2.infonce(q1, k2, state["queue"][0], t)
-               + mocov2.infonce(q2, k1, state["queue"][1], t)) / 2
+    expect = (
+        mocov2.infonce(q1, k2, state["queue"][1], t) + mocov2.infonce(q2, k1, state["queue"][0], t)
+    ) / 2
+    swapped = (
+        mocov2.infonce(q1, k2, state["queue"][0], t) + mocov2.infonce(q2, k1, state["queue"][1], t)
+    ) / 2
     np.testing.assert_allclose(float(value), float(expect), **TOL)
     assert abs(float(value) - float(swapped)) > 1e-4
 

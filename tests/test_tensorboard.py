@@ -18,29 +18,36 @@ pytest.importorskip("tensorboardX")
 def _scalars_equal_jsonl(run):
     recs = metrics.read(run)
     scalars = tb_events.read_scalars(run)
-    numeric = {k for r in recs for k, v in r.items()
-               if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric = {
+        k
+        for r in recs
+        for k, v in r.items()
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     assert {"loss", "lr", "images_per_s", "probe_acc", "model_kwh"} <= numeric
     assert numeric <= set(scalars), numeric - set(scalars)
     for key in numeric:
         want = [(r["step"], float(r[key])) for r in recs if isinstance(r.get(key), (int, float))]
         got = scalars[key]
         assert [s for s, _ in got] == [s for s, _ in want], key  # each logged step once
-        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            [v for _, v in got], [v for _, v in want], rtol=1e-6, err_msg=key
+        )
     return recs, scalars
 
 
 def test_train_writes_events_and_a_resume_does_not_duplicate_steps(tmp_path, capsys):
     run = tmp_path / "run"
-    cfg = tiny_config(run, ("total_steps", "3"), ("ckpt_every", "2"),
-                      ("metrics.tensorboard", "True"))
+    cfg = tiny_config(
+        run, ("total_steps", "3"), ("ckpt_every", "2"), ("metrics.tensorboard", "True")
+    )
     train.train(cfg, progress=False)
     recs, scalars = _scalars_equal_jsonl(run)
     assert [r["step"] for r in recs] == [1, 2, 3]
     assert len(tb_events.event_files(run)) == 1
-    images = [v.tag for e in tb_events.read_events(run) for v in e.summary.value
-              if v.HasField("image")]
+    images = [
+        v.tag for e in tb_events.read_events(run) for v in e.summary.value if v.HasField("image")
+    ]
     assert images == ["augmented/view1_view2"]  # the preview, at the first log step
 
     # Resume from step 2: step 3 is redone, and must not appear twice.
@@ -60,8 +67,9 @@ def test_train_writes_events_and_a_resume_does_not_duplicate_steps(tmp_path, cap
 
 def test_tensorboard_off_writes_no_events(tmp_path):
     run = tmp_path / "run"
-    train.train(tiny_config(run, ("total_steps", "1"), ("metrics.tensorboard", "False")),
-                progress=False)
+    train.train(
+        tiny_config(run, ("total_steps", "1"), ("metrics.tensorboard", "False")), progress=False
+    )
     assert metrics.read(run) and not (run / tb_events.TB_DIR).exists()
 
 
@@ -97,7 +105,7 @@ def test_a_failed_event_write_warns_once_and_stops_the_events(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TensorBoard events stop here" in err[0]
     assert "No space left on device" in err[0]
-    assert [s for s, _ in tb_events.read_scalars(tmp_path)["loss"]][0] == 1
+    assert tb_events.read_scalars(tmp_path)["loss"][0][0] == 1
 
 
 def test_tensorboards_own_reader_sees_the_jsonl_values(tmp_path):
@@ -107,10 +115,12 @@ def test_tensorboards_own_reader_sees_the_jsonl_values(tmp_path):
     from tensorboard.backend.event_processing import event_accumulator
 
     run = tmp_path / "run"
-    train.train(tiny_config(run, ("total_steps", "3"), ("metrics.tensorboard", "True")),
-                progress=False)
-    acc = event_accumulator.EventAccumulator(str(run / tb_events.TB_DIR),
-                                             size_guidance={event_accumulator.SCALARS: 0})
+    train.train(
+        tiny_config(run, ("total_steps", "3"), ("metrics.tensorboard", "True")), progress=False
+    )
+    acc = event_accumulator.EventAccumulator(
+        str(run / tb_events.TB_DIR), size_guidance={event_accumulator.SCALARS: 0}
+    )
     acc.Reload()
     for key in ("loss", "lr", "images_per_s"):
         want = [(r["step"], float(r[key])) for r in metrics.read(run)]

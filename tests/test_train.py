@@ -16,15 +16,24 @@ from lusjax.data.default import ensure_data
 from lusjax.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = [("data.synthetic.n_clips", "12"), ("data.synthetic.n_frames", "8"),
-        ("data.synthetic.size", "32"), ("image_size", "32"), ("aug.size", "32"),
-        ("batch_size", "16"), ("ssl.proj_hidden_dim", "32"), ("ssl.proj_dim", "16"),
-        ("log_every", "1"), ("probe.eval_every", "0")]
+TINY = [
+    ("data.synthetic.n_clips", "12"),
+    ("data.synthetic.n_frames", "8"),
+    ("data.synthetic.size", "32"),
+    ("image_size", "32"),
+    ("aug.size", "32"),
+    ("batch_size", "16"),
+    ("ssl.proj_hidden_dim", "32"),
+    ("ssl.proj_dim", "16"),
+    ("log_every", "1"),
+    ("probe.eval_every", "0"),
+]
 
 
 def tiny_config(workdir, *extra):
-    return config_lib.load(str(ROOT / "configs/quickstart.py"),
-                           [("workdir", str(workdir)), *TINY, *extra])
+    return config_lib.load(
+        str(ROOT / "configs/quickstart.py"), [("workdir", str(workdir)), *TINY, *extra]
+    )
 
 
 def method_config(method, workdir, *extra):
@@ -33,8 +42,14 @@ def method_config(method, workdir, *extra):
     with cfg.unlocked():
         cfg.method = method
         cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
-        for k, v in dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=64,
-                         num_prototypes=8, freeze_prototypes_steps=0).items():
+        for k, v in dict(
+            proj_hidden_dim=32,
+            proj_dim=16,
+            pred_hidden_dim=32,
+            queue_size=64,
+            num_prototypes=8,
+            freeze_prototypes_steps=0,
+        ).items():
             if k in cfg.ssl:
                 cfg.ssl[k] = v
     return cfg
@@ -61,8 +76,13 @@ def test_train_writes_metrics_checkpoint_config_and_encoder(tmp_path):
 
 
 def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
-    cfg = tiny_config(tmp_path / "run", ("total_steps", "6"), ("ckpt_every", "1"),
-                      ("optim.lr", "1e30"), ("optim.warmup_steps", "0"))
+    cfg = tiny_config(
+        tmp_path / "run",
+        ("total_steps", "6"),
+        ("ckpt_every", "1"),
+        ("optim.lr", "1e30"),
+        ("optim.warmup_steps", "0"),
+    )
     with pytest.raises(UserError, match="became .* at step .* last good checkpoint"):
         train.train(cfg, progress=False)
     assert not (tmp_path / "run" / "encoder.json").exists()
@@ -77,22 +97,29 @@ def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_pa
 # SIGKILL at random moments, inside async saves: tests/reliability/test_kill_safety.py.
 
 
-@pytest.mark.parametrize("method", ["simclr", "mocov2", "byol", "simsiam", "barlow", "vicreg",
-                                    "swav"])
+@pytest.mark.parametrize(
+    "method", ["simclr", "mocov2", "byol", "simsiam", "barlow", "vicreg", "swav"]
+)
 def test_every_method_trains_and_its_online_probe_beats_chance(tmp_path, method):
     """Each method trains on the synthetic data with the loop; the online probe learns."""
-    cfg = method_config(method, tmp_path / method, ("total_steps", "40"), ("ckpt_every", "0"),
-                        ("optim.probe_lr", "1e-2"))
+    cfg = method_config(
+        method,
+        tmp_path / method,
+        ("total_steps", "40"),
+        ("ckpt_every", "0"),
+        ("optim.probe_lr", "1e-2"),
+    )
     train.train(cfg, progress=False)
     recs = [json.loads(x) for x in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in recs)
-    n_classes = len(json.loads((Path(ensure_data(cfg.data)) / "dataset.json").read_text())
-                    ["class_names"])
+    n_classes = len(
+        json.loads((Path(ensure_data(cfg.data)) / "dataset.json").read_text())["class_names"]
+    )
     # The probe's accuracy on the last 20 training batches (320 frames) must beat
     # guessing: a one-sided binomial test against 1/n_classes.
     late = recs[-20:]
-    n = int(sum(r["probe_labelled"] for r in late))
-    k = int(round(sum(r["probe_acc"] * r["probe_labelled"] for r in late)))
+    n = sum(int(r["probe_labelled"]) for r in late)
+    k = round(sum(r["probe_acc"] * r["probe_labelled"] for r in late))
     p = binomtest(k, n, 1.0 / n_classes, alternative="greater").pvalue
     assert p < 0.01, (method, k / n, p)
 
@@ -107,9 +134,12 @@ def test_swav_prototypes_stay_frozen_for_their_first_steps(tmp_path):
     parts = train.build(cfg, num_classes=4, mesh=mesh)
     state = parts.init_state(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
-    batch = {"view1": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
-             "view2": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
-             "label": np.zeros(16, np.int32), "index": np.arange(16, dtype=np.int32)}
+    batch = {
+        "view1": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
+        "view2": rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8),
+        "label": np.zeros(16, np.int32),
+        "index": np.arange(16, dtype=np.int32),
+    }
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
 
     def protos_and_conv(s):
@@ -124,7 +154,6 @@ def test_swav_prototypes_stay_frozen_for_their_first_steps(tmp_path):
         history.append(protos_and_conv(state))
     np.testing.assert_array_equal(history[0][0], p0)  # steps 0 and 1: frozen
     np.testing.assert_array_equal(history[1][0], p0)
-    assert not np.array_equal(history[2][0], p0)      # step 2: trains
-    assert not np.array_equal(history[1][1], c0)      # the backbone trains meanwhile
+    assert not np.array_equal(history[2][0], p0)  # step 2: trains
+    assert not np.array_equal(history[1][1], c0)  # the backbone trains meanwhile
     # (step 0 moves nothing: the warmup's lr is 0 there)
-

@@ -25,5 +25,4 @@ from lusjax.sweep import product
 def get_sweep(arg=None):
     if arg == "small":
         return product({"model.name": ["resnet18", "resnet50"]})
-    return product({"model.name": ["resnet18", "resnet50"], "optim.lr": [0.3, 1.0],
-                    "seed": [0, 1]})
+    return product({"model.name": ["resnet18", "resnet50"], "optim.lr": [0.3, 1.0], "seed": [0, 1]})

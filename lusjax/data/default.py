@@ -37,8 +37,9 @@ def ensure_data(data_cfg) -> str:
     if data_cfg.data_dir:
         path = Path(data_cfg.data_dir).expanduser()
         if not (path / DATASET_JSON).exists():
-            raise UserError(f"{path} is not a lusjax dataset (no {DATASET_JSON}); "
-                            "create one with `lusjax prep`")
+            raise UserError(
+                f"{path} is not a lusjax dataset (no {DATASET_JSON}); create one with `lusjax prep`"
+            )
         return str(path)
     from data_prep import synthetic
 
@@ -49,6 +50,7 @@ def ensure_data(data_cfg) -> str:
     tag = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = cache_root() / f"synthetic-{tag}"
     if not (path / DATASET_JSON).exists():
+
         def write(tmp: Path) -> None:
             from data_prep.write import write_synthetic  # heavy (tfds): only when needed
 
@@ -112,7 +114,7 @@ def _clean_stale_tmp(path: Path) -> None:
     host = socket.gethostname()
     for tmp in path.parent.glob(f".{path.name}{_TMP_TAG}{host}-*"):
         try:
-            pid = int(tmp.name[len(f".{path.name}{_TMP_TAG}{host}-"):].split("-")[0])
+            pid = int(tmp.name[len(f".{path.name}{_TMP_TAG}{host}-") :].split("-")[0])
         except ValueError:
             continue
         if pid != os.getpid() and not _alive(pid):

@@ -113,8 +113,9 @@ def check_clips(
     return ok
 
 
-def max_dt_frames(clips: ClipIndex, max_dt: int, min_dt: int = 0,
-                  max_dt_s: float = 0.0) -> np.ndarray:
+def max_dt_frames(
+    clips: ClipIndex, max_dt: int, min_dt: int = 0, max_dt_s: float = 0.0
+) -> np.ndarray:
     """Per clip, the largest frame distance of a positive pair (int64 [n_clips]).
 
     `max_dt` stored frames for every clip, or with `max_dt_s` > 0, that many
@@ -131,15 +132,23 @@ def max_dt_frames(clips: ClipIndex, max_dt: int, min_dt: int = 0,
         raise UserError(
             f"data.max_dt_s needs each clip's frame rate, unknown for {len(unknown)} of {n} "
             f"clips (e.g. {clips.video_id[unknown[0]]}): datasets written before lusjax "
-            "recorded it need `lusjax prep` again; or give data.max_dt in frames")
+            "recorded it need `lusjax prep` again; or give data.max_dt in frames"
+        )
     return np.maximum(np.floor(max_dt_s * fps + 1e-6).astype(np.int64), int(min_dt))
 
 
 class PairSampler:
     """Vectorised pair sampling: clip indices [B] + a numpy Generator -> pair index arrays."""
 
-    def __init__(self, clips: ClipIndex, *, max_dt: int, min_dt: int = 0, micle_prob: float = 0.0,
-                 max_dt_s: float = 0.0):
+    def __init__(
+        self,
+        clips: ClipIndex,
+        *,
+        max_dt: int,
+        min_dt: int = 0,
+        micle_prob: float = 0.0,
+        max_dt_s: float = 0.0,
+    ):
         if max_dt_s < 0 or not np.isfinite(max_dt_s):
             raise UserError(f"data.max_dt_s must be >= 0 seconds (got {max_dt_s})")
         if min_dt < 0 or (max_dt_s == 0 and (max_dt < 0 or min_dt > max_dt)):
@@ -335,8 +344,9 @@ def pair_batches(
         skip_short=skip_short,
         what=what,
     )
-    sampler = PairSampler(clips, max_dt=max_dt, min_dt=min_dt, micle_prob=micle_prob,
-                          max_dt_s=max_dt_s)
+    sampler = PairSampler(
+        clips, max_dt=max_dt, min_dt=min_dt, micle_prob=micle_prob, max_dt_s=max_dt_s
+    )
     batches = PairBatches(
         slots,
         sampler,

@@ -127,8 +127,9 @@ def open_train_source(data_dir: str, cfg: ml_collections.ConfigDict):
     extra = cfg.get("extra_data_dir", "")
     if not extra:
         return source
-    return ConcatSource([source, open_split(extra, "+".join(list_splits(extra)))],
-                        unlabelled=[False, True])
+    return ConcatSource(
+        [source, open_split(extra, "+".join(list_splits(extra)))], unlabelled=[False, True]
+    )
 
 
 def train_clips(source, cfg: ml_collections.ConfigDict):
@@ -145,12 +146,15 @@ def train_clips(source, cfg: ml_collections.ConfigDict):
     try:
         wanted = {str(v) for v in json.loads(Path(path).read_text())}
     except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"data.clips_file {path}: not a readable JSON list of video ids "
-                        f"({e})") from None
+        raise UserError(
+            f"data.clips_file {path}: not a readable JSON list of video ids ({e})"
+        ) from None
     missing = sorted(wanted - set(clips.video_id))
     if missing:
-        raise UserError(f"data.clips_file {path}: {len(missing)} video id(s) not in the "
-                        f"training split: {', '.join(missing[:10])}")
+        raise UserError(
+            f"data.clips_file {path}: {len(missing)} video id(s) not in the "
+            f"training split: {', '.join(missing[:10])}"
+        )
     keep = np.flatnonzero(np.isin(np.asarray(clips.video_id, str), sorted(wanted)))
     if not len(keep):
         raise UserError(f"data.clips_file {path} lists no clip")
@@ -316,8 +320,9 @@ def train_iterator(
     return iter(it_ds)
 
 
-def exit_with_parent(worker_index: int = 0, worker_count: int = 1, *, parent: int,
-                     poll_s: float = 0.5) -> None:
+def exit_with_parent(
+    worker_index: int = 0, worker_count: int = 1, *, parent: int, poll_s: float = 0.5
+) -> None:
     """In a grain worker process: exit as soon as the trainer `parent` that spawned it is
     gone (also when it died while this worker was starting).
 

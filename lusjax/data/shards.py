@@ -71,8 +71,7 @@ class ClipTable:
             findings={
                 k: np.array([c["findings"].get(k, -1) for c in clips], np.int8) for k in FINDINGS
             },
-            fps=np.array([np.nan if c.get("fps") is None else c["fps"] for c in clips],
-                         np.float64),
+            fps=np.array([np.nan if c.get("fps") is None else c["fps"] for c in clips], np.float64),
         )
 
     def select(self, keep: np.ndarray) -> ClipTable:
@@ -82,7 +81,9 @@ class ClipTable:
             video_id=[self.video_id[i] for i in keep],
             patient_id=[self.patient_id[i] for i in keep],
             probe=[self.probe[i] for i in keep],
-            label=self.label[keep], start=self.start[keep], length=self.length[keep],
+            label=self.label[keep],
+            start=self.start[keep],
+            length=self.length[keep],
             findings={k: v[keep] for k, v in self.findings.items()},
             fps=None if self.fps is None else self.fps[keep],
         )
@@ -98,8 +99,9 @@ class ClipTable:
             start=np.concatenate([t.start for t in tables]),
             length=np.concatenate([t.length for t in tables]),
             findings={k: np.concatenate([t.findings[k] for t in tables]) for k in FINDINGS},
-            fps=np.concatenate([np.full(len(t), np.nan) if t.fps is None else t.fps
-                                for t in tables]),
+            fps=np.concatenate(
+                [np.full(len(t), np.nan) if t.fps is None else t.fps for t in tables]
+            ),
         )
 
 
@@ -166,7 +168,7 @@ class FrameSource:
         reader = self._reader()
         try:
             raws = reader.__getitems__(keys)
-        except Exception:  # noqa: BLE001 - retried one by one, for an error naming the shard
+        except Exception:
             return [self[k] for k in keys]
         return [self._decode(raw) for raw in raws]
 
@@ -218,16 +220,20 @@ class ConcatSource:
     def __init__(self, sources: Sequence[FrameSource], unlabelled: Sequence[bool] = ()):
         shapes = {tuple(s.image_shape) for s in sources}
         if len(shapes) > 1:
-            raise UserError("datasets read together must have one frame size, got "
-                            + " and ".join(f"{s.name} {tuple(s.image_shape)}" for s in sources))
+            raise UserError(
+                "datasets read together must have one frame size, got "
+                + " and ".join(f"{s.name} {tuple(s.image_shape)}" for s in sources)
+            )
         self.sources = list(sources)
         self.offsets = np.concatenate([[0], np.cumsum([len(s) for s in sources])]).astype(int)
         tables = []
         for i, (src, off) in enumerate(zip(self.sources, self.offsets)):
-            label = np.full(len(src.clips), -1, np.int32) if (
-                i < len(unlabelled) and unlabelled[i]) else src.clips.label
-            tables.append(dataclasses.replace(src.clips, start=src.clips.start + off,
-                                              label=label))
+            label = (
+                np.full(len(src.clips), -1, np.int32)
+                if (i < len(unlabelled) and unlabelled[i])
+                else src.clips.label
+            )
+            tables.append(dataclasses.replace(src.clips, start=src.clips.start + off, label=label))
         self.clips = ClipTable.concat(tables)
         self.class_names = list(self.sources[0].class_names)
         self.image_shape = self.sources[0].image_shape
@@ -335,8 +341,13 @@ def split_list(split: str) -> list[str]:
     return [s.strip() for s in split.replace(",", "+").split("+") if s.strip()]
 
 
-def open_split(data_dir: str | os.PathLike, split: str, *, check: bool = True,
-               setting: str = "--config.data.train_split") -> FrameSource:
+def open_split(
+    data_dir: str | os.PathLike,
+    split: str,
+    *,
+    check: bool = True,
+    setting: str = "--config.data.train_split",
+) -> FrameSource:
     """Opens split `split` ("train", or several joined by "+" or ",") of the dataset in
     `data_dir`.
 
@@ -351,8 +362,9 @@ def open_split(data_dir: str | os.PathLike, split: str, *, check: bool = True,
     root = Path(data_dir).absolute()  # workers may run elsewhere; keep paths absolute
     names = split_list(split)
     available = ", ".join(info["splits"]) or "none"
-    hint = (f"set {setting}={'+'.join(list(info['splits'])[:2]) or 'NAME'} "
-            "(join several with + or ,)")
+    hint = (
+        f"set {setting}={'+'.join(list(info['splits'])[:2]) or 'NAME'} (join several with + or ,)"
+    )
     if not names:
         raise UserError(f"No split named; {hint}. Available in {root}: {available}.")
     for name in names:

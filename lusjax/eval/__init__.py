@@ -16,8 +16,9 @@ def run(config) -> dict:
     return protocol.run(config)
 
 
-def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
-                          test_split: str = "test", **kwargs) -> dict:
+def linear_probe_accuracy(
+    encoder, data_dir, train_split: str = "train", test_split: str = "test", **kwargs
+) -> dict:
     """Frame- and clip-level accuracy of a quick linear probe (see `protocol`)."""
     from lusjax.eval import protocol
 

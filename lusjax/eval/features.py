@@ -26,10 +26,10 @@ FINDING_CLASSES = ["absent", "present"]
 class Clips:
     """Per-clip arrays, one entry per clip."""
 
-    video_id: np.ndarray      # str [C]
-    patient_id: np.ndarray    # str [C]; equals video_id when unknown
-    label: np.ndarray         # int [C]; -1 unlabeled
-    findings: np.ndarray      # int [C, len(FINDINGS)]; -1 unknown, 0, 1
+    video_id: np.ndarray  # str [C]
+    patient_id: np.ndarray  # str [C]; equals video_id when unknown
+    label: np.ndarray  # int [C]; -1 unlabeled
+    findings: np.ndarray  # int [C, len(FINDINGS)]; -1 unknown, 0, 1
     class_names: list[str]
 
     def __len__(self) -> int:
@@ -42,8 +42,9 @@ class Clips:
             return self.label, list(self.class_names)
         if task in FINDINGS:
             return self.findings[:, FINDINGS.index(task)], list(FINDING_CLASSES)
-        raise UserError(f"unknown task {task!r}; choose {LABEL_TASK!r} or one of "
-                        f"{', '.join(FINDINGS)}")
+        raise UserError(
+            f"unknown task {task!r}; choose {LABEL_TASK!r} or one of {', '.join(FINDINGS)}"
+        )
 
 
 @dataclasses.dataclass
@@ -61,16 +62,21 @@ class Frames:
         return self.clips.targets(task)[0][self.frame_clip]
 
 
-def from_arrays(video_ids, labels, class_names, *, patient_ids=None, findings=None,
-                images=None) -> Frames:
+def from_arrays(
+    video_ids, labels, class_names, *, patient_ids=None, findings=None, images=None
+) -> Frames:
     """Frames from per-frame arrays (video id, label, optional patient id, findings [N, F])."""
     video_ids = np.asarray(video_ids).astype(str)
     uniq, first, frame_clip = np.unique(video_ids, return_index=True, return_inverse=True)
     patient = video_ids if patient_ids is None else np.asarray(patient_ids).astype(str)
-    fnd = (np.full((len(video_ids), len(FINDINGS)), -1) if findings is None
-           else np.asarray(findings))
-    clips = Clips(uniq, patient[first], np.asarray(labels)[first].astype(np.int64),
-                  fnd[first].astype(np.int64), list(class_names))
+    fnd = np.full((len(video_ids), len(FINDINGS)), -1) if findings is None else np.asarray(findings)
+    clips = Clips(
+        uniq,
+        patient[first],
+        np.asarray(labels)[first].astype(np.int64),
+        fnd[first].astype(np.int64),
+        list(class_names),
+    )
     return Frames(clips, frame_clip.astype(np.int64), images)
 
 
@@ -84,8 +90,13 @@ def split_names(data_dir: str | Path, splits: str | tuple | list = "") -> list[s
     return names or shards.list_splits(data_dir)
 
 
-def load(data_dir: str | Path, splits: str | tuple | list = "", frames_per_clip: int = 0, *,
-         setting: str = "--config.splits") -> Frames:
+def load(
+    data_dir: str | Path,
+    splits: str | tuple | list = "",
+    frames_per_clip: int = 0,
+    *,
+    setting: str = "--config.splits",
+) -> Frames:
     """Reads the frames of `splits` (pooled) with their clip metadata.
 
     `frames_per_clip` > 0 keeps that many evenly spaced frames of each clip
@@ -94,18 +105,20 @@ def load(data_dir: str | Path, splits: str | tuple | list = "", frames_per_clip:
     """
     from lusjax.data import shards
 
-    src = shards.open_split(str(data_dir), "+".join(split_names(data_dir, splits)),
-                            setting=setting)
+    src = shards.open_split(str(data_dir), "+".join(split_names(data_dir, splits)), setting=setting)
     table = src.clips
     keep = [_spaced(int(n), frames_per_clip) for n in table.length]
     records = np.concatenate([int(s) + k for s, k in zip(table.start, keep)])
     images = []
     for i in range(0, len(records), 1024):
-        images += [ex["image"] for ex in src.__getitems__(records[i:i + 1024].tolist())]
-    clips = Clips(np.array(table.video_id, str), np.array(table.patient_id, str),
-                  np.asarray(table.label, np.int64),
-                  np.stack([np.asarray(table.findings[f], np.int64) for f in FINDINGS], 1),
-                  list(src.class_names))
+        images += [ex["image"] for ex in src.__getitems__(records[i : i + 1024].tolist())]
+    clips = Clips(
+        np.array(table.video_id, str),
+        np.array(table.patient_id, str),
+        np.asarray(table.label, np.int64),
+        np.stack([np.asarray(table.findings[f], np.int64) for f in FINDINGS], 1),
+        list(src.class_names),
+    )
     frame_clip = np.repeat(np.arange(len(keep)), [len(k) for k in keep])
     return Frames(clips, frame_clip, np.stack(images))
 
@@ -119,13 +132,17 @@ def _spaced(length: int, count: int) -> np.ndarray:
 def concat(a: Frames, b: Frames) -> Frames:
     """The frames of `a` then those of `b` (clips of `b` appended after those of `a`)."""
     if list(a.clips.class_names) != list(b.clips.class_names):
-        raise UserError(f"class names differ between splits: {a.clips.class_names} vs "
-                        f"{b.clips.class_names}")
+        raise UserError(
+            f"class names differ between splits: {a.clips.class_names} vs {b.clips.class_names}"
+        )
     cat = np.concatenate
-    clips = Clips(cat([a.clips.video_id, b.clips.video_id]),
-                  cat([a.clips.patient_id, b.clips.patient_id]),
-                  cat([a.clips.label, b.clips.label]), cat([a.clips.findings, b.clips.findings]),
-                  list(a.clips.class_names))
+    clips = Clips(
+        cat([a.clips.video_id, b.clips.video_id]),
+        cat([a.clips.patient_id, b.clips.patient_id]),
+        cat([a.clips.label, b.clips.label]),
+        cat([a.clips.findings, b.clips.findings]),
+        list(a.clips.class_names),
+    )
     images = None if a.images is None or b.images is None else cat([a.images, b.images])
     return Frames(clips, cat([a.frame_clip, b.frame_clip + len(a.clips)]), images)
 
@@ -135,8 +152,9 @@ def select(frames: Frames, keep: np.ndarray) -> Frames:
     keep = np.asarray(keep)
     keep = np.flatnonzero(keep) if keep.dtype == bool else np.sort(keep)
     c = frames.clips
-    clips = Clips(c.video_id[keep], c.patient_id[keep], c.label[keep], c.findings[keep],
-                  list(c.class_names))
+    clips = Clips(
+        c.video_id[keep], c.patient_id[keep], c.label[keep], c.findings[keep], list(c.class_names)
+    )
     new_index = np.full(len(c), -1)
     new_index[keep] = np.arange(len(keep))
     rows = np.flatnonzero(new_index[frames.frame_clip] >= 0)
@@ -162,8 +180,13 @@ def drop_classes(frames: Frames, names: list[str]) -> tuple[Frames, dict[str, in
     return out, removed
 
 
-def extract(encoder, frames: Frames | np.ndarray, batch_size: int = 256,
-            progress: bool = False, desc: str = "features") -> np.ndarray:
+def extract(
+    encoder,
+    frames: Frames | np.ndarray,
+    batch_size: int = 256,
+    progress: bool = False,
+    desc: str = "features",
+) -> np.ndarray:
     """float32 [N, D] eval-mode features of the frames' images with `encoder`."""
     images = frames.images if isinstance(frames, Frames) else frames
     if images is None:
@@ -175,9 +198,9 @@ def extract(encoder, frames: Frames | np.ndarray, batch_size: int = 256,
         chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
     out = []
     for i in chunks:
-        chunk = images[i:i + batch_size]
+        chunk = images[i : i + batch_size]
         rows = bucket(len(chunk), batch_size)  # few compiled shapes whatever the count
-        out.append(encoder.features(pad_rows(chunk, rows), batch_size=rows)[:len(chunk)])
+        out.append(encoder.features(pad_rows(chunk, rows), batch_size=rows)[: len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, encoder.num_features), np.float32)
 
 

@@ -34,11 +34,11 @@ class FinetuneConfig:
 
     steps: int = 200
     batch_size: int = 32
-    optimizer: str = "adamw"          # adamw | sgd
+    optimizer: str = "adamw"  # adamw | sgd
     lrs: tuple[float, ...] = (1e-3,)
     wds: tuple[float, ...] = (1e-4,)
     warmup_frac: float = 0.1
-    val_fraction: float = 0.2         # inner validation split when the grid has > 1 point
+    val_fraction: float = 0.2  # inner validation split when the grid has > 1 point
     eval_batch_size: int = 256
 
 
@@ -72,8 +72,10 @@ def init_variables(net: MultiHeadNet, encoder, seed: int) -> dict:
 
 
 def _sgd(learning_rate, weight_decay):
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(learning_rate, momentum=0.9, nesterov=True))
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(learning_rate, momentum=0.9, nesterov=True),
+    )
 
 
 @functools.cache
@@ -109,8 +111,9 @@ def _loss(outputs, targets, class_weights):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
-def _train_step(net, tx, size, channels, steps, warmup, state, images, targets, class_weights,
-                lr, wd, key):
+def _train_step(
+    net, tx, size, channels, steps, warmup, state, images, targets, class_weights, lr, wd, key
+):
     x = preprocess.eval_input(images, size, channels)
     flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
     x = jnp.where(flip, x[:, :, ::-1], x)
@@ -128,8 +131,12 @@ def _train_step(net, tx, size, channels, steps, warmup, state, images, targets, 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, opt_state, state["params"])
     params = optax.apply_updates(state["params"], updates)
-    return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state,
-            "step": state["step"] + 1}, loss
+    return {
+        "params": params,
+        "batch_stats": batch_stats,
+        "opt_state": opt_state,
+        "step": state["step"] + 1,
+    }, loss
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -138,8 +145,16 @@ def _predict(net, size, channels, variables, images):
     return {t: jax.nn.softmax(v.astype(jnp.float32), -1) for t, v in outputs.items()}
 
 
-def train(encoder, frames: Frames, train_idx: np.ndarray, tasks: dict[str, int],
-          cfg: FinetuneConfig, lr: float, wd: float, seed: int) -> tuple[MultiHeadNet, dict]:
+def train(
+    encoder,
+    frames: Frames,
+    train_idx: np.ndarray,
+    tasks: dict[str, int],
+    cfg: FinetuneConfig,
+    lr: float,
+    wd: float,
+    seed: int,
+) -> tuple[MultiHeadNet, dict]:
     """Fine-tunes `encoder` + heads on the frames `train_idx`; returns (net, variables)."""
     net = MultiHeadNet(encoder.model, tuple(tasks.items()))
     variables = init_variables(net, encoder, seed)
@@ -151,8 +166,12 @@ def train(encoder, frames: Frames, train_idx: np.ndarray, tasks: dict[str, int],
         w = np.zeros(k, np.float32)
         w[y] = linear.balanced_weights(y, k) if len(y) else 0.0
         weights[t] = jnp.asarray(w)
-    state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
-             "opt_state": tx.init(variables["params"]), "step": jnp.int32(0)}
+    state = {
+        "params": variables["params"],
+        "batch_stats": variables.get("batch_stats", {}),
+        "opt_state": tx.init(variables["params"]),
+        "step": jnp.int32(0),
+    }
     rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed)
     size, ch = encoder.image_size, encoder.num_channels
@@ -160,10 +179,21 @@ def train(encoder, frames: Frames, train_idx: np.ndarray, tasks: dict[str, int],
     for _ in range(cfg.steps):  # batches drawn with replacement: one shape whatever the size
         pick = rng.integers(0, len(train_idx), cfg.batch_size)
         key, sub = jax.random.split(key)
-        state, loss = _train_step(net, tx, size, ch, cfg.steps, warmup, state,
-                                  frames.images[train_idx[pick]],
-                                  {t: jnp.asarray(v[pick]) for t, v in targets.items()},
-                                  weights, jnp.float32(lr), jnp.float32(wd), sub)
+        state, loss = _train_step(
+            net,
+            tx,
+            size,
+            ch,
+            cfg.steps,
+            warmup,
+            state,
+            frames.images[train_idx[pick]],
+            {t: jnp.asarray(v[pick]) for t, v in targets.items()},
+            weights,
+            jnp.float32(lr),
+            jnp.float32(wd),
+            sub,
+        )
     if not math.isfinite(float(loss)):
         raise FloatingPointError(f"fine-tuning diverged (loss {float(loss)}) at lr={lr}, wd={wd}")
     out = {"params": state["params"]}
@@ -172,21 +202,34 @@ def train(encoder, frames: Frames, train_idx: np.ndarray, tasks: dict[str, int],
     return net, out
 
 
-def predict(net: MultiHeadNet, variables: dict, encoder, images: np.ndarray,
-            batch_size: int = 256) -> dict[str, np.ndarray]:
+def predict(
+    net: MultiHeadNet, variables: dict, encoder, images: np.ndarray, batch_size: int = 256
+) -> dict[str, np.ndarray]:
     """{task: [N, K] probabilities} for uint8 frames (eval mode)."""
     outs = []
     for i in range(0, len(images), batch_size):
-        chunk = images[i:i + batch_size]
-        res = _predict(net, encoder.image_size, encoder.num_channels, variables,
-                       linear.pad_rows(chunk, linear.bucket(len(chunk), batch_size)))
-        outs.append({t: np.asarray(v)[:len(chunk)] for t, v in res.items()})
+        chunk = images[i : i + batch_size]
+        res = _predict(
+            net,
+            encoder.image_size,
+            encoder.num_channels,
+            variables,
+            linear.pad_rows(chunk, linear.bucket(len(chunk), batch_size)),
+        )
+        outs.append({t: np.asarray(v)[: len(chunk)] for t, v in res.items()})
     return {t: np.concatenate([o[t] for o in outs]) for t in dict(net.heads)}
 
 
-def fit_predict(encoder, frames: Frames, train_idx: np.ndarray, test_idx: np.ndarray,
-                tasks: dict[str, int], cfg: FinetuneConfig, seed: int = 0,
-                stratify_task: str = "label") -> tuple[dict[str, np.ndarray], dict]:
+def fit_predict(
+    encoder,
+    frames: Frames,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    tasks: dict[str, int],
+    cfg: FinetuneConfig,
+    seed: int = 0,
+    stratify_task: str = "label",
+) -> tuple[dict[str, np.ndarray], dict]:
     """Grid-searches (lr, wd) on an inner split, retrains the best on all of `train_idx`.
 
     Returns ({task: [len(test_idx), K] probabilities}, {"lr", "wd", "grid": [...]}).

@@ -21,15 +21,24 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 @jax.jit
 def _votes(test, train, onehot, temperature, k_mask):
-    sim = test @ train.T                                     # [M, N] cosine similarities
-    sim = jnp.where(onehot.sum(1) > 0, sim, -2.0)            # padded rows: never neighbours
-    top, idx = jax.lax.top_k(sim, k_mask.shape[0])           # [M, k]
-    weight = jnp.exp((top - 1.0) / temperature) * k_mask     # shift by 1: same ratios, no overflow
+    sim = test @ train.T  # [M, N] cosine similarities
+    sim = jnp.where(onehot.sum(1) > 0, sim, -2.0)  # padded rows: never neighbours
+    top, idx = jax.lax.top_k(sim, k_mask.shape[0])  # [M, k]
+    weight = jnp.exp((top - 1.0) / temperature) * k_mask  # shift by 1: same ratios, no overflow
     return jnp.einsum("mk,mkc->mc", weight, onehot[idx])
 
 
-def fit_predict(train_x, train_y, test_x, num_classes: int, seed: int = 0, *, k: int = 20,
-                temperature: float = 0.07, chunk: int = 1024) -> np.ndarray:
+def fit_predict(
+    train_x,
+    train_y,
+    test_x,
+    num_classes: int,
+    seed: int = 0,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> np.ndarray:
     """[M, K] class probabilities of `test_x` from its k nearest `train_x` (cosine)."""
     del seed  # deterministic
     rows = bucket(len(train_x))  # padded rows have no class and can never be picked
@@ -39,9 +48,10 @@ def fit_predict(train_x, train_y, test_x, num_classes: int, seed: int = 0, *, k:
     test = _unit(test_x)
     out = []
     for i in range(0, len(test), chunk):
-        part = test[i:i + chunk]
-        votes = _votes(pad_rows(part, bucket(len(part), chunk)), train, onehot,
-                       np.float32(temperature), mask)
-        out.append(np.asarray(votes)[:len(part)])
+        part = test[i : i + chunk]
+        votes = _votes(
+            pad_rows(part, bucket(len(part), chunk)), train, onehot, np.float32(temperature), mask
+        )
+        out.append(np.asarray(votes)[: len(part)])
     votes = np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
     return votes / np.maximum(votes.sum(1, keepdims=True), 1e-30)

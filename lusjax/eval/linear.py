@@ -50,7 +50,7 @@ class Probe:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         z = (np.asarray(x, np.float32) - self.mean) / self.std
-        return np.asarray(_apply(self.head, self.params, pad_rows(z, bucket(len(z)))))[:len(z)]
+        return np.asarray(_apply(self.head, self.params, pad_rows(z, bucket(len(z)))))[: len(z)]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """float [N, D] features -> [N, K] class probabilities."""
@@ -98,9 +98,20 @@ def balanced_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
     return (len(y) / (present * counts[y])).astype(np.float32)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, hidden: tuple[int, ...] = (),
-              dropout: float = 0.0, steps: int = 500, lr: float = 0.05, l2: float = 1e-2,
-              batch_size: int = 0, class_balanced: bool = True, seed: int = 0) -> Probe:
+def fit_probe(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    *,
+    hidden: tuple[int, ...] = (),
+    dropout: float = 0.0,
+    steps: int = 500,
+    lr: float = 0.05,
+    l2: float = 1e-2,
+    batch_size: int = 0,
+    class_balanced: bool = True,
+    seed: int = 0,
+) -> Probe:
     """Trains a head on features `x` [N, D] with integer labels `y` [N] in [0, num_classes).
 
     `batch_size` rows per step, drawn with replacement; 0 (or >= N) = every row every step.
@@ -119,8 +130,20 @@ def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, hidden: tuple[i
     key_init, key_train = jax.random.split(jax.random.PRNGKey(seed))
     params = _init(head, key_init, z.shape[1])
     full = batch_size <= 0 or n <= batch_size
-    params = _train(head, steps, 0 if full else batch_size, full, params, z, y, w, n, key_train,
-                    jnp.float32(lr), jnp.float32(l2))
+    params = _train(
+        head,
+        steps,
+        0 if full else batch_size,
+        full,
+        params,
+        z,
+        y,
+        w,
+        n,
+        key_train,
+        jnp.float32(lr),
+        jnp.float32(l2),
+    )
     return Probe(head, jax.device_get(params), mean, std)
 
 
@@ -131,8 +154,9 @@ def _train(head, steps, batch_size, full_batch, params, z, y, w, n, key, lr, l2)
     def loss_fn(p, zb, yb, wb, k):
         logits = head.apply({"params": p}, zb, train=True, rngs={"dropout": k})
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-        kernels = [v for path, v in jax.tree_util.tree_leaves_with_path(p)
-                   if path[-1].key == "kernel"]
+        kernels = [
+            v for path, v in jax.tree_util.tree_leaves_with_path(p) if path[-1].key == "kernel"
+        ]
         reg = sum(jnp.sum(v * v) for v in kernels)
         return jnp.sum(wb * ce) / jnp.maximum(jnp.sum(wb), 1e-9) + 0.5 * l2 * reg
 
@@ -157,14 +181,18 @@ def fit_predict(train_x, train_y, test_x, num_classes: int, seed: int = 0, **kw)
     return fit_probe(train_x, train_y, num_classes, seed=seed, **kw).predict_proba(test_x)
 
 
-def sklearn_probe(train_x, train_y, test_x, num_classes: int, l2: float = 1e-2,
-                  class_balanced: bool = True) -> np.ndarray:
+def sklearn_probe(
+    train_x, train_y, test_x, num_classes: int, l2: float = 1e-2, class_balanced: bool = True
+) -> np.ndarray:
     """scikit-learn LogisticRegression with the same objective; [M, K] probabilities."""
     from sklearn.linear_model import LogisticRegression
 
     mean, std = standardize(np.asarray(train_x, np.float32))
-    clf = LogisticRegression(C=1.0 / (l2 * len(train_x)), max_iter=2000,
-                             class_weight="balanced" if class_balanced else None)
+    clf = LogisticRegression(
+        C=1.0 / (l2 * len(train_x)),
+        max_iter=2000,
+        class_weight="balanced" if class_balanced else None,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on separable data
         clf.fit((train_x - mean) / std, train_y)

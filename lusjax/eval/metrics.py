@@ -49,12 +49,15 @@ def _classification(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     present = np.unique(labels)
     missing = [class_names[c] for c in range(k) if c not in present]
     if missing:
-        notes.append(f"class(es) {', '.join(missing)} absent from this test set: "
-                     "their recall and AUC are undefined (NaN)")
+        notes.append(
+            f"class(es) {', '.join(missing)} absent from this test set: "
+            "their recall and AUC are undefined (NaN)"
+        )
     with warnings.catch_warnings():  # the note above covers sklearn's warnings
         warnings.simplefilter("ignore")
         p, r, f1, support = skm.precision_recall_fscore_support(
-            labels, pred, labels=np.arange(k), zero_division=0)
+            labels, pred, labels=np.arange(k), zero_division=0
+        )
         out = {
             "n": len(labels),
             "accuracy": float(skm.accuracy_score(labels, pred)),
@@ -68,18 +71,25 @@ def _classification(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     ok = [c for c in range(k) if 0 < onehot[:, c].sum() < len(labels)]
     roc_ok = pr_ok = []
     if ok:
-        y_ok, p_ok = (onehot[:, ok], probs[:, ok]) if len(ok) > 1 else (
-            onehot[:, ok[0]], probs[:, ok[0]])
+        y_ok, p_ok = (
+            (onehot[:, ok], probs[:, ok]) if len(ok) > 1 else (onehot[:, ok[0]], probs[:, ok[0]])
+        )
         roc_ok = np.atleast_1d(skm.roc_auc_score(y_ok, p_ok, average=None))
         pr_ok = np.atleast_1d(skm.average_precision_score(y_ok, p_ok, average=None))
-    roc = {name: math.nan for name in class_names}
+    roc = dict.fromkeys(class_names, math.nan)
     pr = dict(roc)
     for c, v_roc, v_pr in zip(ok, roc_ok, pr_ok):
         roc[class_names[c]], pr[class_names[c]] = float(v_roc), float(v_pr)
     r = np.where(onehot.sum(0) > 0, r, math.nan)  # recall of an absent class is undefined
     out["per_class"] = {
-        name: {"precision": float(p[c]), "recall": float(r[c]), "f1": float(f1[c]),
-               "support": int(support[c]), "roc_auc": roc[name], "pr_auc": pr[name]}
+        name: {
+            "precision": float(p[c]),
+            "recall": float(r[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+            "roc_auc": roc[name],
+            "pr_auc": pr[name],
+        }
         for c, name in enumerate(class_names)
     }
     if k == 2:
@@ -92,12 +102,15 @@ def _classification(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     return out
 
 
-def evaluate(probs: np.ndarray, frame_labels: np.ndarray, frame_clip: np.ndarray,
-             class_names: list[str]) -> dict:
+def evaluate(
+    probs: np.ndarray, frame_labels: np.ndarray, frame_clip: np.ndarray, class_names: list[str]
+) -> dict:
     """{"frame": metrics over frames, "clip": metrics over clips (mean frame probs)}."""
     cp, cl, _ = clip_probs(probs, frame_clip, frame_labels)
-    return {"frame": classification(frame_labels, probs, class_names),
-            "clip": classification(cl, cp, class_names)}
+    return {
+        "frame": classification(frame_labels, probs, class_names),
+        "clip": classification(cl, cp, class_names),
+    }
 
 
 def _nanmean(values) -> float:

@@ -12,11 +12,28 @@ import numpy as np
 from lusjax.eval import linear
 
 
-def fit_predict(train_x, train_y, test_x, num_classes: int, seed: int = 0, *,
-                hidden: tuple[int, ...] = (256,), dropout: float = 0.2, batch_size: int = 256,
-                **kw) -> np.ndarray:
+def fit_predict(
+    train_x,
+    train_y,
+    test_x,
+    num_classes: int,
+    seed: int = 0,
+    *,
+    hidden: tuple[int, ...] = (256,),
+    dropout: float = 0.2,
+    batch_size: int = 256,
+    **kw,
+) -> np.ndarray:
     """MLP probe: fit on train, [M, K] probabilities on test (minibatches: dropout's
     random masks over full batches would dominate the cost on CPU)."""
-    probe = linear.fit_probe(train_x, train_y, num_classes, hidden=tuple(hidden),
-                             dropout=dropout, batch_size=batch_size, seed=seed, **kw)
+    probe = linear.fit_probe(
+        train_x,
+        train_y,
+        num_classes,
+        hidden=tuple(hidden),
+        dropout=dropout,
+        batch_size=batch_size,
+        seed=seed,
+        **kw,
+    )
     return probe.predict_proba(test_x)

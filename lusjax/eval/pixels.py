@@ -23,8 +23,17 @@ def downsample(images: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(small, np.float32).reshape(n, -1)
 
 
-def fit_predict(train_images, train_y, test_images, num_classes: int, seed: int = 0, *,
-                size: int = 32, pca_dim: int = 64, **probe_kw) -> np.ndarray:
+def fit_predict(
+    train_images,
+    train_y,
+    test_images,
+    num_classes: int,
+    seed: int = 0,
+    *,
+    size: int = 32,
+    pca_dim: int = 64,
+    **probe_kw,
+) -> np.ndarray:
     """[M, K] test probabilities of the linear probe (`linear.fit_predict`, `probe_kw`)
     on the first `pca_dim` principal components of the downsampled training frames."""
     from sklearn.decomposition import PCA
@@ -32,5 +41,11 @@ def fit_predict(train_images, train_y, test_images, num_classes: int, seed: int 
     tr, te = downsample(train_images, size), downsample(test_images, size)
     dim = max(1, min(pca_dim, len(tr) - 1, tr.shape[1]))
     pca = PCA(dim, random_state=seed).fit(tr)
-    return linear.fit_predict(pca.transform(tr).astype(np.float32), train_y,
-                              pca.transform(te).astype(np.float32), num_classes, seed, **probe_kw)
+    return linear.fit_predict(
+        pca.transform(tr).astype(np.float32),
+        train_y,
+        pca.transform(te).astype(np.float32),
+        num_classes,
+        seed,
+        **probe_kw,
+    )

@@ -38,8 +38,16 @@ def label_efficiency(curves: dict[str, tuple], path, *, metric: str, title: str 
         fr, mean, std = map(np.asarray, (fr, mean, std))
         shift = 1 + 0.04 * (i - (len(curves) - 1) / 2)  # keep error bars apart
         colour = plt.get_cmap("tab10")(protocols.index(name.split(" / ")[-1]) % 10)
-        ax.errorbar(fr * 100 * shift, mean, yerr=std, fmt=("--" if "random" in name else "-")
-                    + "o", color=colour, capsize=3, label=name, ms=4)
+        ax.errorbar(
+            fr * 100 * shift,
+            mean,
+            yerr=std,
+            fmt=("--" if "random" in name else "-") + "o",
+            color=colour,
+            capsize=3,
+            label=name,
+            ms=4,
+        )
     ax.set_xscale("log")
     ax.set_xticks([f * 100 for f in fractions], [f"{f * 100:g}%" for f in fractions])
     ax.minorticks_off()
@@ -60,8 +68,9 @@ def roc_classes(labels: np.ndarray, n_classes: int) -> list[int]:
     return [c for c in classes if (labels == c).any() and not (labels == c).all()]
 
 
-def roc_curves(labels: np.ndarray, probs: np.ndarray, class_names: list[str], path, *,
-               title: str = "") -> Path | None:
+def roc_curves(
+    labels: np.ndarray, probs: np.ndarray, class_names: list[str], path, *, title: str = ""
+) -> Path | None:
     """One-vs-rest ROC curve per class (skips classes that are absent or alone); None,
     and no file, when no class has a curve (`roc_classes` is empty)."""
     classes = roc_classes(labels, len(class_names))
@@ -89,8 +98,15 @@ def confusion(cm: np.ndarray, class_names: list[str], path, *, title: str = "") 
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if norm[i, j] > 0.6 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(k), class_names, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(k), class_names, fontsize=8)
     ax.set_xlabel("predicted")
@@ -119,8 +135,16 @@ def embed_2d(x: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
-def embeddings(panels: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str],
-               path, *, method: str = "tsne", seed: int = 0, title: str = "") -> Path:
+def embeddings(
+    panels: dict[str, np.ndarray],
+    labels: np.ndarray,
+    class_names: list[str],
+    path,
+    *,
+    method: str = "tsne",
+    seed: int = 0,
+    title: str = "",
+) -> Path:
     """Side-by-side 2-D embeddings of clip features, one panel per encoder, coloured by label."""
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4), squeeze=False)
@@ -131,8 +155,15 @@ def embeddings(panels: dict[str, np.ndarray], labels: np.ndarray, class_names: l
         for c, cname in enumerate(class_names):
             m = labels == c
             if m.any():
-                ax.scatter(xy[m, 0], xy[m, 1], s=22, color=cmap(c % 10), label=cname,
-                           edgecolors="k", linewidths=0.3)
+                ax.scatter(
+                    xy[m, 0],
+                    xy[m, 1],
+                    s=22,
+                    color=cmap(c % 10),
+                    label=cname,
+                    edgecolors="k",
+                    linewidths=0.3,
+                )
         if (labels < 0).any():
             m = labels < 0
             ax.scatter(xy[m, 0], xy[m, 1], s=14, color="lightgrey", label="unlabeled")
@@ -145,9 +176,20 @@ def embeddings(panels: dict[str, np.ndarray], labels: np.ndarray, class_names: l
     return _save(fig, path)
 
 
-def render(out_dir, summary: list[dict], pooled: dict, data, tasks: dict, feats: dict, *,
-           metric: str = "clip_balanced_accuracy", embeddings_plot: bool = True,
-           use_umap: bool = True, seed: int = 0, notes: list | None = None) -> list[str]:
+def render(
+    out_dir,
+    summary: list[dict],
+    pooled: dict,
+    data,
+    tasks: dict,
+    feats: dict,
+    *,
+    metric: str = "clip_balanced_accuracy",
+    embeddings_plot: bool = True,
+    use_umap: bool = True,
+    seed: int = 0,
+    notes: list | None = None,
+) -> list[str]:
     """The figures of one evaluation (see `protocol.run`); returns their paths.
 
     Per task: the label-efficiency curve of `metric` (mean ± std over seeds);
@@ -165,11 +207,18 @@ def render(out_dir, summary: list[dict], pooled: dict, data, tasks: dict, feats:
         for row in summary:
             if row["task"] == task:
                 curves.setdefault(f"{row['encoder']} / {row['protocol']}", []).append(
-                    (row["fraction"], *row[metric]))
+                    (row["fraction"], *row[metric])
+                )
         curves = {k: tuple(zip(*sorted(v))) for k, v in curves.items()}
         if curves:
-            paths.append(label_efficiency(curves, out_dir / f"label_efficiency_{task}.png",
-                                          metric=metric, title=f"{task}: {metric} vs labels"))
+            paths.append(
+                label_efficiency(
+                    curves,
+                    out_dir / f"label_efficiency_{task}.png",
+                    metric=metric,
+                    title=f"{task}: {metric} vs labels",
+                )
+            )
         keys = [k for k in pooled if k[2] == task and k[4] == 0]
         if not keys:
             continue
@@ -179,18 +228,20 @@ def render(out_dir, summary: list[dict], pooled: dict, data, tasks: dict, feats:
             if probs is None:
                 continue
             tested = ~np.isnan(probs[:, 0])
-            cp, cl, _ = metrics.clip_probs(probs[tested], data.frame_clip[tested],
-                                           data.frame_targets(task)[tested])
+            cp, cl, _ = metrics.clip_probs(
+                probs[tested], data.frame_clip[tested], data.frame_targets(task)[tested]
+            )
             tag = f"{task}_{proto}_{enc}"
-            title = (f"{task}, {proto}, {enc}, {fraction * 100:g}% labels, clip level, "
-                     "pooled folds")
+            title = f"{task}, {proto}, {enc}, {fraction * 100:g}% labels, clip level, pooled folds"
             roc = roc_curves(cl, cp, names, out_dir / f"roc_{tag}.png", title=title)
             if roc is not None:
                 paths.append(roc)
             elif notes is not None:
                 present = sorted({names[int(c)] for c in np.unique(cl) if c >= 0})
-                notes.append(f"no ROC plot for task {task!r} ({enc}): its tested clips hold "
-                             f"one class only ({', '.join(present) or 'none'})")
+                notes.append(
+                    f"no ROC plot for task {task!r} ({enc}): its tested clips hold "
+                    f"one class only ({', '.join(present) or 'none'})"
+                )
             cm = metrics.classification(cl, cp, names)["confusion_matrix"]
             paths.append(confusion(cm, names, out_dir / f"confusion_{tag}.png", title=title))
     if embeddings_plot and feats:
@@ -200,8 +251,15 @@ def render(out_dir, summary: list[dict], pooled: dict, data, tasks: dict, feats:
             panels[enc], clips = features.clip_embeddings(x, data.frame_clip)
         labels = data.clips.targets(task)[0][clips]
         for method in ("tsne", "umap") if use_umap and umap_available() else ("tsne",):
-            paths.append(embeddings(panels, labels, tasks[task],
-                                    out_dir / f"embeddings_{method}.png", method=method,
-                                    seed=seed, title=f"clip embeddings ({method}), "
-                                                     f"coloured by {task}"))
+            paths.append(
+                embeddings(
+                    panels,
+                    labels,
+                    tasks[task],
+                    out_dir / f"embeddings_{method}.png",
+                    method=method,
+                    seed=seed,
+                    title=f"clip embeddings ({method}), coloured by {task}",
+                )
+            )
     return [str(p) for p in paths]

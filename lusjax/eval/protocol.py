@@ -34,9 +34,13 @@ from lusjax.eval.results import (
     write_outputs,
 )
 
-FROZEN = {"linear": linear.fit_predict, "mlp": mlp.fit_predict, "knn": knn.fit_predict,
-          # `lusjax study`'s raw-pixel baseline: its "features" are the frames themselves.
-          "pixels": pixels.fit_predict}
+FROZEN = {
+    "linear": linear.fit_predict,
+    "mlp": mlp.fit_predict,
+    "knn": knn.fit_predict,
+    # `lusjax study`'s raw-pixel baseline: its "features" are the frames themselves.
+    "pixels": pixels.fit_predict,
+}
 PRETRAINED, RANDOM = "pretrained", "random-init"
 
 
@@ -58,13 +62,21 @@ def run(config) -> dict:
     known_any = np.any([data.clips.targets(t)[0] >= 0 for t in tasks], axis=0)
     if fixed_test is None:
         cv = np.flatnonzero(known_any)
-        folds, fold_notes = splits.kfold(strat[cv], groups[cv], config.folds, config.fold_seed,
-                                         data.clips.targets(next(iter(tasks)))[1])
+        folds, fold_notes = splits.kfold(
+            strat[cv],
+            groups[cv],
+            config.folds,
+            config.fold_seed,
+            data.clips.targets(next(iter(tasks)))[1],
+        )
         folds = [splits.Fold(cv[f.train], cv[f.test]) for f in folds]
         notes += fold_notes
     else:
-        folds = [splits.Fold(np.flatnonzero(known_any & ~fixed_test),
-                             np.flatnonzero(known_any & fixed_test))]
+        folds = [
+            splits.Fold(
+                np.flatnonzero(known_any & ~fixed_test), np.flatnonzero(known_any & fixed_test)
+            )
+        ]
     for f in folds:  # the leakage gates, before anything is fitted
         splits.check_disjoint(f.train, f.test, data.clips.video_id, data.clips.patient_id)
     notes += check_pretraining(config, data, np.unique(np.concatenate([f.test for f in folds])))
@@ -77,8 +89,9 @@ def run(config) -> dict:
     feats = {}
     for name, enc in encoders.items():
         if frozen or config.plots.embeddings:
-            feats[name] = feats_lib.extract(enc, data, config.batch_size, config.progress,
-                                            desc=f"features ({name})")
+            feats[name] = feats_lib.extract(
+                enc, data, config.batch_size, config.progress, desc=f"features ({name})"
+            )
 
     timing["features_s"] = time.time() - t0 - timing["data_s"]
 
@@ -93,22 +106,45 @@ def run(config) -> dict:
             for fraction in fractions:
                 for seed in range(config.seeds):
                     train_clips = splits.label_fraction(fold.train, strat, fraction, seed)
-                    splits.check_disjoint(train_clips, fold.test, data.clips.video_id,
-                                          data.clips.patient_id)
-                    sklearn_check = ("linear" in protocols and config.linear.sklearn_check
-                                     and fraction == 1.0 and seed == 0)
+                    splits.check_disjoint(
+                        train_clips, fold.test, data.clips.video_id, data.clips.patient_id
+                    )
+                    sklearn_check = (
+                        "linear" in protocols
+                        and config.linear.sklearn_check
+                        and fraction == 1.0
+                        and seed == 0
+                    )
                     t_fit = time.time()
                     for proto, task, te, probs, info in fit_split(
-                            enc, feats.get(enc_name), data, tasks, protocols, train_clips,
-                            fold.test, seed, config, sklearn_check):
+                        enc,
+                        feats.get(enc_name),
+                        data,
+                        tasks,
+                        protocols,
+                        train_clips,
+                        fold.test,
+                        seed,
+                        config,
+                        sklearn_check,
+                    ):
                         fit_s[proto] += time.time() - t_fit
                         if proto == "sklearn":
-                            crosscheck.setdefault((enc_name, task), np.full(
-                                (len(data), len(tasks[task])), np.nan))[te] = probs
+                            crosscheck.setdefault(
+                                (enc_name, task), np.full((len(data), len(tasks[task])), np.nan)
+                            )[te] = probs
                             continue
-                        _record(pooled, per_fold, (enc_name, proto, task, fraction, seed),
-                                data, task, tasks[task], te, probs,
-                                {"fold": fi, "n_train_clips": len(train_clips), **info})
+                        _record(
+                            pooled,
+                            per_fold,
+                            (enc_name, proto, task, fraction, seed),
+                            data,
+                            task,
+                            tasks[task],
+                            te,
+                            probs,
+                            {"fold": fi, "n_train_clips": len(train_clips), **info},
+                        )
                         t_fit = time.time()
                     bar.update(1)
     bar.close()
@@ -122,18 +158,31 @@ def run(config) -> dict:
         names = tasks[task]
         tested = ~np.isnan(probs[:, 0])
         y = data.frame_targets(task)
-        runs.append({
-            "encoder": enc_name, "protocol": proto, "task": task, "fraction": fraction,
-            "seed": seed, "per_fold": per_fold[key],
-            "pooled": metrics.evaluate(probs[tested], y[tested], data.frame_clip[tested], names),
-        })
+        runs.append(
+            {
+                "encoder": enc_name,
+                "protocol": proto,
+                "task": task,
+                "fraction": fraction,
+                "seed": seed,
+                "per_fold": per_fold[key],
+                "pooled": metrics.evaluate(
+                    probs[tested], y[tested], data.frame_clip[tested], names
+                ),
+            }
+        )
     results = {
         "out_dir": str(out_dir),
         "config": config_lib.to_dict(config),
         "hardware": hardware(),
         "dataset": dataset_summary(data, data_dir, tasks, folds),
-        "folds": [{"train": data.clips.video_id[f.train].tolist(),
-                   "test": data.clips.video_id[f.test].tolist()} for f in folds],
+        "folds": [
+            {
+                "train": data.clips.video_id[f.train].tolist(),
+                "test": data.clips.video_id[f.test].tolist(),
+            }
+            for f in folds
+        ],
         "runs": runs,
         "summary": summarize(runs),
         "crosscheck": crosscheck_table(crosscheck, data, tasks, pooled),
@@ -142,9 +191,18 @@ def run(config) -> dict:
         results["heads"] = save_heads(out_dir, encoders, feats, data, tasks, config)
     t_plots = time.time()
     results["plots"] = plots.render(
-        out_dir, results["summary"], pooled, data, tasks, feats, metric=config.plots.metric,
-        embeddings_plot=config.plots.embeddings, use_umap=config.plots.umap, seed=config.fold_seed,
-        notes=notes)
+        out_dir,
+        results["summary"],
+        pooled,
+        data,
+        tasks,
+        feats,
+        metric=config.plots.metric,
+        embeddings_plot=config.plots.embeddings,
+        use_umap=config.plots.umap,
+        seed=config.fold_seed,
+        notes=notes,
+    )
     results["notes"] = sorted(set(notes))
     timing["plots_s"] = time.time() - t_plots
     results["seconds"] = round(time.time() - t0, 1)
@@ -158,8 +216,18 @@ def run(config) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def fit_split(encoder, x, data, tasks: dict, protocols: list, train_clips, test_clips,
-              seed: int, config, sklearn_check: bool = False):
+def fit_split(
+    encoder,
+    x,
+    data,
+    tasks: dict,
+    protocols: list,
+    train_clips,
+    test_clips,
+    seed: int,
+    config,
+    sklearn_check: bool = False,
+):
     """Fits every protocol and task on one train/test split of clips.
 
     Yields (protocol, task, test frame indices, probabilities [M, K], info); with
@@ -169,8 +237,9 @@ def fit_split(encoder, x, data, tasks: dict, protocols: list, train_clips, test_
     test_frames = splits.frames_of(data.frame_clip, test_clips)
     for proto in [p for p in protocols if p in FROZEN] + (["sklearn"] if sklearn_check else []):
         for task, names in tasks.items():
-            probs, te = fit_frozen(proto, x, data, task, len(names), train_frames, test_frames,
-                                   seed, config)
+            probs, te = fit_frozen(
+                proto, x, data, task, len(names), train_frames, test_frames, seed, config
+            )
             yield proto, task, te, probs, {}
     if "finetune" in protocols and seed < config.finetune.seeds:
         probs, info = run_finetune(encoder, data, tasks, train_frames, test_frames, seed, config)
@@ -179,8 +248,9 @@ def fit_split(encoder, x, data, tasks: dict, protocols: list, train_clips, test_
             yield "finetune", task, test_frames[known], probs[task][known], {"chosen": info}
 
 
-def fit_frozen(proto: str, x: np.ndarray, data, task: str, k: int, train_frames, test_frames,
-               seed: int, config) -> tuple[np.ndarray, np.ndarray]:
+def fit_frozen(
+    proto: str, x: np.ndarray, data, task: str, k: int, train_frames, test_frames, seed: int, config
+) -> tuple[np.ndarray, np.ndarray]:
     """Fits `proto` on the training frames with a known target, predicts the test frames
     with a known target. Returns (probs [M, k], the test frame indices)."""
     y = data.frame_targets(task)
@@ -213,21 +283,37 @@ def fraction_notes(folds, strat: np.ndarray, fractions: list[float]) -> list[str
     for fr in fractions:
         key = tuple(len(splits.label_fraction(f.train, strat, fr, 0)) for f in folds)
         counts.setdefault(key, []).append(fr)
-    return [f"label fractions {' and '.join(f'{f * 100:g}%' for f in frs)} select the same "
-            f"number of training clips here ({np.mean(key):.1f} per fold: at least one per "
-            "class), so their results coincide" for key, frs in counts.items() if len(frs) > 1]
+    return [
+        f"label fractions {' and '.join(f'{f * 100:g}%' for f in frs)} select the same "
+        f"number of training clips here ({np.mean(key):.1f} per fold: at least one per "
+        "class), so their results coincide"
+        for key, frs in counts.items()
+        if len(frs) > 1
+    ]
 
 
 def run_finetune(encoder, data, tasks: dict, train_frames, test_frames, seed: int, config):
     ft = config.finetune
     cfg = finetune.FinetuneConfig(
-        steps=ft.steps, batch_size=ft.batch_size, optimizer=ft.optimizer,
-        lrs=tuple(float(v) for v in ft.lrs), wds=tuple(float(v) for v in ft.wds),
-        warmup_frac=ft.warmup_frac, val_fraction=ft.val_fraction,
-        eval_batch_size=config.batch_size)
-    return finetune.fit_predict(encoder, data, train_frames, test_frames,
-                                {t: len(n) for t, n in tasks.items()}, cfg, seed,
-                                stratify_task=next(iter(tasks)))
+        steps=ft.steps,
+        batch_size=ft.batch_size,
+        optimizer=ft.optimizer,
+        lrs=tuple(float(v) for v in ft.lrs),
+        wds=tuple(float(v) for v in ft.wds),
+        warmup_frac=ft.warmup_frac,
+        val_fraction=ft.val_fraction,
+        eval_batch_size=config.batch_size,
+    )
+    return finetune.fit_predict(
+        encoder,
+        data,
+        train_frames,
+        test_frames,
+        {t: len(n) for t, n in tasks.items()},
+        cfg,
+        seed,
+        stratify_task=next(iter(tasks)),
+    )
 
 
 def _record(pooled, per_fold, key, data, task, names, te, probs, fit_args):
@@ -236,11 +322,15 @@ def _record(pooled, per_fold, key, data, task, names, te, probs, fit_args):
     arr = pooled.setdefault(key, np.full((len(data), len(names)), np.nan))
     arr[te] = probs
     m = metrics.evaluate(probs, data.frame_targets(task)[te], data.frame_clip[te], names)
-    per_fold[key].append({
-        **fit_args, "n_test_clips": len(np.unique(data.frame_clip[te])), "n_test_frames": len(te),
-        **{level: {s: m[level][s] for s in metrics.SCALARS} for level in ("frame", "clip")},
-        "notes": sorted(set(m["frame"]["notes"] + m["clip"]["notes"])),
-    })
+    per_fold[key].append(
+        {
+            **fit_args,
+            "n_test_clips": len(np.unique(data.frame_clip[te])),
+            "n_test_frames": len(te),
+            **{level: {s: m[level][s] for s in metrics.SCALARS} for level in ("frame", "clip")},
+            "notes": sorted(set(m["frame"]["notes"] + m["clip"]["notes"])),
+        }
+    )
 
 
 def _progress(config, total: int):
@@ -265,8 +355,10 @@ def parse_protocols(value) -> list[str]:
         return list(PROTOCOLS)
     bad = [n for n in names if n not in PROTOCOLS]
     if bad or not names:
-        raise UserError(f"unknown protocol {', '.join(bad) or repr(value)}; choose from "
-                        f"{', '.join(PROTOCOLS)} or all")
+        raise UserError(
+            f"unknown protocol {', '.join(bad) or repr(value)}; choose from "
+            f"{', '.join(PROTOCOLS)} or all"
+        )
     return names
 
 
@@ -296,8 +388,9 @@ def load_frames(data_dir: str, config):
     if not names:
         raise UserError(f"no split left to train on beside the test split {config.test_split!r}")
     data = feats_lib.load(data_dir, names, config.frames_per_clip)
-    test = feats_lib.load(data_dir, config.test_split, config.frames_per_clip,
-                          setting="--config.test_split")
+    test = feats_lib.load(
+        data_dir, config.test_split, config.frames_per_clip, setting="--config.test_split"
+    )
     merged = feats_lib.concat(data, test)
     return merged, np.arange(len(merged.clips)) >= len(data.clips)
 
@@ -315,13 +408,17 @@ def usable_tasks(clips, names: list[str], min_clips: int, notes: list) -> dict[s
     for task in names:
         y, class_names = clips.targets(task)
         if task == feats_lib.LABEL_TASK and not (y >= 0).any():
-            raise UserError(f"task 'label' has no labelled clip among the {len(y)} evaluated "
-                            f"({labels_present(clips)}); give the metadata a 'label' column "
-                            "and prep again, or set --config.tasks to tasks that have labels")
+            raise UserError(
+                f"task 'label' has no labelled clip among the {len(y)} evaluated "
+                f"({labels_present(clips)}); give the metadata a 'label' column "
+                "and prep again, or set --config.tasks to tasks that have labels"
+            )
         counts = np.bincount(y[y >= 0], minlength=len(class_names))
         if (counts >= min_clips).sum() < 2:
-            notes.append(f"task {task!r} skipped: clips per class {counts.tolist()} "
-                         f"({', '.join(class_names)}); needs 2 classes with >= {min_clips}")
+            notes.append(
+                f"task {task!r} skipped: clips per class {counts.tolist()} "
+                f"({', '.join(class_names)}); needs 2 classes with >= {min_clips}"
+            )
             continue
         out[task] = class_names
     if not out:
@@ -347,16 +444,22 @@ def build_encoders(config) -> dict:
 
     if config.encoder == "random":
         m = config.model
-        return {RANDOM: Encoder.random_init(
-            m.name, {"num_channels": m.num_channels, "width": m.width, "dtype": m.dtype},
-            config.image_size, seed=config.init_seed)}
+        return {
+            RANDOM: Encoder.random_init(
+                m.name,
+                {"num_channels": m.num_channels, "width": m.width, "dtype": m.dtype},
+                config.image_size,
+                seed=config.init_seed,
+            )
+        }
     from lusjax.checkpoint import load_encoder
 
     enc = load_encoder(config.encoder)
     out = {PRETRAINED: enc}
     if config.baseline:
-        out[RANDOM] = Encoder.random_init(enc.model_name, enc.model_kwargs, enc.image_size,
-                                          seed=config.init_seed)
+        out[RANDOM] = Encoder.random_init(
+            enc.model_name, enc.model_kwargs, enc.image_size, seed=config.init_seed
+        )
     return out
 
 
@@ -367,11 +470,18 @@ def check_pretraining(config, data, test_clips: np.ndarray) -> list[str]:
         return []
     seen = splits.read_pretraining(config.encoder)
     if seen is None:
-        note = (f"{config.encoder} has no {splits.PRETRAIN_CLIPS}: cannot check that the "
-                "test clips were not seen in pretraining")
+        note = (
+            f"{config.encoder} has no {splits.PRETRAIN_CLIPS}: cannot check that the "
+            "test clips were not seen in pretraining"
+        )
         return [note]
-    return splits.check_pretraining(test_clips, data.clips.video_id, data.clips.patient_id,
-                                    seen, allow=config.allow_pretrain_overlap)
+    return splits.check_pretraining(
+        test_clips,
+        data.clips.video_id,
+        data.clips.patient_id,
+        seen,
+        allow=config.allow_pretrain_overlap,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -393,16 +503,28 @@ def save_heads(out_dir: Path, encoders, feats, data, tasks, config) -> dict:
         y = data.frame_targets(task)
         probe = linear.fit_probe(x[y >= 0], y[y >= 0], len(names), **probe_kwargs(config, "linear"))
         heads[task] = (probe, names)
-    return predict.save_heads(out_dir, heads, encoder=encoders[name], encoder_spec=config.encoder,
-                              encoder_name=name, init_seed=config.init_seed)
+    return predict.save_heads(
+        out_dir,
+        heads,
+        encoder=encoders[name],
+        encoder_spec=config.encoder,
+        encoder_name=name,
+        init_seed=config.init_seed,
+    )
 
 
-def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
-                          test_split: str = "test", frames_per_clip: int = 0,
-                          seed: int = 0, pretraining: dict | None = None,
-                          allow_pretrain_overlap: bool = False,
-                          train_setting: str = "--train-split",
-                          test_setting: str = "--test-split") -> dict:
+def linear_probe_accuracy(
+    encoder,
+    data_dir,
+    train_split: str = "train",
+    test_split: str = "test",
+    frames_per_clip: int = 0,
+    seed: int = 0,
+    pretraining: dict | None = None,
+    allow_pretrain_overlap: bool = False,
+    train_setting: str = "--train-split",
+    test_setting: str = "--test-split",
+) -> dict:
     """Frame- and clip-level accuracy of a linear probe (fast; for the quickstart).
 
     Trains the JAX linear probe on the clip labels of `train_split`, tests on
@@ -417,8 +539,14 @@ def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
     tr_clips = np.arange(len(train.clips))
     te_clips = np.arange(len(train.clips), len(data.clips))
     splits.check_disjoint(tr_clips, te_clips, data.clips.video_id, data.clips.patient_id)
-    splits.check_pretraining(te_clips, data.clips.video_id, data.clips.patient_id, pretraining,
-                             allow=allow_pretrain_overlap, flag="allow_pretrain_overlap=True")
+    splits.check_pretraining(
+        te_clips,
+        data.clips.video_id,
+        data.clips.patient_id,
+        pretraining,
+        allow=allow_pretrain_overlap,
+        flag="allow_pretrain_overlap=True",
+    )
     x = feats_lib.extract(encoder, data)
     y = data.frame_targets("label")
     tr = splits.frames_of(data.frame_clip, tr_clips)
@@ -430,10 +558,13 @@ def linear_probe_accuracy(encoder, data_dir, train_split: str = "train",
     probs = linear.fit_predict(x[tr], y[tr], x[te], k, seed)
     m = metrics.evaluate(probs, y[te], data.frame_clip[te], data.clips.class_names)
     return {
-        "frame_accuracy": m["frame"]["accuracy"], "clip_accuracy": m["clip"]["accuracy"],
+        "frame_accuracy": m["frame"]["accuracy"],
+        "clip_accuracy": m["clip"]["accuracy"],
         "frame_balanced_accuracy": m["frame"]["balanced_accuracy"],
         "clip_balanced_accuracy": m["clip"]["balanced_accuracy"],
-        "n_train_clips": len(np.unique(data.frame_clip[tr])), "n_train_frames": len(tr),
-        "n_test_clips": len(np.unique(data.frame_clip[te])), "n_test_frames": len(te),
+        "n_train_clips": len(np.unique(data.frame_clip[tr])),
+        "n_train_frames": len(tr),
+        "n_test_clips": len(np.unique(data.frame_clip[te])),
+        "n_test_frames": len(te),
         "seconds": round(time.time() - t0, 2),
     }

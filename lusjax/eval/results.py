@@ -29,10 +29,16 @@ def summarize(runs: list[dict]) -> list[dict]:
         groups[(r["encoder"], r["protocol"], r["task"], r["fraction"])].append(r)
     rows = []
     for (enc, proto, task, fraction), rs in groups.items():
-        row = {"encoder": enc, "protocol": proto, "task": task, "fraction": fraction,
-               "seeds": len(rs),
-               "n_train_clips": float(np.mean([f["n_train_clips"] for r in rs
-                                                for f in r["per_fold"]]))}
+        row = {
+            "encoder": enc,
+            "protocol": proto,
+            "task": task,
+            "fraction": fraction,
+            "seeds": len(rs),
+            "n_train_clips": float(
+                np.mean([f["n_train_clips"] for r in rs for f in r["per_fold"]])
+            ),
+        }
         for level in ("frame", "clip"):
             for s in metrics.SCALARS:
                 vals = np.array([r["pooled"][level][s] for r in rs], float)
@@ -60,8 +66,15 @@ def crosscheck_table(sk: dict, data, tasks, pooled) -> list[dict]:
         a_sk = float((probs[tested].argmax(1) == y).mean())
         a_jx = float((jx[tested].argmax(1) == y).mean())
         agree = float((probs[tested].argmax(1) == jx[tested].argmax(1)).mean())
-        rows.append({"encoder": enc, "task": task, "frame_accuracy_jax": a_jx,
-                     "frame_accuracy_sklearn": a_sk, "prediction_agreement": agree})
+        rows.append(
+            {
+                "encoder": enc,
+                "task": task,
+                "frame_accuracy_jax": a_jx,
+                "frame_accuracy_sklearn": a_sk,
+                "prediction_agreement": agree,
+            }
+        )
     return rows
 
 
@@ -70,10 +83,14 @@ def dataset_summary(data, data_dir, tasks, folds) -> dict:
     for task, names in tasks.items():
         y = data.clips.targets(task)[0]
         counts[task] = {n: int((y == i).sum()) for i, n in enumerate(names)}
-    return {"data_dir": str(data_dir), "n_clips": len(data.clips), "n_frames": len(data),
-            "n_patients": len(np.unique(splits.groups_of(data.clips.video_id,
-                                                         data.clips.patient_id))),
-            "clips_per_class": counts, "n_folds": len(folds)}
+    return {
+        "data_dir": str(data_dir),
+        "n_clips": len(data.clips),
+        "n_frames": len(data),
+        "n_patients": len(np.unique(splits.groups_of(data.clips.video_id, data.clips.patient_id))),
+        "clips_per_class": counts,
+        "n_folds": len(folds),
+    }
 
 
 def hardware() -> dict:
@@ -85,14 +102,21 @@ def hardware() -> dict:
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f
-                        if ln.startswith("model name")), cpu)
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
     except OSError:
         pass
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "backend": jax.default_backend(),
-            "devices": sorted({d.device_kind for d in jax.devices()}),
-            "n_devices": jax.device_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "jax": jax.__version__}
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "devices": sorted({d.device_kind for d in jax.devices()}),
+        "n_devices": jax.device_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
 
 
 def hardware_line(hw: dict) -> str:
@@ -100,9 +124,11 @@ def hardware_line(hw: dict) -> str:
     n = hw.get("n_devices", len(hw.get("devices", [])))
     backend = str(hw.get("backend", "?"))
     kinds = ", ".join(hw.get("devices", []))
-    return (f"{hw.get('cpu') or 'unknown CPU'} ({hw.get('cpu_cores')} cores), "
-            f"JAX {hw.get('jax', '?')} on {n} {backend.upper()} device{'s' if n != 1 else ''}"
-            + (f" ({kinds})" if kinds else ""))
+    return (
+        f"{hw.get('cpu') or 'unknown CPU'} ({hw.get('cpu_cores')} cores), "
+        f"JAX {hw.get('jax', '?')} on {n} {backend.upper()} device{'s' if n != 1 else ''}"
+        + (f" ({kinds})" if kinds else "")
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -148,43 +174,67 @@ def markdown(results: dict) -> str:
         "",
         f"- Encoder: `{cfg.get('encoder')}`"
         + (" vs a random-init baseline of the same architecture" if baseline else ""),
-        (f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} "
-         f"patients/groups, {ds['n_frames']} frames "
-         f"(≤ {cfg.get('frames_per_clip') or 'all'} per clip)"),
-        (f"- {ds['n_folds']} fold(s) by clip, grouped by patient, stratified by clip label; "
-         "label fractions count training clips (at least one per class); metrics pooled over "
-         f"the test folds, mean ± std over {seeds} seed(s) (fine-tuning: "
-         f"{cfg.get('finetune', {}).get('seeds', seeds)}; a single seed shows no ±); "
-         "clip level = mean of frame probabilities"),
+        (
+            f"- Data: `{ds['data_dir']}`: {ds['n_clips']} clips, {ds['n_patients']} "
+            f"patients/groups, {ds['n_frames']} frames "
+            f"(≤ {cfg.get('frames_per_clip') or 'all'} per clip)"
+        ),
+        (
+            f"- {ds['n_folds']} fold(s) by clip, grouped by patient, stratified by clip label; "
+            "label fractions count training clips (at least one per class); metrics pooled over "
+            f"the test folds, mean ± std over {seeds} seed(s) (fine-tuning: "
+            f"{cfg.get('finetune', {}).get('seeds', seeds)}; a single seed shows no ±); "
+            "clip level = mean of frame probabilities"
+        ),
         f"- Hardware: {hardware_line(hw)}; total time {results.get('seconds', 0):.0f} s",
         "",
     ]
-    header = ("| protocol | encoder | labels | train clips | clip acc | clip bal. acc | "
-              "clip ROC AUC | frame acc | frame bal. acc | frame ROC AUC |")
+    header = (
+        "| protocol | encoder | labels | train clips | clip acc | clip bal. acc | "
+        "clip ROC AUC | frame acc | frame bal. acc | frame ROC AUC |"
+    )
     for task, counts in ds["clips_per_class"].items():
         clips = ", ".join(f"{k} {v}" for k, v in counts.items())
         lines += [f"## Task `{task}` (clips: {clips})", "", header, "|---" * 10 + "|"]
         rows = [r for r in results["summary"] if r["task"] == task]
         rows.sort(key=lambda r: (PROTOCOLS.index(r["protocol"]), r["fraction"], r["encoder"]))
         for r in rows:
-            cells = [_pm(r[m], r["seeds"]) for m in (
-                "clip_accuracy", "clip_balanced_accuracy", "clip_roc_auc", "frame_accuracy",
-                "frame_balanced_accuracy", "frame_roc_auc")]
-            lines.append(f"| {r['protocol']} | {r['encoder']} | {r['fraction'] * 100:g}% | "
-                         f"{r['n_train_clips']:.1f} | {' | '.join(cells)} |")
+            cells = [
+                _pm(r[m], r["seeds"])
+                for m in (
+                    "clip_accuracy",
+                    "clip_balanced_accuracy",
+                    "clip_roc_auc",
+                    "frame_accuracy",
+                    "frame_balanced_accuracy",
+                    "frame_roc_auc",
+                )
+            ]
+            lines.append(
+                f"| {r['protocol']} | {r['encoder']} | {r['fraction'] * 100:g}% | "
+                f"{r['n_train_clips']:.1f} | {' | '.join(cells)} |"
+            )
         lines.append("")
     if results.get("crosscheck"):
-        lines += ["## Linear probe: JAX vs scikit-learn (100% labels, seed 0, pooled)", "",
-                  "| encoder | task | JAX frame acc | sklearn frame acc | same prediction |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "## Linear probe: JAX vs scikit-learn (100% labels, seed 0, pooled)",
+            "",
+            "| encoder | task | JAX frame acc | sklearn frame acc | same prediction |",
+            "|---|---|---|---|---|",
+        ]
         for r in results["crosscheck"]:
-            lines.append(f"| {r['encoder']} | {r['task']} | {r['frame_accuracy_jax'] * 100:.1f} "
-                         f"| {r['frame_accuracy_sklearn'] * 100:.1f} | "
-                         f"{r['prediction_agreement'] * 100:.1f}% |")
+            lines.append(
+                f"| {r['encoder']} | {r['task']} | {r['frame_accuracy_jax'] * 100:.1f} "
+                f"| {r['frame_accuracy_sklearn'] * 100:.1f} | "
+                f"{r['prediction_agreement'] * 100:.1f}% |"
+            )
         lines.append("")
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
     if results.get("plots"):
-        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})"
-                                     for p in results["plots"]] + [""]
+        lines += (
+            ["## Plots", ""]
+            + [f"![{Path(p).stem}]({Path(p).name})" for p in results["plots"]]
+            + [""]
+        )
     return "\n".join(lines)

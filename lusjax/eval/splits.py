@@ -44,8 +44,13 @@ def groups_of(clip_ids: np.ndarray, patient_ids: np.ndarray | None) -> np.ndarra
     return np.where(known, np.char.add("patient:", patient_ids), np.char.add("clip:", clip_ids))
 
 
-def kfold(labels: np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0,
-          class_names: list[str] | None = None) -> tuple[list[Fold], list[str]]:
+def kfold(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    k: int = 5,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+) -> tuple[list[Fold], list[str]]:
     """Stratified k-fold over clips with whole groups (patients) on one side.
 
     `labels` [C] int (-1 = unlabeled, its own stratum), `groups` [C] (see
@@ -69,8 +74,10 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0,
         n_c = len(np.unique(groups[labels == c]))
         if n_c < k and c >= 0:
             name = class_names[c] if class_names is not None else str(c)
-            notes.append(f"class {name!r} has {n_c} clips/patients for {k} folds: it is absent "
-                         f"from {k - n_c} test fold(s); its per-fold metrics there are NaN")
+            notes.append(
+                f"class {name!r} has {n_c} clips/patients for {k} folds: it is absent "
+                f"from {k - n_c} test fold(s); its per-fold metrics there are NaN"
+            )
 
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold  # slow import
 
@@ -91,8 +98,9 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int = 5, seed: int = 0,
     return folds, notes
 
 
-def label_fraction(train: np.ndarray, labels: np.ndarray, fraction: float,
-                   seed: int = 0) -> np.ndarray:
+def label_fraction(
+    train: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0
+) -> np.ndarray:
     """A seeded subset of the training clips `train` holding `fraction` of them.
 
     Counted in clips, not frames, per class (stratified): class c keeps
@@ -114,21 +122,27 @@ def label_fraction(train: np.ndarray, labels: np.ndarray, fraction: float,
     return np.sort(np.concatenate(keep))
 
 
-def check_disjoint(train: np.ndarray, test: np.ndarray, clip_ids: np.ndarray,
-                   patient_ids: np.ndarray | None = None) -> None:
+def check_disjoint(
+    train: np.ndarray, test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.ndarray | None = None
+) -> None:
     """The leakage gate: raises UserError if a clip or a known patient is on both sides."""
     clip_ids = np.asarray(clip_ids).astype(str)
     both = sorted(set(clip_ids[train]) & set(clip_ids[test]))
     if both:
-        raise UserError(f"leakage: {len(both)} clip(s) in both train and test: "
-                        f"{', '.join(both[:10])}")
+        raise UserError(
+            f"leakage: {len(both)} clip(s) in both train and test: {', '.join(both[:10])}"
+        )
     if patient_ids is not None:
         groups = groups_of(clip_ids, patient_ids)
-        both = sorted(g.split(":", 1)[1] for g in set(groups[train]) & set(groups[test])
-                      if g.startswith("patient:"))
+        both = sorted(
+            g.split(":", 1)[1]
+            for g in set(groups[train]) & set(groups[test])
+            if g.startswith("patient:")
+        )
         if both:
-            raise UserError(f"leakage: {len(both)} patient(s) in both train and test: "
-                            f"{', '.join(both[:10])}")
+            raise UserError(
+                f"leakage: {len(both)} patient(s) in both train and test: {', '.join(both[:10])}"
+            )
 
 
 PRETRAIN_CLIPS = "pretrain_clips.json"  # written by `lusjax train` in its workdir
@@ -144,13 +158,15 @@ def read_pretraining(workdir: str | Path) -> dict | None:
         record = json.loads(path.read_text())
         record["video_id"] = [str(v) for v in record["video_id"]]
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is unreadable ({e}): cannot check evaluation against "
-                        "pretraining") from None
+        raise UserError(
+            f"{path} is unreadable ({e}): cannot check evaluation against pretraining"
+        ) from None
     return record
 
 
-def pretraining_overlap(test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.ndarray | None,
-                        seen: dict) -> tuple[list[str], list[str]]:
+def pretraining_overlap(
+    test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.ndarray | None, seen: dict
+) -> tuple[list[str], list[str]]:
     """(test clip ids pretraining saw, test patients of whom it saw a clip), sorted.
 
     A patient counts only when known (not equal to the clip id), on both sides."""
@@ -159,17 +175,25 @@ def pretraining_overlap(test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.
     clips = sorted(set(test_clips) & set(seen.get("video_id", [])))
     patients: list[str] = []
     if patient_ids is not None and seen.get("patient_id"):
-        seen_patients = {str(p) for v, p in zip(seen["video_id"], seen["patient_id"])
-                         if p and str(p) != str(v)}
+        seen_patients = {
+            str(p) for v, p in zip(seen["video_id"], seen["patient_id"]) if p and str(p) != str(v)
+        }
         groups = groups_of(clip_ids, patient_ids)[np.asarray(test, int)]
-        patients = sorted({g.split(":", 1)[1] for g in groups if g.startswith("patient:")}
-                          & seen_patients)
+        patients = sorted(
+            {g.split(":", 1)[1] for g in groups if g.startswith("patient:")} & seen_patients
+        )
     return clips, patients
 
 
-def check_pretraining(test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.ndarray | None,
-                      seen: dict | None, *, allow: bool = False,
-                      flag: str = "--config.allow_pretrain_overlap=True") -> list[str]:
+def check_pretraining(
+    test: np.ndarray,
+    clip_ids: np.ndarray,
+    patient_ids: np.ndarray | None,
+    seen: dict | None,
+    *,
+    allow: bool = False,
+    flag: str = "--config.allow_pretrain_overlap=True",
+) -> list[str]:
     """The pretraining leakage gate: refuses to test on clips, or patients, that the SSL
     pretraining saw (`seen`: see `read_pretraining`; None = nothing recorded).
 
@@ -192,10 +216,13 @@ def check_pretraining(test: np.ndarray, clip_ids: np.ndarray, patient_ids: np.nd
         raise UserError(
             f"leakage: the encoder's SSL pretraining{where} saw {'; and '.join(what)}. "
             "Test on clips pretraining did not see (e.g. other splits), or pass "
-            f"{flag} to accept transductive numbers")
-    note = (f"{len(clips)} of the {n_test} test clips were seen without labels during "
-            f"pretraining ({PRETRAIN_CLIPS}; and {len(patients)} test patient(s)), allowed by "
-            "the config: for them the pretrained numbers are transductive")
+            f"{flag} to accept transductive numbers"
+        )
+    note = (
+        f"{len(clips)} of the {n_test} test clips were seen without labels during "
+        f"pretraining ({PRETRAIN_CLIPS}; and {len(patients)} test patient(s)), allowed by "
+        "the config: for them the pretrained numbers are transductive"
+    )
     return [note]
 
 
@@ -209,8 +236,13 @@ def frames_of(frame_clip: np.ndarray, clips: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.isin(frame_clip, clips))
 
 
-def inner_split(train: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                val_fraction: float = 0.2, seed: int = 0) -> Fold:
+def inner_split(
+    train: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Fold:
     """One grouped, stratified train/validation split of `train` (for choosing
     hyper-parameters without touching the test fold). Clip indices are global."""
     train = np.sort(np.asarray(train))

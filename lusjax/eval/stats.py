@@ -57,8 +57,9 @@ def balanced_accuracy(y: np.ndarray, probs: np.ndarray, w=None) -> np.ndarray:
     for c in np.unique(y):
         m = (y == c).astype(float)
         support = w2 @ m
-        recalls.append(np.where(support > 0, (w2 @ (m * correct)) / np.maximum(support, 1e-12),
-                                np.nan))
+        recalls.append(
+            np.where(support > 0, (w2 @ (m * correct)) / np.maximum(support, 1e-12), np.nan)
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out = np.nanmean(np.stack(recalls), 0) if recalls else np.full(len(w2), np.nan)
@@ -106,21 +107,26 @@ def seed_mean(metric: str, y: np.ndarray, probs_per_seed: list[np.ndarray], w=No
     return np.mean([fn(y, p, w) for p in probs_per_seed], 0)
 
 
-def summarize(y: np.ndarray, probs_per_seed: list[np.ndarray], weights: np.ndarray,
-              ci: float = 0.95) -> dict:
+def summarize(
+    y: np.ndarray, probs_per_seed: list[np.ndarray], weights: np.ndarray, ci: float = 0.95
+) -> dict:
     """{metric: {"value", "ci": [lo, hi]}} for every metric of METRICS: the mean over
     seeds of the clip-level metric, and its patient-bootstrap percentile interval."""
     out = {}
     for m in METRICS:
         point = float(seed_mean(m, y, probs_per_seed))
-        out[m] = {"value": point, "ci": percentile_ci(seed_mean(m, y, probs_per_seed, weights),
-                                                      ci)}
+        out[m] = {"value": point, "ci": percentile_ci(seed_mean(m, y, probs_per_seed, weights), ci)}
     return out
 
 
-def paired_bootstrap(y: np.ndarray, probs_a: list[np.ndarray], probs_b: list[np.ndarray],
-                     weights: np.ndarray, metric: str = "balanced_accuracy",
-                     ci: float = 0.95) -> dict:
+def paired_bootstrap(
+    y: np.ndarray,
+    probs_a: list[np.ndarray],
+    probs_b: list[np.ndarray],
+    weights: np.ndarray,
+    metric: str = "balanced_accuracy",
+    ci: float = 0.95,
+) -> dict:
     """A minus B in `metric` (each the mean over its seeds) on the same clips, with the
     same patient resamples for both: the difference, its percentile CI and a two-sided
     bootstrap p value, 2 min(P*(d <= 0), P*(d >= 0)) with the +1 correction."""
@@ -129,8 +135,13 @@ def paired_bootstrap(y: np.ndarray, probs_a: list[np.ndarray], probs_b: list[np.
     boot = boot[np.isfinite(boot)]
     n = len(boot)
     p = min(1.0, 2 * min((np.sum(boot <= 0) + 1) / (n + 1), (np.sum(boot >= 0) + 1) / (n + 1)))
-    return {"metric": metric, "difference": diff, "ci": percentile_ci(boot, ci),
-            "p": float(p), "n_boot": int(n)}
+    return {
+        "metric": metric,
+        "difference": diff,
+        "ci": percentile_ci(boot, ci),
+        "p": float(p),
+        "n_boot": int(n),
+    }
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:

@@ -127,8 +127,11 @@ def _windows(x):
     h, w = x.shape[1:3]
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    return [xp[:, di:di + 2 * ho - 1:2, dj:dj + 2 * wo - 1:2, :]
-            for di in range(3) for dj in range(3)]
+    return [
+        xp[:, di : di + 2 * ho - 1 : 2, dj : dj + 2 * wo - 1 : 2, :]
+        for di in range(3)
+        for dj in range(3)
+    ]
 
 
 @jax.custom_vjp
@@ -162,11 +165,18 @@ def _argmax_bwd(res, g):
     grad = None
     for k in range(9):
         di, dj = divmod(k, 3)
-        part = jax.lax.pad(jnp.where(idx == k, g, zero), zero,
-                           ((0, 0, 0), (di, h + 2 - di - (2 * ho - 1), 1),
-                            (dj, w + 2 - dj - (2 * wo - 1), 1), (0, 0, 0)))
+        part = jax.lax.pad(
+            jnp.where(idx == k, g, zero),
+            zero,
+            (
+                (0, 0, 0),
+                (di, h + 2 - di - (2 * ho - 1), 1),
+                (dj, w + 2 - dj - (2 * wo - 1), 1),
+                (0, 0, 0),
+            ),
+        )
         grad = part if grad is None else grad + part
-    return (grad[:, 1:h + 1, 1:w + 1, :],)
+    return (grad[:, 1 : h + 1, 1 : w + 1, :],)
 
 
 argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
@@ -208,5 +218,6 @@ class StemConvS2(nn.Module):
         kp = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
         kp = kp.reshape(t, 2, t, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5)
         kp = kp.reshape(t, t, 4 * c, self.features)
-        return jax.lax.conv_general_dilated(x, kp, (1, 1), "VALID",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, kp, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )

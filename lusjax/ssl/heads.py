@@ -108,8 +108,14 @@ class Head(nn.Module):
 def projector(cfg, *, dtype=jnp.float32, bn_axis_name=None, **kwargs) -> MLPHead:
     """The projector MLP of a method's `ssl` config (proj_hidden_dim, proj_dim,
     proj_layers); `kwargs` go to MLPHead (use_bn, last_bn)."""
-    return MLPHead(cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers,
-                   bn_axis_name=bn_axis_name, dtype=dtype, **kwargs)
+    return MLPHead(
+        cfg.proj_hidden_dim,
+        cfg.proj_dim,
+        cfg.proj_layers,
+        bn_axis_name=bn_axis_name,
+        dtype=dtype,
+        **kwargs,
+    )
 
 
 def predictor(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> MLPHead:

@@ -18,8 +18,16 @@ from PIL import Image, ImageDraw
 H, W = 160, 240
 
 
-def lus_clip(n_frames: int = 12, *, probe: str = "convex", overlays: bool = True,
-             seed: int = 0, black: int = 0, h: int = H, w: int = W):
+def lus_clip(
+    n_frames: int = 12,
+    *,
+    probe: str = "convex",
+    overlays: bool = True,
+    seed: int = 0,
+    black: int = 0,
+    h: int = H,
+    w: int = W,
+):
     """(rgb uint8 [T, H, W, 3], field bool [H, W], overlay bool [H, W])."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -38,7 +46,7 @@ def lus_clip(n_frames: int = 12, *, probe: str = "convex", overlays: bool = True
         speckle = 0.6 * base + 0.4 * rng.rayleigh(45, (h, w)).astype(np.float32)
         img = speckle * depth_gain
         pleura = int(0.35 * h) + t % 3  # a bright line that slides a little
-        img[pleura:pleura + 3] += 90
+        img[pleura : pleura + 3] += 90
         gray = np.where(field, np.clip(img, 0, 255), black).astype(np.uint8)
         frames[t] = gray[..., None]
     if overlays:
@@ -54,7 +62,7 @@ def lus_clip(n_frames: int = 12, *, probe: str = "convex", overlays: bool = True
         static_px, static_mask = np.asarray(static), np.asarray(mask) > 0
         gradient = np.linspace(255, 40, 70 - 22 + 1)[:, None]  # the colour bar is a ramp
         static_px = static_px.copy()
-        static_px[22:71, w - 18:w - 9] = gradient.astype(np.uint8)[..., None]
+        static_px[22:71, w - 18 : w - 9] = gradient.astype(np.uint8)[..., None]
         overlay |= static_mask
         for t in range(n_frames):
             frames[t][static_mask] = static_px[static_mask]
@@ -66,8 +74,14 @@ def lus_clip(n_frames: int = 12, *, probe: str = "convex", overlays: bool = True
     return frames, field, overlay
 
 
-def write_video(path: str | Path, rgb: np.ndarray, *, fps: int = 10, codec: str | None = None,
-                pix_fmt: str | None = None) -> Path:
+def write_video(
+    path: str | Path,
+    rgb: np.ndarray,
+    *,
+    fps: int = 10,
+    codec: str | None = None,
+    pix_fmt: str | None = None,
+) -> Path:
     """Writes rgb uint8 [T, H, W, 3] with PyAV; codec from the extension by default."""
     import av
 
@@ -75,8 +89,9 @@ def write_video(path: str | Path, rgb: np.ndarray, *, fps: int = 10, codec: str 
     ext = path.suffix.lower()
     if ext == ".gif" and codec is None:  # PIL: adaptive palettes, like real exported GIFs
         images = [Image.fromarray(f) for f in rgb]
-        images[0].save(path, save_all=True, append_images=images[1:],
-                       duration=int(1000 / fps), loop=0)
+        images[0].save(
+            path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
+        )
         return path
     codec = codec or {".avi": "mpeg4"}.get(ext, "libx264")
     pix_fmt = pix_fmt or ("rgb8" if codec == "gif" else "yuv420p")
@@ -104,8 +119,9 @@ def write_frames(folder: str | Path, rgb: np.ndarray, *, ext: str = ".png") -> P
     return folder
 
 
-def write_dicom(path: str | Path, rgb: np.ndarray, *, fps: float = 20.0,
-                photometric: str = "RGB") -> Path:
+def write_dicom(
+    path: str | Path, rgb: np.ndarray, *, fps: float = 20.0, photometric: str = "RGB"
+) -> Path:
     """A multi-frame ultrasound DICOM (uncompressed), RGB or MONOCHROME2."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -116,7 +132,10 @@ def write_dicom(path: str | Path, rgb: np.ndarray, *, fps: float = 20.0,
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.Modality = "US"
     ds.NumberOfFrames = len(rgb)
     ds.Rows, ds.Columns = rgb.shape[1:3]

@@ -58,17 +58,21 @@ def _stash_grads(lr: float):
 def make_batch(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     b = GLOBAL_BATCH
-    return {"view1": rng.integers(0, 255, (b, 32, 32, 1), dtype=np.uint8),
-            "view2": rng.integers(0, 255, (b, 32, 32, 1), dtype=np.uint8),
-            "label": rng.integers(-1, 4, (b,)).astype(np.int32),
-            "index": np.arange(b, dtype=np.int32)}
+    return {
+        "view1": rng.integers(0, 255, (b, 32, 32, 1), dtype=np.uint8),
+        "view2": rng.integers(0, 255, (b, 32, 32, 1), dtype=np.uint8),
+        "label": rng.integers(-1, 4, (b,)).astype(np.int32),
+        "index": np.arange(b, dtype=np.int32),
+    }
 
 
 def _flat(tree, prefix: str) -> dict[str, np.ndarray]:
     import jax
 
-    return {prefix + jax.tree_util.keystr(k): np.asarray(v)
-            for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        prefix + jax.tree_util.keystr(k): np.asarray(v)
+        for k, v in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def run_steps(cfg, mesh, steps: int = STEPS) -> dict[str, np.ndarray]:
@@ -86,10 +90,13 @@ def run_steps(cfg, mesh, steps: int = STEPS) -> dict[str, np.ndarray]:
     net = train.build_network(cfg, method)
     probe = nn.Dense(4, name="probe")
     tx = _stash_grads(LR)
-    init = jax.jit(functools.partial(train.init_state, cfg, net, method, probe, tx),
-                   out_shardings=sharding.replicated(mesh))
-    step = train.compile_step(train.make_train_step(cfg, net, method, probe, tx, cfg.total_steps,
-                                                    sharding.AXIS), mesh)
+    init = jax.jit(
+        functools.partial(train.init_state, cfg, net, method, probe, tx),
+        out_shardings=sharding.replicated(mesh),
+    )
+    step = train.compile_step(
+        train.make_train_step(cfg, net, method, probe, tx, cfg.total_steps, sharding.AXIS), mesh
+    )
     batch_sharding = sharding.batch_sharding(mesh)
     index_map = batch_sharding.addressable_devices_indices_map((GLOBAL_BATCH,))
     rows = sorted({r for (sl,) in index_map.values() for r in range(GLOBAL_BATCH)[sl]})
@@ -207,16 +214,31 @@ def child(out_dir: str, methods: str, _index: str) -> None:
         res = run_steps(config(method, "/tmp/unused"), mesh)
         if jax.process_index() == 0:
             np.savez(Path(out_dir) / f"{method}.npz", **res)
-    print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
-                      "local_devices": jax.local_device_count()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "process": jax.process_index(),
+                "devices": jax.device_count(),
+                "local_devices": jax.local_device_count(),
+            }
+        ),
+        flush=True,
+    )
 
 
-@pytest.mark.parametrize("methods", [
-    "simclr", pytest.param("mocov2,byol,swav", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "methods", ["simclr", pytest.param("mocov2,byol,swav", marks=pytest.mark.slow)]
+)
 def test_two_processes_x_four_devices_equal_one_device(methods, tmp_path):
     # The children compile like this process (conftest's XLA flags, less the device count).
-    outs = run_procs(["child", str(tmp_path), methods], procs=2, cpu_devices=4, timeout=600,
-                     script=HERE, XLA_FLAGS="--xla_backend_optimization_level=0")
+    outs = run_procs(
+        ["child", str(tmp_path), methods],
+        procs=2,
+        cpu_devices=4,
+        timeout=600,
+        script=HERE,
+        XLA_FLAGS="--xla_backend_optimization_level=0",
+    )
     for o in outs:
         info = json.loads([ln for ln in o.splitlines() if ln.startswith("{")][-1])
         assert (info["devices"], info["local_devices"]) == (8, 4)

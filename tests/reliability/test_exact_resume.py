@@ -53,15 +53,13 @@ def test_sigkill_mid_epoch_and_resume_is_exact(reference, tmp_path, workers):
     ref, ref_over = reference
     over = tr.settings(TOTAL, ckpt_every=EVERY, keep=2, workers=workers)
     cfg = tr.config(tmp_path, over)
-    per_epoch = pipeline.steps_per_epoch(ensure_data(cfg.data), "train", cfg.data,
-                                         cfg.batch_size)
+    per_epoch = pipeline.steps_per_epoch(ensure_data(cfg.data), "train", cfg.data, cfg.batch_size)
     assert EVERY % per_epoch, "the resume point must fall inside an epoch"
     shm_before = tr.shm()
     run, log = tmp_path / "run", tmp_path / "killed.log"
 
     proc = tr.start(run, over, 8, log)
-    reached = tr.wait_until(lambda: tr.committed(run)[0] and tr.last_step(run) >= KILL_AFTER,
-                            proc)
+    reached = tr.wait_until(lambda: tr.committed(run)[0] and tr.last_step(run) >= KILL_AFTER, proc)
     rc = tr.kill(proc)
     assert reached and rc == -9, f"the run ended before it could be killed:\n{tr.tail(log)}"
     assert tr.committed(run)[0][-1] == EVERY and not (run / "encoder.json").exists()
@@ -76,8 +74,9 @@ def test_sigkill_mid_epoch_and_resume_is_exact(reference, tmp_path, workers):
     tr.assert_bitwise_equal(got, want, "final state")
     if not workers:  # with workers grain's iterator state has another (per-worker) form
         assert got_iter == want_iter
-    tr.assert_bitwise_equal(checkpoint.load_encoder(run).variables,
-                            checkpoint.load_encoder(ref).variables, "encoder")
+    tr.assert_bitwise_equal(
+        checkpoint.load_encoder(run).variables, checkpoint.load_encoder(ref).variables, "encoder"
+    )
     if workers:
         assert not tr.wait_gone(log2)
         deadline = time.time() + 10
@@ -90,8 +89,11 @@ def test_sigkill_mid_epoch_and_resume_is_exact(reference, tmp_path, workers):
 # Method state: EMA teacher, queues.
 # ----------------------------------------------------------------------------
 
-METHOD_STATE = {"byol": {"target"}, "mocov2": {"target", "queue", "queue_ptr"},
-                "swav": {"queue", "queue_ptr", "queue_count"}}
+METHOD_STATE = {
+    "byol": {"target"},
+    "mocov2": {"target", "queue", "queue_ptr"},
+    "swav": {"queue", "queue_ptr", "queue_count"},
+}
 
 
 def _cut_after(src: Path, dst: Path, step: int) -> None:
@@ -110,8 +112,13 @@ def _cut_after(src: Path, dst: Path, step: int) -> None:
 
 @pytest.mark.parametrize("method", sorted(METHOD_STATE))
 def test_resume_restores_the_method_state(tmp_path, method):
-    extra = [("total_steps", "4"), ("ckpt_every", "2"), ("keep_ckpts", "2"),
-             ("log_batch_hash", "true"), ("carbon.measure", "false")]
+    extra = [
+        ("total_steps", "4"),
+        ("ckpt_every", "2"),
+        ("keep_ckpts", "2"),
+        ("log_batch_hash", "true"),
+        ("carbon.measure", "false"),
+    ]
     ref = tmp_path / "ref"
     cfg = method_config(method, ref, *extra)  # tiny dims; MoCo and SwAV queues of 64
     train.train(cfg, progress=False)
@@ -130,8 +137,10 @@ def test_resume_restores_the_method_state(tmp_path, method):
     state, before = got["method_state"], tr.restore(ref, 2, cfg, 8)[0]["method_state"]
     assert METHOD_STATE[method] <= set(state), sorted(state)
     for key in {"target", "queue"} & set(state):
-        assert any(not np.array_equal(a, b) for a, b in
-                   zip(jax.tree.leaves(state[key]), jax.tree.leaves(before[key]))), key
+        assert any(
+            not np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(state[key]), jax.tree.leaves(before[key]))
+        ), key
 
 
 # ----------------------------------------------------------------------------

@@ -89,14 +89,14 @@ def _audio_only(path: Path) -> None:
 BAD_CLIPS = {
     "truncated.mp4": (lambda p, good: p.write_bytes(good[: len(good) // 2]), "truncated"),
     "header_only.mp4": (lambda p, good: p.write_bytes(good[:200]), "truncated|corrupt"),
-    "corrupt.mp4": (lambda p, good: p.write_bytes(np.random.default_rng(0).bytes(5000)),
-                    "corrupt"),
+    "corrupt.mp4": (lambda p, good: p.write_bytes(np.random.default_rng(0).bytes(5000)), "corrupt"),
     "empty.mov": (lambda p, good: p.write_bytes(b""), "empty file"),
     "zero_frames.avi": (lambda p, good: _zero_frames(p), "no frames decoded"),
     "audio_only.avi": (lambda p, good: _audio_only(p), "no video stream"),
-    "blank.mp4": (lambda p, good: synth_clips.write_video(p, np.zeros((6, 96, 128, 3),
-                                                                      np.uint8)),
-                  "no detectable fan"),
+    "blank.mp4": (
+        lambda p, good: synth_clips.write_video(p, np.zeros((6, 96, 128, 3), np.uint8)),
+        "no detectable fan",
+    ),
 }
 
 
@@ -118,8 +118,23 @@ def clips(tmp_path_factory):
 
 
 def prep(src, out, capsys, *extra) -> tuple[int, str]:
-    return lusjax(["prep", "--input", src, "--out", out, "--size", "32", "--splits", "none",
-                   "--store", Path(out).parent / "store", *extra], capsys)
+    return lusjax(
+        [
+            "prep",
+            "--input",
+            src,
+            "--out",
+            out,
+            "--size",
+            "32",
+            "--splits",
+            "none",
+            "--store",
+            Path(out).parent / "store",
+            *extra,
+        ],
+        capsys,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BAD_CLIPS))
@@ -131,8 +146,7 @@ def test_a_bad_clip_alone_is_one_clear_error(clips, tmp_path, capsys, name):
     assert not (tmp_path / "out" / "dataset.json").exists()
 
 
-def test_bad_clips_beside_good_ones_are_recorded_skips_and_lose_nothing(clips, tmp_path,
-                                                                         capsys):
+def test_bad_clips_beside_good_ones_are_recorded_skips_and_lose_nothing(clips, tmp_path, capsys):
     out = tmp_path / "out"
     rc, err = prep(clips / "all", out, capsys)
     assert rc == 0, err[-2000:]
@@ -204,8 +218,10 @@ SHARD_DAMAGE = {  # name -> (damage of a middle train shard, what the error says
     "zero-byte": (lambda p: p.write_bytes(b""), "is damaged"),
     "truncated-half": (lambda p: _cut(p, lambda n: n // 2), "is damaged"),
     "truncated-tail": (lambda p: _cut(p, lambda n: n - 20), "is damaged"),
-    "garbage": (lambda p: p.write_bytes(np.random.default_rng(2).bytes(p.stat().st_size)),
-                "is damaged"),
+    "garbage": (
+        lambda p: p.write_bytes(np.random.default_rng(2).bytes(p.stat().st_size)),
+        "is damaged",
+    ),
     "missing": (lambda p: p.unlink(), "is missing"),
     "corrupt-records": (_zero_records, "Could not read record"),
 }
@@ -254,10 +270,13 @@ def test_corrupt_record_read_in_a_grain_worker_is_a_user_error(dataset, tmp_path
     assert str(shard) in str(e.value)
 
 
-@pytest.mark.parametrize("name, damage", [
-    ("truncated", lambda p: _cut(p, lambda n: n // 2)),
-    ("empty", lambda p: p.write_bytes(b"")),
-])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("truncated", lambda p: _cut(p, lambda n: n // 2)),
+        ("empty", lambda p: p.write_bytes(b"")),
+    ],
+)
 def test_damaged_dataset_json_is_a_user_error(dataset, tmp_path, name, damage):
     shutil.copytree(dataset, tmp_path / "ds")
     damage(tmp_path / "ds" / "dataset.json")
@@ -267,10 +286,18 @@ def test_damaged_dataset_json_is_a_user_error(dataset, tmp_path, name, damage):
 
 def test_train_on_a_damaged_dataset_is_one_line(dataset, tmp_path, capsys):
     shard = damaged_copy(dataset, tmp_path / "ds", SHARD_DAMAGE["truncated-half"][0])
-    rc, err = lusjax(["train", "--quiet", "--config", tr.ROOT / "configs/quickstart.py",
-                      f"--config.workdir={tmp_path / 'run'}",
-                      f"--config.data.data_dir={tmp_path / 'ds'}",
-                      *[f"--config.{k}={v}" for k, v in tr.TINY]], capsys)
+    rc, err = lusjax(
+        [
+            "train",
+            "--quiet",
+            "--config",
+            tr.ROOT / "configs/quickstart.py",
+            f"--config.workdir={tmp_path / 'run'}",
+            f"--config.data.data_dir={tmp_path / 'ds'}",
+            *[f"--config.{k}={v}" for k, v in tr.TINY],
+        ],
+        capsys,
+    )
     assert rc == 2 and str(shard) in error_line(err)
 
 
@@ -281,8 +308,14 @@ def test_train_on_a_damaged_dataset_is_one_line(dataset, tmp_path, capsys):
 
 def train_argv(workdir, *extra) -> list:
     over = [*tr.TINY, ("carbon.measure", "false"), *extra]
-    return ["train", "--quiet", "--config", tr.ROOT / "configs/quickstart.py",
-            f"--config.workdir={workdir}", *[f"--config.{k}={v}" for k, v in over]]
+    return [
+        "train",
+        "--quiet",
+        "--config",
+        tr.ROOT / "configs/quickstart.py",
+        f"--config.workdir={workdir}",
+        *[f"--config.{k}={v}" for k, v in over],
+    ]
 
 
 def test_nan_producing_lr_stops_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
@@ -365,8 +398,9 @@ def _fault(kind: str, monkeypatch):
 # orbax leaves the failed writes' futures unretrieved: asyncio reports them at collection.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("kind", ["background-enospc", "blocking-enospc", "file-size-limit"])
-def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, capsys,
-                                                                 monkeypatch, kind):
+def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(
+    tmp_path, capsys, monkeypatch, kind
+):
     run = tmp_path / "run"
     extra = [("total_steps", "5"), ("ckpt_every", "1"), ("keep_ckpts", "1")]
     undo = _fault(kind, monkeypatch)

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trainer_runs as tr
 
-TOTAL = 12          # steps of an episode
-DEVICES = 1         # checkpoint semantics do not depend on it; one device starts faster
+TOTAL = 12  # steps of an episode
+DEVICES = 1  # checkpoint semantics do not depend on it; one device starts faster
 MODES = ("save", "loop", "startup", "end")
 
 
@@ -87,8 +87,9 @@ def _kill_at_random(proc, wd, mode: str, rng, startup_s: float) -> None:
     tr.kill(proc)
 
 
-def run_trials(root: Path, ref: Reference, *, modes, workers: int, seed: int,
-               finish: bool) -> collections.Counter:
+def run_trials(
+    root: Path, ref: Reference, *, modes, workers: int, seed: int, finish: bool
+) -> collections.Counter:
     """Kill trials in episodes (see the module docstring); returns counts of outcomes."""
     rng = np.random.default_rng(seed)
     over = settings(workers)
@@ -147,8 +148,8 @@ def run_trials(root: Path, ref: Reference, *, modes, workers: int, seed: int,
         latest = steps[-1] if steps else None
         if newest is not None:
             assert latest is not None and latest >= newest, (
-                f"trial {trial}: committed step {newest} was lost ({steps}, {tmp})\n"
-                + tr.tail(log))
+                f"trial {trial}: committed step {newest} was lost ({steps}, {tmp})\n" + tr.tail(log)
+            )
         assert tr.latest_step(wd) == latest, (steps, tmp)  # what a restart restores
         if latest is not None:
             state, data_state = tr.restore(wd, latest, over, DEVICES)
@@ -189,8 +190,9 @@ def _report(stats, title):
 def test_sigkill_at_random_moments_keeps_the_newest_committed_checkpoint(tmp_path):
     """CI: three kills (inside a save, in the loop, at startup), then the run is finished."""
     ref = Reference(tmp_path, workers=0)
-    stats = run_trials(tmp_path, ref, modes=["save", "loop", "startup"], workers=0, seed=0,
-                       finish=True)
+    stats = run_trials(
+        tmp_path, ref, modes=["save", "loop", "startup"], workers=0, seed=0, finish=True
+    )
     _report(stats, "kill-safety (fast)")
     assert stats["episodes finished"] >= 1
 
@@ -202,8 +204,7 @@ def test_sigkill_many_times(tmp_path, workers, trials):
     ref = Reference(tmp_path, workers)
     rng = np.random.default_rng(1000 + workers)
     modes = list(rng.choice(MODES, size=trials, p=[0.4, 0.3, 0.15, 0.15]))
-    stats = run_trials(tmp_path, ref, modes=modes, workers=workers, seed=workers,
-                       finish=True)
+    stats = run_trials(tmp_path, ref, modes=modes, workers=workers, seed=workers, finish=True)
     _report(stats, f"kill-safety ({trials} trials, {workers} workers)")
     killed = sum(v for k, v in stats.items() if k.startswith("killed"))
     assert killed + stats["finished"] == trials

@@ -47,9 +47,18 @@ def clips_of(path, split: str) -> list[dict]:
 
 
 def eval_config(**overrides):
-    base = {"encoder": "random", "model.name": "resnet_tiny", "image_size": 16,
-            "frames_per_clip": 2, "progress": False, "protocol": "linear", "seeds": 1,
-            "label_fractions": "(1.0,)", "tasks": "label", "min_clips_per_class": 1}
+    base = {
+        "encoder": "random",
+        "model.name": "resnet_tiny",
+        "image_size": 16,
+        "frames_per_clip": 2,
+        "progress": False,
+        "protocol": "linear",
+        "seeds": 1,
+        "label_fractions": "(1.0,)",
+        "tasks": "label",
+        "min_clips_per_class": 1,
+    }
     base.update(overrides)
     return config_lib.load(str(ROOT / "configs/eval.py"), [(k, str(v)) for k, v in base.items()])
 
@@ -113,9 +122,11 @@ def test_test_split_alone_trains_on_the_other_splits(data_dir):
     ids = data.clips.video_id
     assert sorted(ids[fixed_test]) == sorted(c["video_id"] for c in clips_of(data_dir, "test"))
     assert sorted(ids[~fixed_test]) == sorted(
-        c["video_id"] for s in ("train", "val") for c in clips_of(data_dir, s))
-    splits.check_disjoint(np.flatnonzero(~fixed_test), np.flatnonzero(fixed_test), ids,
-                          data.clips.patient_id)
+        c["video_id"] for s in ("train", "val") for c in clips_of(data_dir, s)
+    )
+    splits.check_disjoint(
+        np.flatnonzero(~fixed_test), np.flatnonzero(fixed_test), ids, data.clips.patient_id
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -126,8 +137,12 @@ def test_test_split_alone_trains_on_the_other_splits(data_dir):
 def record(path, split: str) -> dict:
     """pretrain_clips.json as `lusjax train` writes it, for pretraining on `split`."""
     cs = clips_of(path, split)
-    return {"data_dir": str(path), "split": split, "video_id": [c["video_id"] for c in cs],
-            "patient_id": [c["patient_id"] for c in cs]}
+    return {
+        "data_dir": str(path),
+        "split": split,
+        "video_id": [c["video_id"] for c in cs],
+        "patient_id": [c["patient_id"] for c in cs],
+    }
 
 
 def fake_run(tmp_path, rec: dict) -> Path:

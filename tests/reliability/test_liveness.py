@@ -31,7 +31,7 @@ from lusjax import watchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 WATCHDOG_S = 15  # > 2x the first step's compilation on a loaded 2-core machine
-BOUND_S = 120    # both processes must be gone this long after the fault
+BOUND_S = 120  # both processes must be gone this long after the fault
 
 
 # ----------------------------------------------------------------------------
@@ -73,8 +73,17 @@ class Exits:
 
 def dog(store, index, count=2, timeout_s=0.6, **kw):
     exits = Exits()
-    d = watchdog.Watchdog(timeout_s, process_index=index, process_count=count, store=store,
-                          interval_s=0.1, grace_s=0.2, exit_fn=exits, out=io.StringIO(), **kw)
+    d = watchdog.Watchdog(
+        timeout_s,
+        process_index=index,
+        process_count=count,
+        store=store,
+        interval_s=0.1,
+        grace_s=0.2,
+        exit_fn=exits,
+        out=io.StringIO(),
+        **kw,
+    )
     return d, exits
 
 
@@ -98,8 +107,10 @@ def test_watchdog_names_the_process_stuck_in_data():
 def test_watchdog_names_a_process_that_stopped_responding():
     store = DictStore()
     now = time.time()
-    store.set(watchdog.HEARTBEATS + "1",  # process 1's last beat, 60 s ago, then nothing
-              json.dumps({"step": 7, "phase": "step", "since": now - 61, "beat": now - 60}))
+    store.set(
+        watchdog.HEARTBEATS + "1",  # process 1's last beat, 60 s ago, then nothing
+        json.dumps({"step": 7, "phase": "step", "since": now - 61, "beat": now - 60}),
+    )
     d0, e0 = dog(store, 0)
     d0.pet(8, "step")
     assert e0.event.wait(10) and e0.codes == [1]
@@ -111,8 +122,10 @@ def test_watchdog_blames_the_laggard_and_a_process_never_heard_of():
     store = DictStore()
     now = time.time()
     for p, step in ((1, 5), (2, 4)):
-        store.set(watchdog.HEARTBEATS + str(p),
-                  json.dumps({"step": step, "phase": "step", "since": now, "beat": now + 30}))
+        store.set(
+            watchdog.HEARTBEATS + str(p),
+            json.dumps({"step": step, "phase": "step", "since": now, "beat": now + 30}),
+        )
     d0, e0 = dog(store, 0, count=3)
     d0.pet(5, "step")
     assert e0.event.wait(10)
@@ -141,7 +154,8 @@ def test_watchdog_every_process_in_the_step_and_stop():
     d0.pet(2, "step"), d1.pet(2, "step")
     assert e0.event.wait(10) and e1.event.wait(10)
     assert "every process is in 'step' at step 2: a collective or a device is stuck" in (
-        d0.fired + d1.fired)
+        d0.fired + d1.fired
+    )
     d2, e2 = dog(DictStore(), 0, count=1, timeout_s=0.3)
     d2.stop()  # a finished run: never fires
     time.sleep(0.6)
@@ -169,21 +183,44 @@ def test_jax_heartbeat_timeout_from_the_environment():
 # ----------------------------------------------------------------------------
 
 
-def train_procs(tmp_path, fault: str, *, watchdog_s: int = WATCHDOG_S, steps: int = 8,
-                **env) -> list[tuple[int, str, float]]:
+def train_procs(
+    tmp_path, fault: str, *, watchdog_s: int = WATCHDOG_S, steps: int = 8, **env
+) -> list[tuple[int, str, float]]:
     """Runs 2 joined `lusjax train` processes; returns (exit code, stderr, seconds) each."""
     over = [f"--config.{k}={v}" for k, v in TINY]
-    cmd = [sys.executable, "-m", "lusjax.cli", "train", "--quiet",
-           "--config", str(ROOT / "configs/quickstart.py"), f"--config.workdir={tmp_path / 'run'}",
-           f"--config.total_steps={steps}", "--config.ckpt_every=0",
-           f"--config.watchdog_s={watchdog_s}", *over]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lusjax.cli",
+        "train",
+        "--quiet",
+        "--config",
+        str(ROOT / "configs/quickstart.py"),
+        f"--config.workdir={tmp_path / 'run'}",
+        f"--config.total_steps={steps}",
+        "--config.ckpt_every=0",
+        f"--config.watchdog_s={watchdog_s}",
+        *over,
+    ]
     port = free_port()
-    extra = {"LUSJAX_CACHE": str(tmp_path / "cache"), "LUSJAX_TEST_FAULT": fault,
-             "XLA_FLAGS": "--xla_backend_optimization_level=0", **env}
+    extra = {
+        "LUSJAX_CACHE": str(tmp_path / "cache"),
+        "LUSJAX_TEST_FAULT": fault,
+        "XLA_FLAGS": "--xla_backend_optimization_level=0",
+        **env,
+    }
     t0 = time.time()
-    procs = [subprocess.Popen(cmd, env=child_env(2, i, port, 2, **extra), cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=child_env(2, i, port, 2, **extra),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     out = []
     try:
         for p in procs:
@@ -236,8 +273,9 @@ def test_killed_coordinator_ends_the_other(tmp_path):
 def test_without_the_watchdog_jax_heartbeats_catch_a_killed_process(tmp_path):
     """watchdog_s=0: a killed process is still caught, by JAX's heartbeat timeout
     (LUSJAX_HEARTBEAT_TIMEOUT_S), which names the task."""
-    (rc0, err0, t0), (rc1, _, _) = train_procs(tmp_path, "1:3:kill", watchdog_s=0,
-                                               LUSJAX_HEARTBEAT_TIMEOUT_S="15")
+    (rc0, err0, t0), (rc1, _, _) = train_procs(
+        tmp_path, "1:3:kill", watchdog_s=0, LUSJAX_HEARTBEAT_TIMEOUT_S="15"
+    )
     assert rc1 == -9 and rc0 != 0 and t0 < BOUND_S + 60
     assert "Task 1 heartbeat timeout" in err0, err0[-3000:]
 
@@ -307,18 +345,30 @@ def test_processes_racing_on_an_empty_cache_all_get_one_dataset(tmp_path):
     failed 'Failed to finalize writing of split train', the other hung)."""
     n = 3
     (tmp_path / "barrier").mkdir()
-    env = {**os.environ, "LUSJAX_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "barrier"), str(i),
-                               str(n)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(n)]
+    env = {
+        **os.environ,
+        "LUSJAX_CACHE": str(tmp_path / "cache"),
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(ROOT),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path / "barrier"), str(i), str(n)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     try:
         results = [p.communicate(timeout=240) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
     lines = {out.strip() for out, _ in results}
     assert len(lines) == 1, lines  # the same folder, the same frames
@@ -340,6 +390,7 @@ def test_lost_race_discards_its_copy_and_junk_is_replaced(tmp_path):
                 winner.mkdir()
                 (winner / DATASET_JSON).write_text("{}")
                 (winner / "shard").write_text("winner")
+
         return fn
 
     assert not default.write_atomically(target, write("mine", winner=target))

@@ -36,12 +36,14 @@ from lusjax.errors import PREEMPTED_EXIT
 
 TOTAL, EVERY, DEVICES = 12, 4, 1
 # (signal@point:step, the step it must save; None: the run finishes, exit 0)
-TRIALS = [("TERM@compile:1", 1),   # no step done yet when it comes: the first one is saved
-          ("TERM@step:3", 3),      # during step 3
-          ("INT@log:5", 6),        # during the log of step 5, after the step's flag reading
-          ("TERM@save:8", 9),      # while step 8's async save is in flight
-          ("KILL@log:11", None),   # SIGKILL: step 10 is logged, never saved
-          ("INT@end:12", None)]    # after the last step: finished
+TRIALS = [
+    ("TERM@compile:1", 1),  # no step done yet when it comes: the first one is saved
+    ("TERM@step:3", 3),  # during step 3
+    ("INT@log:5", 6),  # during the log of step 5, after the step's flag reading
+    ("TERM@save:8", 9),  # while step 8's async save is in flight
+    ("KILL@log:11", None),  # SIGKILL: step 10 is logged, never saved
+    ("INT@end:12", None),
+]  # after the last step: finished
 
 
 def _settings():
@@ -82,8 +84,10 @@ def test_signals_at_exact_moments_save_the_step_they_name(reference, tmp_path):
             assert rc == 0 and "done: step 12" in out, out
             continue
         sig = f"SIG{signal_at.split('@')[0]}"
-        line = (f"lusjax: preempted ({sig}): saved step {want} in {wd / 'checkpoints'}; "
-                "rerun the same command to resume")
+        line = (
+            f"lusjax: preempted ({sig}): saved step {want} in {wd / 'checkpoints'}; "
+            "rerun the same command to resume"
+        )
         assert rc == PREEMPTED_EXIT and line in out.splitlines(), (rc, out)
         steps, tmp = tr.committed(wd)
         assert steps[-1] == want and not tmp, (steps, tmp)
@@ -99,8 +103,9 @@ def test_signals_at_exact_moments_save_the_step_they_name(reference, tmp_path):
     steps = [r["step"] for r in metrics.read(wd)]
     assert steps == list(range(1, TOTAL + 1)), steps
     tr.assert_same_steps(tr.records(wd), ref_records)
-    discarded = [json.loads(x)["step"] for x in
-                 (wd / metrics.DISCARDED_FILE).read_text().splitlines()]
+    discarded = [
+        json.loads(x)["step"] for x in (wd / metrics.DISCARDED_FILE).read_text().splitlines()
+    ]
     assert discarded == [10], discarded
     state, _ = tr.restore(wd, TOTAL, _settings(), DEVICES)
     tr.assert_bitwise_equal(state, tr.restore(ref, TOTAL, ref_over, DEVICES)[0], "final")
@@ -109,10 +114,14 @@ def test_signals_at_exact_moments_save_the_step_they_name(reference, tmp_path):
     # carbon.json: a segment per run that trained (the SIGKILLed one recorded nothing).
     ledger = json.loads((wd / "carbon.json").read_text())
     exits = [s["exit"] for s in ledger["segments"]]
-    assert exits == ["preempted (SIGTERM)", "preempted (SIGTERM)", "preempted (SIGINT)",
-                     "preempted (SIGTERM)", "finished"], exits
-    assert [s["steps"] for s in ledger["segments"]] == [[0, 1], [1, 3], [3, 6], [6, 9],
-                                                        [9, 12]]
+    assert exits == [
+        "preempted (SIGTERM)",
+        "preempted (SIGTERM)",
+        "preempted (SIGINT)",
+        "preempted (SIGTERM)",
+        "finished",
+    ], exits
+    assert [s["steps"] for s in ledger["segments"]] == [[0, 1], [1, 3], [3, 6], [6, 9], [9, 12]]
     for k in ("time_s", "model_kwh", "model_kg_co2e"):
         parts = [s["total"][k] for s in ledger["segments"]]
         assert ledger["totals"]["total"][k] == pytest.approx(sum(parts), rel=1e-12)
@@ -125,8 +134,9 @@ def test_a_signal_before_any_step_saves_nothing_and_says_so(tmp_path):
     rc = _run(wd, "TERM@setup:0", log)
     out = tr.tail(log)
     assert rc == PREEMPTED_EXIT, out
-    assert ("lusjax: preempted (SIGTERM): no step done; nothing saved; rerun the same "
-            "command to start") in out.splitlines(), out
+    assert (
+        "lusjax: preempted (SIGTERM): no step done; nothing saved; rerun the same command to start"
+    ) in out.splitlines(), out
     assert tr.committed(wd) == ([], [])
     left = sorted(p.name for p in wd.iterdir())
     assert left == ["checkpoints"], left  # no config.json, metrics or lock file
@@ -137,19 +147,30 @@ def test_slurm_requeues_a_task_that_exits_3(tmp_path):
     other statuses are not requeued. srun and scontrol are stand-ins."""
     bin_ = tmp_path / "bin"
     bin_.mkdir()
-    (bin_ / "srun").write_text('#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\n'
-                               'exec "$@"\n')
+    (bin_ / "srun").write_text('#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
     (bin_ / "scontrol").write_text('#!/bin/bash\necho "$@" >> "$SCONTROL_LOG"\n')
     (bin_ / "trainer").write_text('#!/bin/bash\nexit "$FAKE_RC"\n')
     for p in bin_.iterdir():
         p.chmod(0o755)
     log = tmp_path / "scontrol.log"
     for rc, requeued in ((3, "requeue 77\n"), (0, ""), (2, "")):
-        env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "SLURM_JOB_ID": "77",
-               "LUSJAX_BIN": "trainer", "SCONTROL_LOG": str(log), "FAKE_RC": str(rc)}
-        r = subprocess.run(["bash", str(tr.ROOT / "launch/slurm.sh"), "--", "--config", "c.py"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                           check=False)
+        env = {
+            **os.environ,
+            "PATH": f"{bin_}:{os.environ['PATH']}",
+            "SLURM_JOB_ID": "77",
+            "LUSJAX_BIN": "trainer",
+            "SCONTROL_LOG": str(log),
+            "FAKE_RC": str(rc),
+        }
+        r = subprocess.run(
+            ["bash", str(tr.ROOT / "launch/slurm.sh"), "--", "--config", "c.py"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert r.returncode == rc, r.stderr
         assert (log.read_text() if log.exists() else "") == requeued
         log.unlink(missing_ok=True)

@@ -22,20 +22,40 @@ from lusjax.errors import PREEMPTED_EXIT
 
 def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
     wd = tmp_path / "run"
-    cmd = [sys.executable, "-m", "lusjax.cli", "train", "--quiet",
-           "--config", str(tr.ROOT / "configs/quickstart.py"), f"--config.workdir={wd}",
-           "--config.total_steps=8", "--config.ckpt_every=0", "--config.watchdog_s=120",
-           "--config.carbon.measure=false", *[f"--config.{k}={v}" for k, v in TINY]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lusjax.cli",
+        "train",
+        "--quiet",
+        "--config",
+        str(tr.ROOT / "configs/quickstart.py"),
+        f"--config.workdir={wd}",
+        "--config.total_steps=8",
+        "--config.ckpt_every=0",
+        "--config.watchdog_s=120",
+        "--config.carbon.measure=false",
+        *[f"--config.{k}={v}" for k, v in TINY],
+    ]
     port = free_port()
-    extra = {"LUSJAX_CACHE": str(tmp_path / "cache"),
-             "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    extra = {
+        "LUSJAX_CACHE": str(tmp_path / "cache"),
+        "XLA_FLAGS": "--xla_backend_optimization_level=0",
+    }
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
     procs = []
     for i, log in enumerate(logs):
         hook = {preemption.TEST_ENV: "TERM@step:3"} if i == 1 else {}
         with open(log, "w") as f:  # files, not pipes: a full pipe could stall a collective
-            procs.append(subprocess.Popen(cmd, env=child_env(2, i, port, 2, **extra, **hook),
-                                          cwd=tr.ROOT, stdout=f, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env=child_env(2, i, port, 2, **extra, **hook),
+                    cwd=tr.ROOT,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         results = [(p.wait(timeout=300), tr.tail(log, 100_000)) for p, log in zip(procs, logs)]
     finally:
@@ -43,8 +63,10 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
-    line = (f"lusjax: preempted (SIGTERM): saved step 3 in {wd / 'checkpoints'}; rerun the "
-            "same command to resume")
+    line = (
+        f"lusjax: preempted (SIGTERM): saved step 3 in {wd / 'checkpoints'}; rerun the "
+        "same command to resume"
+    )
     for rc, err in results:
         assert rc == PREEMPTED_EXIT and line in err.splitlines(), (rc, err[-3000:])
     assert tr.committed(wd) == ([3], [])

@@ -28,9 +28,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(wd, *extra: str) -> list[str]:
-    return ["train", "--quiet", "--config", str(ROOT / "configs/quickstart.py"),
-            f"--config.workdir={wd}", *[f"--config.{k}={v}" for k, v in TINY],
-            "--config.carbon.measure=false", "--config.ckpt_every=2", *extra]
+    return [
+        "train",
+        "--quiet",
+        "--config",
+        str(ROOT / "configs/quickstart.py"),
+        f"--config.workdir={wd}",
+        *[f"--config.{k}={v}" for k, v in TINY],
+        "--config.carbon.measure=false",
+        "--config.ckpt_every=2",
+        *extra,
+    ]
 
 
 def _one_error_line(capsys) -> str:
@@ -50,8 +58,10 @@ def test_a_second_trainer_is_refused_naming_the_holder(tmp_path, capsys):
     with workdir_lock.hold(wd):
         assert cli.main(_train(wd, "--config.total_steps=2")) == 2
         err = _one_error_line(capsys)
-        assert (f"{wd} is in use by pid {os.getpid()} on host {socket.gethostname()} since"
-                in err and "wait for it or stop it" in err), err
+        assert (
+            f"{wd} is in use by pid {os.getpid()} on host {socket.gethostname()} since" in err
+            and "wait for it or stop it" in err
+        ), err
         assert not (wd / "config.json").exists()
     assert not (wd / workdir_lock.LOCK_FILE).exists()  # released
 
@@ -59,8 +69,11 @@ def test_a_second_trainer_is_refused_naming_the_holder(tmp_path, capsys):
 def test_stale_lock_is_taken_over_and_resume_checks_the_config(tmp_path, capsys):
     wd = tmp_path / "run"
     wd.mkdir()
-    (wd / workdir_lock.LOCK_FILE).write_text(json.dumps(
-        {"host": socket.gethostname(), "pid": _dead_pid(), "since": "earlier", "command": "x"}))
+    (wd / workdir_lock.LOCK_FILE).write_text(
+        json.dumps(
+            {"host": socket.gethostname(), "pid": _dead_pid(), "since": "earlier", "command": "x"}
+        )
+    )
     handlers = {s: signal.getsignal(s) for s in preemption.SIGNALS}
     assert cli.main(_train(wd, "--config.total_steps=2")) == 0
     assert "lusjax: taking over" in capsys.readouterr().err
@@ -69,24 +82,46 @@ def test_stale_lock_is_taken_over_and_resume_checks_the_config(tmp_path, capsys)
     saved = (wd / "config.json").read_text()
 
     # Settings that change the training: refused, each listed, nothing written.
-    assert cli.main(_train(wd, "--config.total_steps=3", "--config.optim.lr=0.5",
-                           "--config.aug.flip_prob=0.0")) == 2
+    assert (
+        cli.main(
+            _train(
+                wd, "--config.total_steps=3", "--config.optim.lr=0.5", "--config.aug.flip_prob=0.0"
+            )
+        )
+        == 2
+    )
     err = _one_error_line(capsys)
     assert "optim.lr: 1.0 -> 0.5" in err and "aug.flip_prob: 0.5 -> 0.0" in err, err
     assert "total_steps" not in err and "allow_config_change=True" in err
     assert (wd / "config.json").read_text() == saved
 
     # Settings that may change: resumed, and recorded.
-    assert cli.main(_train(wd, "--config.total_steps=3", "--config.data.prefetch=1",
-                           "--config.log_every=2")) == 0
+    assert (
+        cli.main(
+            _train(wd, "--config.total_steps=3", "--config.data.prefetch=1", "--config.log_every=2")
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "config changed since the last run segment: total_steps: 2 -> 3" in out, out
     # allow_config_change=True resumes with the changes (and records them).
-    assert cli.main(_train(wd, "--config.total_steps=4", "--config.optim.lr=0.5",
-                           "--config.allow_config_change=True")) == 0
+    assert (
+        cli.main(
+            _train(
+                wd,
+                "--config.total_steps=4",
+                "--config.optim.lr=0.5",
+                "--config.allow_config_change=True",
+            )
+        )
+        == 0
+    )
     segments = json.loads((wd / "carbon.json").read_text())["segments"]
-    assert segments[1]["config_changes"] == ["data.prefetch: 2 -> 1", "log_every: 1 -> 2",
-                                             "total_steps: 2 -> 3"]
+    assert segments[1]["config_changes"] == [
+        "data.prefetch: 2 -> 1",
+        "log_every: 1 -> 2",
+        "total_steps: 2 -> 3",
+    ]
     assert "optim.lr: 1.0 -> 0.5" in segments[2]["config_changes"]
     assert json.loads((wd / "config.json").read_text())["optim"]["lr"] == 0.5
 
@@ -121,8 +156,12 @@ def _read_only(folder: Path):
         finally:
             folder.chmod(0o755)
         return
-    if shutil.which("chattr") is None or subprocess.run(
-            ["chattr", "+i", str(folder)], capture_output=True, check=False).returncode:
+    if (
+        shutil.which("chattr") is None
+        or subprocess.run(
+            ["chattr", "+i", str(folder)], capture_output=True, check=False
+        ).returncode
+    ):
         pytest.skip("cannot make a folder read-only for root here (chattr +i)")
     try:
         yield
@@ -136,7 +175,8 @@ def test_read_only_workdir_is_one_error_line(tmp_path, capsys):
     with _read_only(wd):
         assert cli.main(_train(wd)) == 2
         assert _one_error_line(capsys).startswith(
-            f"lusjax: error: cannot write {wd / workdir_lock.LOCK_FILE}: ")
+            f"lusjax: error: cannot write {wd / workdir_lock.LOCK_FILE}: "
+        )
         assert cli.main(_train(wd / "run")) == 2
         assert _one_error_line(capsys).startswith(f"lusjax: error: cannot write {wd / 'run'}: ")
 

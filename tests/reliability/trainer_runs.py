@@ -3,6 +3,7 @@ the tiny config of tests/test_train.py, its metrics, checkpoints and child proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,9 +30,15 @@ TMP_MARK = checkpoint.TMP_MARK
 def settings(total: int, *, ckpt_every: int, keep: int, workers: int = 0) -> list[tuple]:
     """The tiny config's overrides plus what these tests vary; every step logged with the
     hash of its batch (sample ids + augmentation key)."""
-    return [*TINY, ("total_steps", str(total)), ("ckpt_every", str(ckpt_every)),
-            ("keep_ckpts", str(keep)), ("data.workers", str(workers)),
-            ("log_batch_hash", "true"), ("carbon.measure", "false")]
+    return [
+        *TINY,
+        ("total_steps", str(total)),
+        ("ckpt_every", str(ckpt_every)),
+        ("keep_ckpts", str(keep)),
+        ("data.workers", str(workers)),
+        ("log_batch_hash", "true"),
+        ("carbon.measure", "false"),
+    ]
 
 
 def config(workdir, overrides):
@@ -41,18 +48,30 @@ def config(workdir, overrides):
 
 
 def command(workdir, overrides) -> list[str]:
-    return [sys.executable, "-m", "lusjax.cli", "train", "--quiet",
-            "--config", str(ROOT / "configs/quickstart.py"), f"--config.workdir={workdir}",
-            *[f"--config.{k}={v}" for k, v in overrides]]
+    return [
+        sys.executable,
+        "-m",
+        "lusjax.cli",
+        "train",
+        "--quiet",
+        "--config",
+        str(ROOT / "configs/quickstart.py"),
+        f"--config.workdir={workdir}",
+        *[f"--config.{k}={v}" for k, v in overrides],
+    ]
 
 
 def env(devices: int) -> dict:
     """The test environment (persistent compilation cache, CPU) with `devices` devices."""
     flags = os.environ.get("XLA_FLAGS", "")
-    flags = " ".join(f for f in flags.split()
-                     if not f.startswith("--xla_force_host_platform_device_count"))
-    return {**os.environ, "PYTHONUNBUFFERED": "1",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {flags}"}
+    flags = " ".join(
+        f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")
+    )
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {flags}",
+    }
 
 
 MARK = "LUSJAX_TEST_RUN"  # in the environment of a trainer and of every process it starts
@@ -65,8 +84,13 @@ def start(workdir, overrides, devices: int, log: Path) -> subprocess.Popen:
     (`processes_of(log)` finds them after the trainer is gone)."""
     ensure_data(config(workdir, overrides).data)  # generated here once, never killed
     with open(log, "ab") as f:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command(workdir, overrides), env={**env(devices),
-                                MARK: str(log)}, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        return subprocess.Popen(
+            command(workdir, overrides),
+            env={**env(devices), MARK: str(log)},
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
 
 
 def processes_of(log: Path) -> list[int]:
@@ -92,10 +116,8 @@ def wait_gone(log: Path, timeout: float = 20) -> list[str]:
         time.sleep(0.1)
     lines = [cmdline(p) for p in left]
     for pid in left:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
     return lines
 
 
@@ -135,8 +157,7 @@ def committed(workdir) -> tuple[list[int], list[str]]:
     """(committed steps, temporary directories) of a run's checkpoints folder."""
     d = Path(workdir) / "checkpoints"
     names = os.listdir(d) if d.is_dir() else []
-    return (sorted(int(n) for n in names if n.isdigit()),
-            sorted(n for n in names if TMP_MARK in n))
+    return (sorted(int(n) for n in names if n.isdigit()), sorted(n for n in names if TMP_MARK in n))
 
 
 def wait_until(cond, proc: subprocess.Popen, timeout: float = 300, poll: float = 0.005) -> bool:
@@ -204,11 +225,11 @@ def _like(cfg, devices: int):
     """A freshly initialised train state of `cfg` on `devices` devices (restore target)."""
     key = json.dumps({**cfg.to_dict(), "workdir": ""}, sort_keys=True, default=str)
     if (key, devices) not in _LIKE:
-        n_classes = max(1, len(open_split(ensure_data(cfg.data),
-                                          cfg.data.train_split).class_names))
+        n_classes = max(1, len(open_split(ensure_data(cfg.data), cfg.data.train_split).class_names))
         mesh = sharding.make_mesh(jax.devices()[:devices])
         _LIKE[key, devices] = train.build(cfg, n_classes, mesh).init_state(
-            jax.random.PRNGKey(cfg.seed))
+            jax.random.PRNGKey(cfg.seed)
+        )
     return _LIKE[key, devices]
 
 
@@ -247,8 +268,9 @@ def assert_bitwise_equal(a, b, what: str) -> None:
         assert x.tobytes() == y.tobytes(), f"{what}{name} differs"
 
 
-def assert_same_steps(run: dict[int, dict], ref: dict[int, dict], keys=("batch_hash", "loss",
-                                                                          "lr")) -> None:
+def assert_same_steps(
+    run: dict[int, dict], ref: dict[int, dict], keys=("batch_hash", "loss", "lr")
+) -> None:
     """Per step: the same batch (ids + augmentation key), the same loss and LR, exactly."""
     assert sorted(run) == sorted(ref), (sorted(run), sorted(ref))
     for step in sorted(ref):
