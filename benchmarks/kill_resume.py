@@ -27,12 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lusjax.layout import METRICS_FILE
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _losses(workdir: Path) -> dict[int, float]:
     out = {}
-    path = workdir / "metrics.jsonl"
+    path = workdir / METRICS_FILE
     if not path.exists():
         return out
     for line in path.read_text().splitlines():

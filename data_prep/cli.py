@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from lusjax.errors import UserError
+from lusjax.layout import CLIP_STORE_DIR, PREVIEW_PNG
 
 _EPILOG = """\
 examples:
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> dict:
             **gen,
         )
         if args.preview:
-            sheet = _synthetic_preview(Path(args.out) / "preview.png", args, gen)
+            sheet = _synthetic_preview(Path(args.out) / PREVIEW_PNG, args, gen)
             print(f"preview: {sheet}")
         return info
 
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> dict:
     if not Path(args.input).exists():
         raise UserError(f"--input {args.input} does not exist.")
     size = args.size or 224
-    store = ClipStore(args.store or Path(args.out) / "clips")
+    store = ClipStore(args.store or Path(args.out) / CLIP_STORE_DIR)
     keys: list[str] = []  # this input's clips: the store may hold others (other options)
     skipped = ingest.ingest(
         args.input,
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> dict:
         stride=args.stride,
         fps=args.fps,
         workers=args.workers,
-        preview_path=str(Path(args.out) / "preview.png") if args.preview else None,
+        preview_path=str(Path(args.out) / PREVIEW_PNG) if args.preview else None,
         keys=keys,
     )
     return write.write_dataset(

@@ -40,6 +40,7 @@ from data_prep.decode import ClipError
 from data_prep.store import ClipStore
 from lusjax.data.format import FINDINGS
 from lusjax.errors import UserError
+from lusjax.layout import STORE_PREVIEWS
 
 # Bump when decoding/cropping changes what a stored clip holds: old keys then miss.
 INGEST_VERSION = 1
@@ -223,7 +224,7 @@ def ingest(
             + (" ..." if len(unlabeled) > 5 else "")
         )
 
-    tiles_dir = store.root / "previews"
+    tiles_dir = store.root / STORE_PREVIEWS
     run_keys: dict[str, str] = {}  # key -> video_id, in input order
     todo: list[tuple[ClipSpec, str]] = []
     for spec in specs:

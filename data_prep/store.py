@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.clip import Clip
-
-_META = "clips.jsonl"
+from lusjax.layout import STORE_INDEX
 
 
 def _safe_name(video_id: str) -> str:
@@ -32,7 +31,7 @@ class ClipStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._meta: dict[str, dict] = {}
-        meta_path = self.root / _META
+        meta_path = self.root / STORE_INDEX
         if meta_path.exists():
             for line in meta_path.read_text().splitlines():
                 if line.strip():
@@ -65,7 +64,7 @@ class ClipStore:
             "width": int(clip.frames.shape[2]),
             "fps": stored_fps(clip.timestamp),
         }
-        with open(self.root / _META, "a") as f:
+        with open(self.root / STORE_INDEX, "a") as f:
             f.write(json.dumps(rec) + "\n")
         self._meta[key] = rec
         return rec

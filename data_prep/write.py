@@ -27,9 +27,10 @@ import tqdm
 
 from data_prep import splits as splits_lib
 from data_prep.store import ClipStore
-from lusjax.data.format import DATASET_JSON, FINDINGS
+from lusjax.data.format import FINDINGS
 from lusjax.errors import UserError
 from lusjax.files import write_text_atomic
+from lusjax.layout import DATASET_JSON
 
 FILE_FORMATS = ("array_record", "tfrecord")
 DEFAULT_SHARD_MB = 128

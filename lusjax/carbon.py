@@ -58,6 +58,7 @@ from typing import Any
 
 from lusjax.energy_sensors import NvmlEnergy, RaplEnergy
 from lusjax.errors import UserError
+from lusjax.layout import CARBON_JSON
 
 J_PER_KWH = 3.6e6  # cumulator/cumulator.py Joule2kWh
 KWH_PER_KB = 6.894e-8  # cumulator/base.py Cumulator.one_byte_model (kWh/kB)
@@ -473,7 +474,6 @@ class Tracker:
 
 
 # ---------------------------------------------------------------- ledger
-LEDGER_FILE = "carbon.json"
 SUMMED = (
     "time_s",
     "data_transfer_bytes",
@@ -517,7 +517,7 @@ def read_ledger(workdir: str | os.PathLike) -> dict[str, Any]:
     before segments existed (one `Tracker.summary()`) is one segment; none: no segment."""
     from lusjax import files
 
-    path = files.path(workdir) / LEDGER_FILE
+    path = files.path(workdir) / CARBON_JSON
     data = json.loads(path.read_text()) if path.exists() else {"segments": []}
     return _ledger(data.get("segments", [data]))
 
@@ -531,7 +531,7 @@ def record_segment(
     from lusjax import files
 
     ledger = _ledger([*read_ledger(workdir)["segments"], {**info, **summary}])
-    files.write_text_atomic(files.path(workdir) / LEDGER_FILE, json.dumps(ledger, indent=1) + "\n")
+    files.write_text_atomic(files.path(workdir) / CARBON_JSON, json.dumps(ledger, indent=1) + "\n")
     return ledger
 
 

@@ -33,9 +33,8 @@ import orbax.checkpoint as ocp
 from lusjax import files
 from lusjax.encoder import Encoder
 from lusjax.errors import UserError
+from lusjax.layout import CHECKPOINTS_DIR, ENCODER_DIR, ENCODER_JSON
 
-ENCODER_DIR = "encoder"
-ENCODER_JSON = "encoder.json"
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a step that has not committed
 
 
@@ -97,7 +96,7 @@ class Checkpointer:
                 "checkpoint is what a restarted run resumes from"
             )
         self.every = every
-        self.directory = files.absolute(workdir) / "checkpoints"
+        self.directory = files.absolute(workdir) / CHECKPOINTS_DIR
         # Synchronously, before orbax lists the steps: a killed run's half-written step
         # is never restored, and is gone once the next run has started.
         self.removed = [] if read_only else remove_unfinished(self.directory)

@@ -28,9 +28,9 @@ import ml_collections
 
 from lusjax import files
 from lusjax.errors import UserError
+from lusjax.layout import CONFIG_JSON
 
 PREFIX = "--config."
-CONFIG_JSON = "config.json"  # a run's resolved config, in its workdir
 
 
 def _import_file(path: Path):
@@ -265,7 +265,7 @@ def load_saved(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     if not path.exists():
         if not files.path(workdir).exists():
             raise UserError(f"{workdir} does not exist: give the workdir of a `lusjax train` run")
-        raise UserError(f"no config.json in {workdir}: not a lusjax run directory")
+        raise UserError(f"no {CONFIG_JSON} in {workdir}: not a lusjax run directory")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from lusjax import checkpoint, export_torch, files, model_card
 from lusjax.errors import UserError
+from lusjax.layout import ENCODER_JSON, EXPORT_DIR, FLAX_ENCODER, MODEL_CARD
 
 FORMATS = ("torch", "flax")
 
@@ -77,19 +78,19 @@ def _flax(enc, meta: dict, out: Path, channels: int) -> tuple[list[str], list[st
         )
     variables = jax.tree.map(np.asarray, dict(enc.variables))
     data = flax.serialization.msgpack_serialize(variables)
-    files.write_atomic(out / "encoder.msgpack", lambda p: p.write_bytes(data))
-    files.write_text_atomic(out / checkpoint.ENCODER_JSON, json.dumps(meta, indent=2) + "\n")
+    files.write_atomic(out / FLAX_ENCODER, lambda p: p.write_bytes(data))
+    files.write_text_atomic(out / ENCODER_JSON, json.dumps(meta, indent=2) + "\n")
     snippet = model_card.load_snippet(
         "flax",
         torch_name=None,
-        filename="encoder.msgpack",
+        filename=FLAX_ENCODER,
         channels=channels,
         stem=None,
         stem_line=None,
         head=None,
         size=enc.image_size,
     )
-    return ["encoder.msgpack", checkpoint.ENCODER_JSON], snippet
+    return [FLAX_ENCODER, ENCODER_JSON], snippet
 
 
 def export(
@@ -111,13 +112,13 @@ def export(
     enc = checkpoint.load_encoder(workdir)  # UserError without a finished run's encoder
     if fmt == "torch":  # before any file is written
         export_torch.check_exportable(enc.model_name, enc.model_kwargs)
-    meta = json.loads((workdir / checkpoint.ENCODER_JSON).read_text())
-    out = Path(out) if out else workdir / "export" / fmt
+    meta = json.loads((workdir / ENCODER_JSON).read_text())
+    out = Path(out) if out else workdir / EXPORT_DIR / fmt
     files.makedirs(out)
     write = _torch if fmt == "torch" else _flax
     written, snippet = write(enc, meta, out, channels or enc.num_channels)
     card = model_card.render(
         workdir, meta, fmt=fmt, snippet=snippet, files_written=written, results=results
     )
-    files.write_text_atomic(out / model_card.CARD, card)
-    return [out / name for name in written] + [out / model_card.CARD]
+    files.write_text_atomic(out / MODEL_CARD, card)
+    return [out / name for name in written] + [out / MODEL_CARD]

@@ -19,9 +19,7 @@ import time
 import numpy as np
 
 from lusjax import files, tb_events
-
-METRICS_FILE = "metrics.jsonl"
-DISCARDED_FILE = METRICS_FILE + ".discarded"
+from lusjax.layout import METRICS_DISCARDED, METRICS_FILE
 
 
 def _plain(v):
@@ -129,7 +127,7 @@ def discard_after(workdir: str | os.PathLike, step: int) -> int:
         (keep if s is not None and s <= step else drop).append(line + "\n")
     if drop:
         # Discarded first: a kill in between leaves those lines twice, never lost.
-        files.append_text(path.with_name(DISCARDED_FILE), "".join(drop))
+        files.append_text(path.with_name(METRICS_DISCARDED), "".join(drop))
         files.write_text_atomic(path, "".join(keep))
     return len(drop)
 

@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from lusjax import carbon, files
-from lusjax import config as config_lib
 from lusjax.data import preprocess
-from lusjax.eval.splits import PRETRAIN_CLIPS
+from lusjax.layout import (
+    CONFIG_JSON,
+    ENCODER_JSON,
+    PRETRAIN_CLIPS,
+    RESULTS_JSON,
+    RESULTS_MD,
+    STUDY_JSON,
+    STUDY_MD,
+)
 
-CARD = "MODEL_CARD.md"
-_EVAL_FILES = (("results.json", "results.md"), ("study.json", "study.md"))
+_EVAL_FILES = ((RESULTS_JSON, RESULTS_MD), (STUDY_JSON, STUDY_MD))
 _MAX_TABLE_LINES = 40
 
 
@@ -133,7 +139,7 @@ def load_snippet(
         lines = [
             "import json, flax.serialization",
             "from lusjax import models",
-            'meta = json.load(open("encoder.json"))',
+            f'meta = json.load(open("{ENCODER_JSON}"))',
             'model = models.get(meta["model_name"], **meta["model_kwargs"])',
             f'variables = flax.serialization.msgpack_restore(open("{filename}", "rb").read())',
             (
@@ -155,7 +161,7 @@ def render(
 ) -> str:
     """The card's markdown for the export of `workdir` (encoder.json content `meta`)."""
     workdir = files.absolute(workdir)
-    cfg = _json(workdir / config_lib.CONFIG_JSON) or {}
+    cfg = _json(workdir / CONFIG_JSON) or {}
     kw = meta.get("model_kwargs", {})
     size = meta.get("image_size")
     lines = [

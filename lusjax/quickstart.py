@@ -18,6 +18,7 @@ from lusjax.data.default import ensure_data
 from lusjax.encoder import Encoder
 from lusjax.eval import linear_probe_accuracy
 from lusjax.eval.splits import read_pretraining
+from lusjax.layout import QUICKSTART_JSON, QUICKSTART_MD
 
 
 def probe_workdir(
@@ -136,10 +137,10 @@ def main(workdir: str, overrides=(), quiet: bool = False) -> int:
         f"(frame accuracy {ssl_acc[1]:.3f} vs {rnd_acc[1]:.3f})."
     )
     out = Path(cfg.workdir)
-    (out / "quickstart.json").write_text(
+    (out / QUICKSTART_JSON).write_text(
         json.dumps(
             {"probe": result, "pretrain_s": pretrain_s, "train": summary}, indent=2, default=str
         )
     )
-    (out / "quickstart.md").write_text(table + "\n")
+    (out / QUICKSTART_MD).write_text(table + "\n")
     return 0

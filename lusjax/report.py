@@ -10,10 +10,10 @@ import json
 import os
 from pathlib import Path
 
-from lusjax import config as config_lib
 from lusjax import files
 from lusjax import metrics as metrics_lib
 from lusjax.errors import UserError
+from lusjax.layout import CONFIG_JSON, METRICS_FILE, PLOTS_DIR
 
 # (file name, title, keys plotted against step)
 PANELS = (
@@ -48,8 +48,8 @@ def render(workdir: str | os.PathLike) -> list[Path]:
 
     records = metrics_lib.read(workdir)
     if not records:
-        raise UserError(f"no metrics in {workdir} (expected {metrics_lib.METRICS_FILE})")
-    out_dir = files.path(workdir) / "plots"
+        raise UserError(f"no metrics in {workdir} (expected {METRICS_FILE})")
+    out_dir = files.path(workdir) / PLOTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, title, keys in PANELS:
@@ -142,7 +142,7 @@ def _html(workdir: Path, out_dir: Path, records: list[dict], written: list[Path]
     carbon_md = out_dir / "carbon.md"
     if carbon_md in written:
         parts += ["<h2>Energy and carbon</h2>", _md_table_html(carbon_md.read_text())]
-    config = workdir / config_lib.CONFIG_JSON
+    config = workdir / CONFIG_JSON
     if config.exists():
         parts += [
             "<h2>Config</h2>",

@@ -19,6 +19,7 @@ import ml_collections
 from lusjax import config as config_lib
 from lusjax import files
 from lusjax.errors import UserError
+from lusjax.layout import CONFIG_JSON
 
 # Keys (or whole sections) that do not change what a step computes.
 MAY_CHANGE = (
@@ -76,7 +77,7 @@ def check_config(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     Raises a UserError listing each key that changes the training (`key: old -> new`),
     unless `cfg.allow_config_change`. Returns every change, as `key: old -> new` lines
     (empty when none, or when the run has no config.json)."""
-    path = files.path(workdir) / config_lib.CONFIG_JSON
+    path = files.path(workdir) / CONFIG_JSON
     if not path.exists():
         return []
     changes = diff(json.loads(path.read_text()), config_lib.to_dict(cfg))

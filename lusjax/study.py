@@ -35,11 +35,19 @@ from lusjax.errors import UserError
 from lusjax.eval import features as feats_lib
 from lusjax.eval import metrics, protocol, splits
 from lusjax.eval.results import _jsonable
+from lusjax.layout import (
+    CHECKPOINTS_DIR,
+    CLIPS_JSON,
+    FOLD_JSON,
+    FOLD_NPZ,
+    PRETRAIN_CLIPS,
+    PRETRAIN_JSON,
+    STUDY_PRETRAIN_DIR,
+    study_fold,
+)
 
 SSL, RANDOM, SCRATCH, PIXELS = "ssl", "random-init", "scratch", "pixels"
 BASELINES = ("scratch", "pixels")
-FOLD_JSON, FOLD_NPZ, PRETRAIN_JSON = "result.json", "result.npz", "pretrain.json"
-CLIPS_JSON = "pretrain_clip_ids.json"  # the fold's data.clips_file
 # Keys that change how results are shown, not what they are: a rerun may change them.
 _PRESENTATION = ("out_dir", "progress", "run_folds", "bootstrap", "ci", "plots", "carbon")
 
@@ -122,7 +130,7 @@ def run(config) -> dict:
     }
     fold_results = []
     for k in run_folds:
-        fold_results.append(run_fold(ctx, k, folds[k], out_dir / f"fold{k}"))
+        fold_results.append(run_fold(ctx, k, folds[k], out_dir / study_fold(k)))
 
     # --- Pooled statistics and outputs -------------------------------------------------
     return study_report.write(
@@ -159,11 +167,11 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
         )
     t_fold = time.time()
     pre = pretrain(ctx, k, fold, fold_dir)
-    enc = _load_encoder(fold_dir / "pretrain")
+    enc = _load_encoder(fold_dir / STUDY_PRETRAIN_DIR)
     # The leakage gate: the pretraining saw no test clip and no clip of a test patient.
-    seen = splits.read_pretraining(fold_dir / "pretrain")
+    seen = splits.read_pretraining(fold_dir / STUDY_PRETRAIN_DIR)
     if seen is None:
-        raise UserError(f"{fold_dir / 'pretrain'} has no {splits.PRETRAIN_CLIPS}")
+        raise UserError(f"{fold_dir / STUDY_PRETRAIN_DIR} has no {PRETRAIN_CLIPS}")
     splits.check_pretraining(
         fold.test, data.clips.video_id, data.clips.patient_id, seen, flag="(no override in a study)"
     )
@@ -314,7 +322,7 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
         done = json.loads(record.read_text())
         if done.get("fingerprint") != fp:
             raise UserError(
-                f"{fold_dir / 'pretrain'} was pretrained with other settings "
+                f"{fold_dir / STUDY_PRETRAIN_DIR} was pretrained with other settings "
                 "(recipe, data or fold clips): use another --config.out_dir, or "
                 f"delete {fold_dir} to pretrain again"
             )
@@ -324,7 +332,7 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
         (fold_dir / CLIPS_JSON).read_text()
     ) != clip_ids:
         raise UserError(
-            f"{fold_dir / 'pretrain'} holds a pretraining of other clips: use "
+            f"{fold_dir / STUDY_PRETRAIN_DIR} holds a pretraining of other clips: use "
             f"another --config.out_dir, or delete {fold_dir} to pretrain again"
         )
     files.write_text_atomic(fold_dir / CLIPS_JSON, json.dumps(clip_ids) + "\n")
@@ -333,7 +341,7 @@ def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
         f"({cfg.total_steps} steps) in {cfg.workdir}",
         flush=True,
     )
-    resumed = any((fold_dir / "pretrain" / "checkpoints").glob("*"))
+    resumed = any((fold_dir / STUDY_PRETRAIN_DIR / CHECKPOINTS_DIR).glob("*"))
     t0 = time.time()
     summary = train.train(cfg, progress=config.progress)
     # Every segment of the pretraining (carbon.json's ledger): a resumed run counts the
@@ -358,7 +366,7 @@ def pretrain_config(config, ctx: dict, fold_dir: Path):
     """The recipe (config.train) pointed at this fold's clips and workdir."""
     cfg = config.train.copy_and_resolve_references()
     with cfg.unlocked():
-        cfg.workdir = str(fold_dir / "pretrain")
+        cfg.workdir = str(fold_dir / STUDY_PRETRAIN_DIR)
         cfg.data.data_dir = ctx["data_dir"]
         cfg.data.train_split = "+".join(ctx["split_names"])
         cfg.data.extra_data_dir = ctx["extra"] or ""

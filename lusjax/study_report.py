@@ -22,6 +22,7 @@ from lusjax import config as config_lib
 from lusjax import files
 from lusjax.eval import splits, stats
 from lusjax.eval.results import _jsonable, hardware
+from lusjax.layout import STUDY_JSON, STUDY_MD
 
 ROW_ORDER = [
     ("ssl", "linear"),
@@ -128,8 +129,8 @@ def write(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     results["plots"] = render_plots(out_dir, config, data, tasks, table, carbon, fold_results)
-    files.write_text_atomic(out_dir / "study.json", json.dumps(_jsonable(results), indent=1) + "\n")
-    files.write_text_atomic(out_dir / "study.md", markdown(results))
+    files.write_text_atomic(out_dir / STUDY_JSON, json.dumps(_jsonable(results), indent=1) + "\n")
+    files.write_text_atomic(out_dir / STUDY_MD, markdown(results))
     print(headline(results))
     return results
 

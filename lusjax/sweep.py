@@ -46,12 +46,16 @@ from typing import Any
 from lusjax import config as config_lib
 from lusjax import files
 from lusjax.errors import PREEMPTED_EXIT, UserError
+from lusjax.layout import (
+    CHECKPOINTS_DIR,
+    ENCODER_JSON,
+    METRICS_FILE,
+    RUN_LOG,
+    RUN_RC,
+    RUNS_TXT,
+    SWEEP_JSON,
+)
 
-SWEEP_JSON = "sweep.json"
-RUNS_TXT = "runs.txt"
-RUN_LOG = "run.log"
-RUN_RC = "run.rc"
-ENCODER_JSON = "encoder.json"  # == lusjax.checkpoint.ENCODER_JSON (no orbax import here)
 MAX_NAME = 100
 CONFIG_KEY = "config"  # a run's own config file[:arg] instead of --config
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
@@ -284,7 +288,7 @@ def run_status(workdir: str, *, active_s: float = 600.0) -> tuple[str, str]:
                 return "failed", f"exit {rc}: {line}" if line else f"exit {rc}"
             return "partial", "exited 0 before the last step (preempted?)"
         newest = 0.0
-        for p in (log, wd / "metrics.jsonl", wd / "checkpoints"):
+        for p in (log, wd / METRICS_FILE, wd / CHECKPOINTS_DIR):
             if p.exists():
                 try:
                     newest = max(newest, p.stat().st_mtime)
@@ -292,7 +296,7 @@ def run_status(workdir: str, *, active_s: float = 600.0) -> tuple[str, str]:
                     newest = time.time()  # cannot tell: call it running
         if newest and time.time() - newest < active_s:
             return "running", ""
-        if (wd / "checkpoints").exists() or (wd / "metrics.jsonl").exists():
+        if (wd / CHECKPOINTS_DIR).exists() or (wd / METRICS_FILE).exists():
             return "partial", ""
         return "not started", ""
     except OSError as e:

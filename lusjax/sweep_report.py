@@ -23,6 +23,14 @@ from typing import Any
 from lusjax import files
 from lusjax import sweep as sweep_lib
 from lusjax.errors import UserError
+from lusjax.layout import (
+    CONFIG_JSON,
+    METRICS_FILE,
+    RUN_LOG,
+    SWEEP_JSON,
+    SWEEP_REPORT_MD,
+    SWEEP_REPORT_PNG,
+)
 
 # (column, metrics key, format)
 METRIC_COLUMNS = (
@@ -33,8 +41,6 @@ METRIC_COLUMNS = (
     ("kWh", "model_kwh", "{:.3g}"),
     ("kg CO2e", "model_kg_co2e", "{:.3g}"),
 )
-REPORT_MD = "sweep_report.md"
-REPORT_PNG = "sweep_report.png"
 
 
 def _read_text(path) -> str | None:
@@ -45,7 +51,7 @@ def _read_text(path) -> str | None:
 
 
 def _records(workdir: str) -> list[dict]:
-    text = _read_text(files.path(workdir) / "metrics.jsonl")
+    text = _read_text(files.path(workdir) / METRICS_FILE)
     out = []
     for line in (text or "").splitlines():
         try:
@@ -70,7 +76,7 @@ def discover(root: str) -> list[dict]:
     rootp = files.path(root)
     if not rootp.exists():
         raise UserError(f"no such sweep root: {root}")
-    plan_text = _read_text(rootp / sweep_lib.SWEEP_JSON)
+    plan_text = _read_text(rootp / SWEEP_JSON)
     runs = json.loads(plan_text)["runs"] if plan_text else []
     known = {r["name"] for r in runs}
     # Runs on disk that the plan does not list (or no plan at all).
@@ -78,12 +84,12 @@ def discover(root: str) -> list[dict]:
     for sub in sorted(rootp.iterdir(), key=lambda p: p.name):
         if sub.name in known or not sub.is_dir():
             continue
-        if any((sub / f).exists() for f in ("config.json", sweep_lib.RUN_LOG)):
+        if any((sub / f).exists() for f in (CONFIG_JSON, RUN_LOG)):
             extra.append({"name": sub.name, "workdir": str(sub), "overrides": None})
     if extra:
         configs = {
             r["name"]: _flatten(
-                json.loads(_read_text(files.path(r["workdir"]) / "config.json") or "{}")
+                json.loads(_read_text(files.path(r["workdir"]) / CONFIG_JSON) or "{}")
             )
             for r in extra
         }
@@ -97,7 +103,7 @@ def discover(root: str) -> list[dict]:
             r["overrides"] = {k: configs[r["name"]].get(k) for k in varying}
     runs = runs + extra
     if not runs:
-        raise UserError(f"no runs in {root} (no {sweep_lib.SWEEP_JSON}, no run folders)")
+        raise UserError(f"no runs in {root} (no {SWEEP_JSON}, no run folders)")
     return runs
 
 
@@ -107,7 +113,7 @@ def collect(root: str) -> list[dict]:
     for r in discover(root):
         status, detail = sweep_lib.run_status(r["workdir"])
         recs = _records(r["workdir"])
-        cfg_text = _read_text(files.path(r["workdir"]) / "config.json")
+        cfg_text = _read_text(files.path(r["workdir"]) / CONFIG_JSON)
         total = json.loads(cfg_text).get("total_steps") if cfg_text else None
         final = {}
         for rec in recs:  # the last value of each metric (probe_val_acc is not on every line)
@@ -236,11 +242,11 @@ def render(root: str, out_dir: str | None = None, *, with_plot: bool = True) -> 
     text = table(rows)
     out = files.path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
-    md = out / REPORT_MD
+    md = out / SWEEP_REPORT_MD
     md.write_text(f"# Sweep report: {root}\n\n{text}")
     png = None
     if with_plot:
-        png = plot(rows, out / REPORT_PNG)
+        png = plot(rows, out / SWEEP_REPORT_PNG)
     return {"table": text, "md": md, "png": png, "rows": rows}
 
 

@@ -31,11 +31,8 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from lusjax import files
+from lusjax.layout import TB_DIR, TB_DISCARDED_DIR
 
-TB_DIR = "tensorboard"
-# Beside TB_DIR, not in it (TensorBoard shows every subfolder as a run), with "tfevents"
-# out of the names (TensorBoard reads any file whose name holds it).
-DISCARDED_DIR = TB_DIR + ".discarded"
 _PREFIX = "events.out.tfevents."
 
 
@@ -166,7 +163,7 @@ def discard_after(workdir: str | os.PathLike, step: int) -> int:
         if len(keep) == len(records) and len(data) == _size(records):
             continue  # nothing after `step`, no torn tail
         dropped += len(records) - len(keep)
-        old = files.path(workdir) / DISCARDED_DIR / p.name.replace(".tfevents.", ".discarded.")
+        old = files.path(workdir) / TB_DISCARDED_DIR / p.name.replace(".tfevents.", ".discarded.")
         files.makedirs(old.parent)
         if not old.exists():  # the original aside first: a kill in between loses nothing
             files.write_atomic(old, lambda f, data=data: f.write_bytes(data))

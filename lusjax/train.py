@@ -47,8 +47,8 @@ from lusjax.data import augment, pipeline, preprocess
 from lusjax.data.default import ensure_data
 from lusjax.data.shards import open_split
 from lusjax.errors import Preempted, UserError
-from lusjax.eval.splits import PRETRAIN_CLIPS  # the leakage gate reads what train writes
-from lusjax.metrics import DISCARDED_FILE, MetricsWriter, console_line, discard_after
+from lusjax.layout import METRICS_DISCARDED, PRETRAIN_CLIPS, TB_DISCARDED_DIR
+from lusjax.metrics import MetricsWriter, console_line, discard_after
 
 
 def _write_json(path, obj) -> None:
@@ -418,13 +418,13 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
             if moved := discard_after(workdir, start):
                 print(
                     f"moved {moved} metrics lines of steps after {start} (redone now) to "
-                    f"{DISCARDED_FILE}",
+                    f"{METRICS_DISCARDED}",
                     flush=True,
                 )
             if tb_events.available() and (moved := tb_events.discard_after(workdir, start)):
                 print(
                     f"moved {moved} TensorBoard events of steps after {start} (redone now) "
-                    f"to {tb_events.DISCARDED_DIR}/",
+                    f"to {TB_DISCARDED_DIR}/",
                     flush=True,
                 )
             for line in changes:

@@ -31,8 +31,7 @@ from pathlib import Path
 
 from lusjax import files
 from lusjax.errors import UserError
-
-LOCK_FILE = "trainer.lock"
+from lusjax.layout import TRAINER_LOCK
 
 
 def _proc_start(pid: int) -> str | None:
@@ -101,7 +100,7 @@ def hold(workdir: str | os.PathLike, *, enabled: bool = True) -> Iterator[Path |
         yield None
         return
     wd = files.makedirs(workdir)
-    lock = wd / LOCK_FILE
+    lock = wd / TRAINER_LOCK
     if not isinstance(lock, Path):
         yield from _hold_remote(workdir, lock)
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lusjax import carbon, carbon_report
+from lusjax import carbon, carbon_report, layout
 from lusjax.energy_sensors import NvmlEnergy, RaplEnergy
 from lusjax.errors import UserError
 
@@ -335,11 +335,11 @@ def test_ledger_totals_are_the_sums_over_segments(tmp_path):
     """carbon.json accumulates run segments; per phase and overall the totals are the sums
     (None where a segment lacks the number); the old single-summary file is one segment."""
     old = _segment({"pretrain": 100})
-    (tmp_path / carbon.LEDGER_FILE).write_text(json.dumps(old))  # before segments existed
+    (tmp_path / layout.CARBON_JSON).write_text(json.dumps(old))  # before segments existed
     assert carbon.read_ledger(tmp_path)["segments"] == [old]
     carbon.record_segment(tmp_path, _segment({"pretrain": 50, "probe": 5}), exit="preempted")
     ledger = carbon.record_segment(tmp_path, _segment({"pretrain": 25}), start="t0", end="t1")
-    assert ledger == json.loads((tmp_path / carbon.LEDGER_FILE).read_text())
+    assert ledger == json.loads((tmp_path / layout.CARBON_JSON).read_text())
     segs, totals = ledger["segments"], ledger["totals"]
     assert len(segs) == 3 and segs[1]["exit"] == "preempted" and segs[2]["start"] == "t0"
     by_phase = {p["phase"]: p for p in totals["phases"]}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from lusjax import checkpoint, files, metrics, report
+from lusjax import checkpoint, files, layout, metrics, report
 from lusjax import config as config_lib
 from lusjax.errors import UserError
 
@@ -124,10 +124,10 @@ def test_remote_workdir_lock_is_best_effort(bucket):
     from lusjax import workdir_lock
 
     with workdir_lock.hold(bucket):
-        assert files.path(f"{bucket}/{workdir_lock.LOCK_FILE}").exists()
+        assert files.path(f"{bucket}/{layout.TRAINER_LOCK}").exists()
         with (
             pytest.raises(UserError, match=f"{bucket} is in use by pid"),
             workdir_lock.hold(bucket),
         ):
             pass
-    assert not files.path(f"{bucket}/{workdir_lock.LOCK_FILE}").exists()
+    assert not files.path(f"{bucket}/{layout.TRAINER_LOCK}").exists()

@@ -13,8 +13,9 @@ from data_prep import synthetic, write
 from data_prep.clip import Clip
 from data_prep.store import ClipStore
 from lusjax.data import shards
-from lusjax.data.format import DATASET_JSON, FINDINGS
+from lusjax.data.format import FINDINGS
 from lusjax.errors import UserError
+from lusjax.layout import DATASET_JSON
 
 N_CLIPS, N_FRAMES, SIZE, SEED = 24, 8, 64, 5
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_train import tiny_config
 
-from lusjax import metrics, tb_events, train
+from lusjax import layout, metrics, tb_events, train
 
 pytest.importorskip("tensorboardX")
 
@@ -61,7 +61,7 @@ def test_train_writes_events_and_a_resume_does_not_duplicate_steps(tmp_path, cap
     assert [r["step"] for r in recs] == [1, 2, 3]
     assert [s for s, _ in scalars["loss"]] == [1, 2, 3]
     assert len(tb_events.event_files(run)) == 2  # one file per run segment
-    discarded = list((run / tb_events.DISCARDED_DIR).iterdir())
+    discarded = list((run / layout.TB_DISCARDED_DIR).iterdir())
     assert len(discarded) == 1 and "tfevents" not in discarded[0].name
 
 
@@ -70,7 +70,7 @@ def test_tensorboard_off_writes_no_events(tmp_path):
     train.train(
         tiny_config(run, ("total_steps", "1"), ("metrics.tensorboard", "False")), progress=False
     )
-    assert metrics.read(run) and not (run / tb_events.TB_DIR).exists()
+    assert metrics.read(run) and not (run / layout.TB_DIR).exists()
 
 
 def test_discard_after_trims_events_and_a_torn_tail(tmp_path):
@@ -119,7 +119,7 @@ def test_tensorboards_own_reader_sees_the_jsonl_values(tmp_path):
         tiny_config(run, ("total_steps", "3"), ("metrics.tensorboard", "True")), progress=False
     )
     acc = event_accumulator.EventAccumulator(
-        str(run / tb_events.TB_DIR), size_guidance={event_accumulator.SCALARS: 0}
+        str(run / layout.TB_DIR), size_guidance={event_accumulator.SCALARS: 0}
     )
     acc.Reload()
     for key in ("loss", "lr", "images_per_s"):

@@ -22,8 +22,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from lusjax.data.format import DATASET_JSON
 from lusjax.errors import UserError
+from lusjax.layout import DATASET_JSON
 
 _TMP_TAG = ".tmp-"
 

@@ -14,7 +14,7 @@ Frame example (one record per frame, ArrayRecord via a TFDS builder):
 
 Records of a split are written in (clip, frame) order (the builder disables
 TFDS's write-time shuffling), so a split is a run of clips, each a contiguous
-block of frames. The dataset-level JSON (`DATASET_JSON`, beside the TFDS
+block of frames. The dataset-level JSON (`lusjax.layout.DATASET_JSON`, beside the TFDS
 folders) lists, per split, the clips in that order with their frame counts;
 readers rebuild the clip index from it without decoding any image.
 
@@ -26,8 +26,5 @@ Augmentation happens on the device, inside the jitted step, from these.
 """
 
 FINDINGS = ("b_lines", "a_lines", "effusion", "consolidation", "pleural_irregular")
-
-# Written next to the TFDS dataset folder by data_prep; read by lusjax.data.
-DATASET_JSON = "dataset.json"
 
 BATCH_KEYS = ("view1", "view2", "label", "index")

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from lusjax.data.format import DATASET_JSON, FINDINGS
+from lusjax.data.format import FINDINGS
 from lusjax.errors import UserError
+from lusjax.layout import DATASET_JSON
 
 
 class DamagedShardError(UserError, RuntimeError):

@@ -26,9 +26,7 @@ from flax import serialization
 from lusjax.errors import UserError
 from lusjax.eval import features as feats_lib
 from lusjax.eval import linear
-
-HEADS_FILE, HEADS_JSON = "heads.msgpack", "heads.json"
-
+from lusjax.layout import HEADS_FILE, HEADS_JSON, PREDICTIONS_CSV, PREDICTIONS_JSON
 
 # ---------------------------------------------------------------------------
 # Heads on disk.
@@ -162,12 +160,12 @@ def write_predictions(out_dir, rows: list[dict], meta: dict) -> list[str]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
+    with open(out_dir / PREDICTIONS_CSV, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    (out_dir / "predictions.json").write_text(json.dumps({**meta, "clips": rows}, indent=1))
-    return [str(out_dir / "predictions.csv"), str(out_dir / "predictions.json")]
+    (out_dir / PREDICTIONS_JSON).write_text(json.dumps({**meta, "clips": rows}, indent=1))
+    return [str(out_dir / PREDICTIONS_CSV), str(out_dir / PREDICTIONS_JSON)]
 
 
 def predict_folder(

@@ -33,6 +33,7 @@ from lusjax.eval.results import (
     summarize,
     write_outputs,
 )
+from lusjax.layout import PRETRAIN_CLIPS
 
 FROZEN = {
     "linear": linear.fit_predict,
@@ -471,7 +472,7 @@ def check_pretraining(config, data, test_clips: np.ndarray) -> list[str]:
     seen = splits.read_pretraining(config.encoder)
     if seen is None:
         note = (
-            f"{config.encoder} has no {splits.PRETRAIN_CLIPS}: cannot check that the "
+            f"{config.encoder} has no {PRETRAIN_CLIPS}: cannot check that the "
             "test clips were not seen in pretraining"
         )
         return [note]

@@ -14,6 +14,7 @@ import numpy as np
 
 from lusjax.eval import metrics, splits
 from lusjax.files import write_text_atomic
+from lusjax.layout import RESULTS_JSON, RESULTS_MD
 
 PROTOCOLS = ("linear", "mlp", "knn", "finetune")  # the order of the results table
 
@@ -138,8 +139,8 @@ def hardware_line(hw: dict) -> str:
 
 def write_outputs(out_dir: Path, results: dict) -> None:
     """results.json (NaN written as null) and results.md in `out_dir`."""
-    write_text_atomic(out_dir / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
-    (out_dir / "results.md").write_text(markdown(results))
+    write_text_atomic(out_dir / RESULTS_JSON, json.dumps(_jsonable(results), indent=1) + "\n")
+    (out_dir / RESULTS_MD).write_text(markdown(results))
 
 
 def _jsonable(v):

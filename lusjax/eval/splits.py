@@ -24,6 +24,7 @@ import numpy as np
 
 from lusjax import files
 from lusjax.errors import UserError
+from lusjax.layout import PRETRAIN_CLIPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,9 +144,6 @@ def check_disjoint(
             raise UserError(
                 f"leakage: {len(both)} patient(s) in both train and test: {', '.join(both[:10])}"
             )
-
-
-PRETRAIN_CLIPS = "pretrain_clips.json"  # written by `lusjax train` in its workdir
 
 
 def read_pretraining(workdir: str | Path) -> dict | None:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
 from test_train import tiny_config
 
 from lusjax import config as config_lib
+from lusjax import layout
 from lusjax.errors import UserError
 from lusjax.eval import protocol, splits
 
@@ -148,7 +149,7 @@ def record(path, split: str) -> dict:
 def fake_run(tmp_path, rec: dict) -> Path:
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / splits.PRETRAIN_CLIPS).write_text(json.dumps(rec))
+    (workdir / layout.PRETRAIN_CLIPS).write_text(json.dumps(rec))
     return workdir
 
 

@@ -378,7 +378,7 @@ def test_processes_racing_on_an_empty_cache_all_get_one_dataset(tmp_path):
 
 def test_lost_race_discards_its_copy_and_junk_is_replaced(tmp_path):
     from lusjax.data import default
-    from lusjax.data.format import DATASET_JSON
+    from lusjax.layout import DATASET_JSON
 
     target = tmp_path / "synthetic-x"
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trainer_runs as tr
 
-from lusjax import carbon, metrics, preemption
+from lusjax import carbon, layout, metrics, preemption
 from lusjax.errors import PREEMPTED_EXIT
 
 TOTAL, EVERY, DEVICES = 12, 4, 1
@@ -104,7 +104,7 @@ def test_signals_at_exact_moments_save_the_step_they_name(reference, tmp_path):
     assert steps == list(range(1, TOTAL + 1)), steps
     tr.assert_same_steps(tr.records(wd), ref_records)
     discarded = [
-        json.loads(x)["step"] for x in (wd / metrics.DISCARDED_FILE).read_text().splitlines()
+        json.loads(x)["step"] for x in (wd / layout.METRICS_DISCARDED).read_text().splitlines()
     ]
     assert discarded == [10], discarded
     state, _ = tr.restore(wd, TOTAL, _settings(), DEVICES)

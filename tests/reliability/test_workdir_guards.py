@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
 
 from test_train import TINY
 
-from lusjax import cli, preemption, workdir_lock
+from lusjax import cli, layout, preemption, workdir_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,13 +63,13 @@ def test_a_second_trainer_is_refused_naming_the_holder(tmp_path, capsys):
             and "wait for it or stop it" in err
         ), err
         assert not (wd / "config.json").exists()
-    assert not (wd / workdir_lock.LOCK_FILE).exists()  # released
+    assert not (wd / layout.TRAINER_LOCK).exists()  # released
 
 
 def test_stale_lock_is_taken_over_and_resume_checks_the_config(tmp_path, capsys):
     wd = tmp_path / "run"
     wd.mkdir()
-    (wd / workdir_lock.LOCK_FILE).write_text(
+    (wd / layout.TRAINER_LOCK).write_text(
         json.dumps(
             {"host": socket.gethostname(), "pid": _dead_pid(), "since": "earlier", "command": "x"}
         )
@@ -78,7 +78,7 @@ def test_stale_lock_is_taken_over_and_resume_checks_the_config(tmp_path, capsys)
     assert cli.main(_train(wd, "--config.total_steps=2")) == 0
     assert "lusjax: taking over" in capsys.readouterr().err
     assert {s: signal.getsignal(s) for s in preemption.SIGNALS} == handlers  # given back
-    assert not (wd / workdir_lock.LOCK_FILE).exists()
+    assert not (wd / layout.TRAINER_LOCK).exists()
     saved = (wd / "config.json").read_text()
 
     # Settings that change the training: refused, each listed, nothing written.
@@ -175,7 +175,7 @@ def test_read_only_workdir_is_one_error_line(tmp_path, capsys):
     with _read_only(wd):
         assert cli.main(_train(wd)) == 2
         assert _one_error_line(capsys).startswith(
-            f"lusjax: error: cannot write {wd / workdir_lock.LOCK_FILE}: "
+            f"lusjax: error: cannot write {wd / layout.TRAINER_LOCK}: "
         )
         assert cli.main(_train(wd / "run")) == 2
         assert _one_error_line(capsys).startswith(f"lusjax: error: cannot write {wd / 'run'}: ")
@@ -199,5 +199,5 @@ def test_stop_signals_restores_handlers_and_never_raises():
 def test_sweep_counts_exit_3_as_resumable_not_failed(tmp_path):
     from lusjax import sweep
 
-    (tmp_path / sweep.RUN_RC).write_text("3\n")
+    (tmp_path / layout.RUN_RC).write_text("3\n")
     assert sweep.run_status(str(tmp_path))[0] == "partial"
