@@ -26,8 +26,8 @@ import contextlib
 import json
 import sys
 
-from lusjax import bench_step
 from lusjax import config as config_lib
+from lusjax.app import bench_step
 from lusjax.models import layers
 
 

@@ -100,7 +100,7 @@ def get_config(arg=None):
         }
     )  # ... and UMAP, when umap-learn is installed
 
-    # `lusjax predict` (see lusjax/eval/predict.py): ingest a folder, all heads, one pass.
+    # `lusjax predict` (see lusjax/app/predict.py): ingest a folder, all heads, one pass.
     c.predict = ml_collections.ConfigDict(
         {
             "input": "",  # folder (or CSV manifest) of clips

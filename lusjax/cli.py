@@ -70,7 +70,7 @@ def cmd_prep(args, rest) -> int:
 def cmd_probe(args, overrides) -> int:
     import json
 
-    from lusjax.quickstart import probe_table, probe_workdir
+    from lusjax.app.probe import probe_table, probe_workdir
 
     result = probe_workdir(
         args.workdir,
@@ -131,17 +131,17 @@ def cmd_study(args, overrides) -> int:
 
 
 def cmd_predict(args, rest) -> int:
-    from lusjax.eval import predict
+    from lusjax.app import predict
 
     return predict.main(rest)
 
 
 def cmd_bench(args, rest) -> int:
     if args.what == "input":
-        from lusjax.data import bench
+        from lusjax.app import bench_input
 
-        return bench.main(rest)
-    from lusjax import bench_step
+        return bench_input.main(rest)
+    from lusjax.app import bench_step
 
     return bench_step.main(rest)
 
@@ -178,7 +178,7 @@ def cmd_export(args, overrides) -> int:
 
 
 def cmd_quickstart(args, overrides) -> int:
-    from lusjax import quickstart
+    from lusjax.app import quickstart
 
     return quickstart.main(workdir=args.workdir, overrides=overrides, quiet=args.quiet)
 

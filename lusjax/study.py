@@ -431,14 +431,14 @@ def fingerprint(config) -> str:
 
 def resolve_data_dir(config) -> str:
     """config.data_dir, else the recipe's data (the cached synthetic dataset by default)."""
-    from lusjax.data import default
+    from lusjax.app import default_data
 
     if config.data_dir:
         data = config.train.data.copy_and_resolve_references()
         with data.unlocked():
             data.data_dir = str(Path(config.data_dir).expanduser())
-        return default.ensure_data(data)
-    return default.ensure_data(config.train.data)
+        return default_data.ensure_data(data)
+    return default_data.ensure_data(config.train.data)
 
 
 def parse_baselines(value) -> list[str]:

@@ -43,8 +43,8 @@ from lusjax import (
     workdir_lock,
 )
 from lusjax import config as config_lib
+from lusjax.app.default_data import ensure_data
 from lusjax.data import augment, pipeline, preprocess
-from lusjax.data.default import ensure_data
 from lusjax.data.shards import open_split
 from lusjax.errors import Preempted, UserError
 from lusjax.layout import METRICS_DISCARDED, PRETRAIN_CLIPS, TB_DISCARDED_DIR

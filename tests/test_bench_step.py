@@ -136,7 +136,7 @@ def test_flops_fall_back_to_the_cpu_analysis_of_the_same_hlo():
     import jax
     import jax.numpy as jnp
 
-    from lusjax import bench_step
+    from lusjax.app import bench_step
 
     lowered = jax.jit(lambda x: jnp.tanh(x @ x)).lower(jnp.ones((64, 64)))
     direct = bench_step._flops(lowered)

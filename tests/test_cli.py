@@ -148,7 +148,7 @@ def test_an_exported_encoder_is_missing_from_an_existing_workdir(tmp_path):
 
 
 def test_probe_prints_a_rounded_table_naming_its_splits():
-    from lusjax.quickstart import probe_table
+    from lusjax.app.probe import probe_table
 
     row = {
         "frame_accuracy": 0.8000000000000002,

@@ -318,6 +318,7 @@ def test_protocol_end_to_end(protocol_run):
 
 
 def test_predict_with_saved_heads(protocol_run, tiny_data):
+    from lusjax.app import predict as predict_cmd
     from lusjax.data import shards
     from lusjax.eval import predict
 
@@ -336,7 +337,7 @@ def test_predict_with_saved_heads(protocol_run, tiny_data):
     assert rows[0]["label"] in src.class_names
     p = [rows[0][f"label_p_{n}"] for n in src.class_names]
     assert abs(sum(p) - 1) < 1e-4
-    files = predict.write_predictions(out / "pred", rows, {"encoder": meta["encoder"]})
+    files = predict_cmd.write_predictions(out / "pred", rows, {"encoder": meta["encoder"]})
     assert all(Path(f).read_text() for f in files)
     bench = predict.benchmark(enc, [h for h, _ in heads.values()], n_frames=16, repeats=1)
     assert bench["n_heads"] == len(heads) and bench["speedup"] > 0
@@ -346,9 +347,9 @@ def test_predict_with_saved_heads(protocol_run, tiny_data):
 
 def test_linear_probe_accuracy_and_bad_input(tiny_data, tiny_workdir):
     from lusjax.checkpoint import load_encoder
-    from lusjax.eval import linear_probe_accuracy, protocol
+    from lusjax.eval import protocol
 
-    res = linear_probe_accuracy(load_encoder(tiny_workdir), tiny_data, "train", "test")
+    res = protocol.linear_probe_accuracy(load_encoder(tiny_workdir), tiny_data, "train", "test")
     assert 0 <= res["frame_accuracy"] <= 1 and 0 <= res["clip_accuracy"] <= 1
     assert res["n_test_clips"] == 3 and res["n_train_clips"] == 12
     with pytest.raises(UserError, match="unknown protocol"):

@@ -110,7 +110,7 @@ def test_the_rule_for_tasks_with_few_or_no_labels():
 
 
 def test_predict_leaves_an_unknown_patient_empty(clips, tmp_path):
-    from lusjax.eval import predict
+    from lusjax.app import predict
 
     rows, skipped, n = predict.ingest_clips(str(clips / "videos"), "", 32, str(tmp_path / "s"))
     extras = [extra for _, _, extra in rows]

@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 from configs import common
 from lusjax import config as config_lib
 from lusjax import report, sharding, train
-from lusjax.data.default import ensure_data
+from lusjax.app.default_data import ensure_data
 from lusjax.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

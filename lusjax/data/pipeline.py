@@ -56,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
     """The `data` sub-config.
 
     data_dir: dataset folder written by `lusjax prep`; "" = the cached synthetic
-      dataset described by `synthetic` (see lusjax.data.default).
+      dataset described by `synthetic` (see lusjax.app.default_data).
     train_split, val_split: split names ("a+b" or "a,b" joins splits; `lusjax prep --folds k`
       writes fold0..fold{k-1} and no "train", so set them, e.g. "fold0,fold1,fold2").
     clips_file: a JSON list of video ids: training pairs come only from those

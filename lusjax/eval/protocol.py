@@ -368,11 +368,11 @@ def resolve_data_dir(config) -> str:
     if config.data_dir:
         return str(Path(config.data_dir).expanduser())
     if config.encoder != "random":
-        from lusjax.data import default
+        from lusjax.app import default_data
 
         saved = config_lib.load_saved(config.encoder)
         if "data" in saved:
-            return default.ensure_data(saved.data)
+            return default_data.ensure_data(saved.data)
     raise UserError("set --config.data_dir (a dataset made by `lusjax prep`)")
 
 

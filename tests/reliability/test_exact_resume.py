@@ -33,8 +33,8 @@ import trainer_runs as tr
 from test_train import method_config
 
 from lusjax import checkpoint, train
+from lusjax.app.default_data import ensure_data
 from lusjax.data import pipeline
-from lusjax.data.default import ensure_data
 
 TOTAL, EVERY, KILL_AFTER = 8, 4, 5  # 3 steps per epoch: the step-4 checkpoint is mid-epoch
 

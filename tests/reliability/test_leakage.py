@@ -196,8 +196,8 @@ def test_a_real_run_records_its_clips_and_the_probe_refuses_them(tmp_path):
     """`lusjax train` writes pretrain_clips.json (the train split's clips and patients);
     `lusjax probe` then refuses to test on the train split, and accepts the test split."""
     from lusjax import train
-    from lusjax.data.default import ensure_data
-    from lusjax.quickstart import probe_workdir
+    from lusjax.app.default_data import ensure_data
+    from lusjax.app.probe import probe_workdir
 
     cfg = tiny_config(tmp_path / "run", ("total_steps", "1"), ("ckpt_every", "0"))
     train.train(cfg, progress=False)

@@ -326,7 +326,7 @@ import sys, time
 from pathlib import Path
 import ml_collections
 from data_prep import write  # noqa: F401  (the heavy imports, before the start line)
-from lusjax.data.default import ensure_data
+from lusjax.app.default_data import ensure_data
 from lusjax.data.shards import open_split
 
 barrier, me, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -377,7 +377,7 @@ def test_processes_racing_on_an_empty_cache_all_get_one_dataset(tmp_path):
 
 
 def test_lost_race_discards_its_copy_and_junk_is_replaced(tmp_path):
-    from lusjax.data import default
+    from lusjax.app import default_data
     from lusjax.layout import DATASET_JSON
 
     target = tmp_path / "synthetic-x"
@@ -393,16 +393,19 @@ def test_lost_race_discards_its_copy_and_junk_is_replaced(tmp_path):
 
         return fn
 
-    assert not default.write_atomically(target, write("mine", winner=target))
+    assert not default_data.write_atomically(target, write("mine", winner=target))
     assert (target / "shard").read_text() == "winner"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-x"]  # mine is gone
 
     other = tmp_path / "synthetic-y"
     other.mkdir()
     (other / "partial").write_text("an interrupted writer of an older version")
-    stale = tmp_path / f".synthetic-y{default._TMP_TAG}{default.socket.gethostname()}-999999999-ab"
+    stale = (
+        tmp_path
+        / f".synthetic-y{default_data._TMP_TAG}{default_data.socket.gethostname()}-999999999-ab"
+    )
     stale.mkdir()  # a temporary folder of a dead process of this host
-    assert default.write_atomically(other, write("mine"))
+    assert default_data.write_atomically(other, write("mine"))
     assert (other / "shard").read_text() == "mine" and not (other / "partial").exists()
     assert json.loads((other / DATASET_JSON).read_text())["summary"] == f"written to {other}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-x", "synthetic-y"]

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
 from test_train import TINY, tiny_config
 
 from lusjax import checkpoint, metrics, sharding, train
-from lusjax.data.default import ensure_data
+from lusjax.app.default_data import ensure_data
 from lusjax.data.shards import open_split
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -115,8 +115,8 @@ def _input_fn(cfg, mesh, input_kind: str, workers: int | None):
         }
         batch = jax.make_array_from_process_local_data(put, host)
         return (lambda: batch), (lambda: None)  # already on the device
+    from lusjax.app.default_data import ensure_data
     from lusjax.data import pipeline  # "pipeline" (bench() checked the names)
-    from lusjax.data.default import ensure_data
 
     data_cfg = cfg.data
     if workers is not None:

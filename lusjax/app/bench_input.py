@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.read_threads is not None:
         data_cfg.read_threads = args.read_threads
 
-    from lusjax.data.default import ensure_data
+    from lusjax.app.default_data import ensure_data
 
     if args.data_dir:
         datasets = [(None, args.data_dir)]
