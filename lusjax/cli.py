@@ -153,9 +153,9 @@ def cmd_sweep(args, rest) -> int:
 
 
 def cmd_sweep_report(args, rest) -> int:
-    from lusjax import sweep
+    from lusjax import sweep_report
 
-    return sweep.report_main(rest)
+    return sweep_report.main(rest)
 
 
 def cmd_report(args, overrides) -> int:

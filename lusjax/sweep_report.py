@@ -4,7 +4,7 @@
       -> prints the table; writes ROOT/sweep_report.md and ROOT/sweep_report.png
 
 A row per run: its overrides, status (done / running / partial / failed with
-the error line / not started, see `lusjax.sweep.run_status`), the step reached,
+the error line / not started, see `lusjax.sweep_plan.run_status`), the step reached,
 and from its metrics.jsonl the final loss, probe_acc, probe_val_acc, images/s,
 and energy (kWh) / emissions (kg CO2e) so far. Runs come from ROOT/sweep.json
 when the sweep wrote one, else from the sub-folders holding a config.json, whose
@@ -20,8 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lusjax import files
-from lusjax import sweep as sweep_lib
+from lusjax import files, sweep_plan
 from lusjax.errors import UserError
 from lusjax.layout import (
     CONFIG_JSON,
@@ -111,7 +110,7 @@ def collect(root: str) -> list[dict]:
     """One row per run: name, overrides, status, detail, step, total, metrics, records."""
     rows = []
     for r in discover(root):
-        status, detail = sweep_lib.run_status(r["workdir"])
+        status, detail = sweep_plan.run_status(r["workdir"])
         recs = _records(r["workdir"])
         cfg_text = _read_text(files.path(r["workdir"]) / CONFIG_JSON)
         total = json.loads(cfg_text).get("total_steps") if cfg_text else None
@@ -141,7 +140,7 @@ def _fmt(v, fmt: str) -> str:
 
 
 def _overrides_text(overrides: dict) -> str:
-    return ", ".join(f"{k}={sweep_lib.override_text(v)}" for k, v in overrides.items()) or "-"
+    return ", ".join(f"{k}={sweep_plan.override_text(v)}" for k, v in overrides.items()) or "-"
 
 
 def table(rows: list[dict]) -> str:

@@ -82,9 +82,9 @@ def _resolve_config(parsed: _Parsed, argv: list[str]) -> None:
     elif parsed.prog == "lusjax config":
         config_lib.load(ns.config_file, overrides)
     elif parsed.prog == "lusjax sweep":
-        from lusjax import sweep
+        from lusjax import sweep_plan
 
-        sweep.expand(ns.config, ns.sweep, ns.root or "runs/sweep", overrides)
+        sweep_plan.expand(ns.config, ns.sweep, ns.root or "runs/sweep", overrides)
     elif getattr(ns, "config", None):
         config_lib.load(ns.config, overrides)
 

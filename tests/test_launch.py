@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lusjax import config as config_lib
-from lusjax import sweep, sweep_report
+from lusjax import sweep, sweep_plan, sweep_report
 from lusjax.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def get_config(arg=None):
 """
 
 SWEEP = f"""
-from lusjax.sweep import product
+from lusjax.sweep_plan import product
 
 TRICKY = {TRICKY!r}
 
@@ -87,7 +87,7 @@ def project(tmp_path, monkeypatch):
 
 def expand(project, arg="", root="runs/s"):
     spec = "configs/tiny_sweep.py" + (f":{arg}" if arg else "")
-    return sweep.expand("configs/tiny.py", spec, root, [("total_steps", "2")])
+    return sweep_plan.expand("configs/tiny.py", spec, root, [("total_steps", "2")])
 
 
 def fake_cmd(project):
@@ -118,15 +118,16 @@ def lines(out: str) -> list[str]:
 
 
 def test_product_and_names():
-    runs = sweep.product({"method": ["simclr", "byol"], "optim.lr": [0.1, 0.3]})
+    runs = sweep_plan.product({"method": ["simclr", "byol"], "optim.lr": [0.1, 0.3]})
     assert runs[1] == {"method": "simclr", "optim.lr": 0.3} and len(runs) == 4
-    assert sweep.run_name({"optim.lr": 0.3, "method": "byol"}) == "method=byol,optim.lr=0.3"
-    assert sweep.run_name({"method": "byol", "optim.lr": 0.3}) == "method=byol,optim.lr=0.3"
-    assert sweep.run_name({}) == "base"
-    assert sweep.run_name({"data.data_dir": TRICKY}) == "data.data_dir=data-my-lus-s-HOME"
-    assert sweep.run_name({"sizes": (3, 4), "flag": True}) == "flag=true,sizes=3-4"
-    long = sweep.run_name({f"key{i}": "v" * 20 for i in range(10)})
-    assert len(long) <= sweep.MAX_NAME and long == sweep.run_name(
+    assert sweep.product is sweep_plan.product  # sweep files written as `from lusjax.sweep`
+    assert sweep_plan.run_name({"optim.lr": 0.3, "method": "byol"}) == "method=byol,optim.lr=0.3"
+    assert sweep_plan.run_name({"method": "byol", "optim.lr": 0.3}) == "method=byol,optim.lr=0.3"
+    assert sweep_plan.run_name({}) == "base"
+    assert sweep_plan.run_name({"data.data_dir": TRICKY}) == "data.data_dir=data-my-lus-s-HOME"
+    assert sweep_plan.run_name({"sizes": (3, 4), "flag": True}) == "flag=true,sizes=3-4"
+    long = sweep_plan.run_name({f"key{i}": "v" * 20 for i in range(10)})
+    assert len(long) <= sweep_plan.MAX_NAME and long == sweep_plan.run_name(
         {f"key{i}": "v" * 20 for i in reversed(range(10))}
     )
 
@@ -136,7 +137,7 @@ def test_override_text_round_trips_through_the_config(value):
     import ml_collections
 
     cfg = ml_collections.ConfigDict({"x": value})
-    config_lib.apply_override(cfg, "x", sweep.override_text(value))
+    config_lib.apply_override(cfg, "x", sweep_plan.override_text(value))
     assert cfg.x == value and type(cfg.x) is type(value)
 
 
@@ -168,40 +169,40 @@ def test_expand(project):
         runs[3].workdir,
     )
     # gs:// roots are kept as they are.
-    gs = sweep.expand("configs/tiny.py", "configs/tiny_sweep.py", "gs://b/sw/")
+    gs = sweep_plan.expand("configs/tiny.py", "configs/tiny_sweep.py", "gs://b/sw/")
     assert gs[0].workdir == "gs://b/sw/method=simclr,optim.lr=0.1"
 
 
 def test_expand_rejects_bad_sweeps(project):
     (project / "bad.py").write_text("def get_sweep():\n    return [{'optim.lrr': 1.0}]\n")
     with pytest.raises(UserError, match="did you mean optim.lr"):
-        sweep.expand("configs/tiny.py", "bad.py", "runs/x")
+        sweep_plan.expand("configs/tiny.py", "bad.py", "runs/x")
     (project / "bad.py").write_text("def get_sweep():\n    return [{'seed': 0.5}]\n")
     with pytest.raises(UserError, match="expects an integer"):
-        sweep.expand("configs/tiny.py", "bad.py", "runs/x")
+        sweep_plan.expand("configs/tiny.py", "bad.py", "runs/x")
     (project / "bad.py").write_text("def get_sweep():\n    return [{'seed': 1}, {'seed': 1}]\n")
     with pytest.raises(UserError, match="same overrides"):
-        sweep.expand("configs/tiny.py", "bad.py", "runs/x")
+        sweep_plan.expand("configs/tiny.py", "bad.py", "runs/x")
     (project / "bad.py").write_text("def get_sweep():\n    return [{'workdir': '/x'}]\n")
     with pytest.raises(UserError, match="workdir"):
-        sweep.expand("configs/tiny.py", "bad.py", "runs/x")
+        sweep_plan.expand("configs/tiny.py", "bad.py", "runs/x")
     with pytest.raises(UserError, match="not found"):
-        sweep.expand("configs/tiny.py", "nope.py", "runs/x")
+        sweep_plan.expand("configs/tiny.py", "nope.py", "runs/x")
 
 
 def test_names_that_clean_to_the_same_folder_get_a_hash(project):
     (project / "clash.py").write_text(
         "def get_sweep():\n    return [{'data.data_dir': 'a b'}, {'data.data_dir': 'a/b'}]\n"
     )
-    a, b = sweep.expand("configs/tiny.py", "clash.py", "runs/x")
+    a, b = sweep_plan.expand("configs/tiny.py", "clash.py", "runs/x")
     assert a.name != b.name and a.name.startswith("data.data_dir=a-b-")
     assert a.args[-1] == f"--config.workdir={a.workdir}" and a.workdir.endswith(a.name)
 
 
 def test_example_sweeps_load():
-    assert len(sweep.load_sweep(str(REPO / "configs/sweeps/quick_sweep.py"))) == 4
-    assert len(sweep.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py"))) == 8
-    assert len(sweep.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py") + ":small")) == 2
+    assert len(sweep_plan.load_sweep(str(REPO / "configs/sweeps/quick_sweep.py"))) == 4
+    assert len(sweep_plan.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py"))) == 8
+    assert len(sweep_plan.load_sweep(str(REPO / "configs/sweeps/pod_sweep.py") + ":small")) == 2
 
 
 def test_a_run_may_name_its_own_config(project):
@@ -209,12 +210,12 @@ def test_a_run_may_name_its_own_config(project):
     (project / "per_run.py").write_text(
         "def get_sweep():\n    return [{'config': 'configs/other.py', 'seed': 1}, {'seed': 1}]\n"
     )
-    a, b = sweep.expand("configs/tiny.py", "per_run.py", "runs/x")
+    a, b = sweep_plan.expand("configs/tiny.py", "per_run.py", "runs/x")
     assert (a.name, b.name) == ("config=other,seed=1", "seed=1")
     assert a.args[:2] == ["--config", "configs/other.py"] and "--config.config" not in a.args[2]
     assert b.args[:2] == ["--config", "configs/tiny.py"]
     with pytest.raises(UserError, match="no config"):
-        sweep.expand(None, "per_run.py", "runs/x")
+        sweep_plan.expand(None, "per_run.py", "runs/x")
 
 
 # ----------------------------------------------------------------------------
@@ -226,7 +227,7 @@ def test_run_local_skips_done_retries_failed_and_reports(project, capsys):
     runs = expand(project, "bad")
     out = []
     assert sweep.run_local(runs, train_cmd=fake_cmd(project), echo=out.append) == 1
-    status = {r.name: sweep.run_status(r.workdir) for r in runs}
+    status = {r.name: sweep_plan.run_status(r.workdir) for r in runs}
     assert status["method=simclr"] == ("done", "")
     assert status["method=bad"][0] == "failed"
     assert status["method=bad"][1] == "exit 1: ValueError: no such method 'bad'"
@@ -246,7 +247,7 @@ def test_run_local_skips_done_retries_failed_and_reports(project, capsys):
     os.utime(project / "runs/s/method=byol/metrics.jsonl", (1, 1))
     os.utime(project / "runs/s/method=byol/run.log", (1, 1))
     (project / "runs/s/method=byol/run.rc").unlink()
-    sweep.write_plan(
+    sweep_plan.write_plan(
         str(project / "runs/s"),
         runs + expand(project, "tricky"),
         "configs/tiny.py",
@@ -333,7 +334,7 @@ def test_sweep_main_modes(project, capsys):
 @pytest.fixture
 def runs_file(project):
     runs = expand(project) + expand(project, "tricky")
-    return sweep.write_plan(
+    return sweep_plan.write_plan(
         str(project / "runs/s"),
         runs,
         "configs/tiny.py",
@@ -561,7 +562,7 @@ def test_local_sh_runs_and_records_status(runs_file, project):
     env = {"LUSJAX_BIN": f"{sys.executable} {project / 'fake_bin.py'}"}
     r = sh("local.sh", "--procs", "2", "--cpu-devices", "3", str(path), env=env)
     assert r.returncode == 1 and "2 of 5 run(s) failed" in r.stderr
-    st = [sweep.run_status(run.workdir) for run in runs]
+    st = [sweep_plan.run_status(run.workdir) for run in runs]
     assert [s for s, _ in st] == ["done", "done", "failed", "failed", "done"]
     assert st[2][1] == "exit 5: RuntimeError: boom"
     seen = json.loads((Path(runs[0].workdir) / "env1.json").read_text())

@@ -19,7 +19,7 @@ own config with the "config" key instead of overriding `method`, e.g.
 "seed": [0, 1]})`.
 """
 
-from lusjax.sweep import product
+from lusjax.sweep_plan import product
 
 
 def get_sweep(arg=None):

@@ -13,7 +13,7 @@ and resumes the unfinished ones. Any `--config.KEY=VALUE` applies to all runs
 about four times as long as one quickstart pretraining.
 """
 
-from lusjax.sweep import product
+from lusjax.sweep_plan import product
 
 
 def get_sweep(arg=None):

@@ -197,7 +197,7 @@ def test_stop_signals_restores_handlers_and_never_raises():
 
 
 def test_sweep_counts_exit_3_as_resumable_not_failed(tmp_path):
-    from lusjax import sweep
+    from lusjax import sweep_plan
 
     (tmp_path / layout.RUN_RC).write_text("3\n")
-    assert sweep.run_status(str(tmp_path))[0] == "partial"
+    assert sweep_plan.run_status(str(tmp_path))[0] == "partial"
