@@ -13,7 +13,8 @@ import grain
 import numpy as np
 import pytest
 
-from lusjax.data import augment, bench, pipeline
+from lusjax.app import bench_input
+from lusjax.data import augment, pipeline
 from lusjax.data.format import BATCH_KEYS
 from lusjax.data.shards import open_split
 from lusjax.errors import UserError
@@ -270,7 +271,7 @@ def test_bad_input_is_a_user_error(data_dir, tmp_path):
 
 def test_bench_input_smoke(data_dir, capsys):
     assert (
-        bench.main(
+        bench_input.main(
             [
                 "--data-dir",
                 data_dir,
