@@ -4,14 +4,12 @@ import json
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from configs import common
 from lusjax import config as config_lib
-from lusjax import report, sharding, train
+from lusjax import report, sharding, ssl, train
 from lusjax.data.default import ensure_data
 from lusjax.errors import UserError
 
@@ -41,7 +39,7 @@ def method_config(method, workdir, *extra):
     cfg = tiny_config(workdir, *extra)
     with cfg.unlocked():
         cfg.method = method
-        cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
+        cfg.ssl = ssl.get(method).default_config()
         for k, v in dict(
             proj_hidden_dim=32,
             proj_dim=16,
@@ -97,9 +95,7 @@ def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_pa
 # SIGKILL at random moments, inside async saves: tests/reliability/test_kill_safety.py.
 
 
-@pytest.mark.parametrize(
-    "method", ["simclr", "mocov2", "byol", "simsiam", "barlow", "vicreg", "swav"]
-)
+@pytest.mark.parametrize("method", ssl.names())
 def test_every_method_trains_and_its_online_probe_beats_chance(tmp_path, method):
     """Each method trains on the synthetic data with the loop; the online probe learns."""
     cfg = method_config(
