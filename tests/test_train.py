@@ -54,12 +54,17 @@ def method_config(method, workdir, *extra):
 
 
 def test_train_writes_metrics_checkpoint_config_and_encoder(tmp_path):
-    cfg = tiny_config(tmp_path / "run", ("total_steps", "3"), ("ckpt_every", "2"))
+    cfg = tiny_config(
+        tmp_path / "run", ("total_steps", "3"), ("ckpt_every", "2"), ("probe.eval_every", "2")
+    )
     summary = train.train(cfg, progress=False)
     run = tmp_path / "run"
     assert summary["step"] == 3
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2, 3]
+    # The online probe (evaluator "online") on the val split: every 2 steps and the last.
+    assert ["probe_val_acc" in r for r in recs] == [False, True, True]
+    assert 0 <= recs[-1]["probe_val_acc"] <= 1
     for key in ("loss", "lr", "images_per_s", "grad_norm", "probe_acc", "model_kwh"):
         assert key in recs[-1], key
     assert np.isfinite(recs[-1]["loss"])
