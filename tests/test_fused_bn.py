@@ -100,9 +100,17 @@ def test_values_and_gradients_match_flax(impl, dtype, relu, with_res, small_tile
 
 
 def test_whole_row_tiles_past_the_end(small_tiles):
-    """72 rows: whole row tiles, but the last reduction program (4 x 8 rows from 64) has
-    three tiles past the end."""
-    _check_against_flax((2, 6, 6, 24), "pallas", "float32", True, True)
+    """88 rows: 11 whole row tiles (a prime count), 5 per reduction program; the last
+    program's last four tiles lie past the end."""
+    _check_against_flax((2, 4, 11, 24), "pallas", "float32", True, True)
+
+
+def test_reduction_steps():
+    # whole tiles: a divisor of their count near the target when there is one
+    assert fused_bn._steps(512 * 49, 32, 16) == 4  # ResNet-50's last stage: 784 tiles
+    assert fused_bn._steps(512 * 112 * 112, 64, 1) == 49  # the stem: 100352 tiles
+    assert fused_bn._steps(64 * 11, 64, 1024) == 5  # 11 tiles (prime), target 5
+    assert fused_bn._steps(70, 8, 1) == 1
 
 
 def _check_against_flax(shape, impl, dtype, relu, with_res):
@@ -226,7 +234,11 @@ def test_synced_statistics_under_shard_map_equal_the_global_batch(check_vma, syn
     fused_bn uses the jnp kernels (the same functions)."""
     devices = jax.devices("cpu")
     assert len(devices) == 8
-    mesh = sharding.make_mesh(devices)
+    with jax.default_device(devices[0]):  # on a GPU host too
+        _shard_map_case(sharding.make_mesh(devices), check_vma, synced)
+
+
+def _shard_map_case(mesh, check_vma, synced):
     axis = sharding.AXIS if synced else None
     x, scale, bias, res, g = _inputs((8, 3, 5, 24), jnp.float32, seed=2)
     x = x * jnp.arange(1.0, 9.0)[:, None, None, None]
@@ -258,30 +270,27 @@ def test_synced_statistics_under_shard_map_equal_the_global_batch(check_vma, syn
             check_vma=check_vma,
         )
     )
-    with jax.default_device(devices[0]):
-        grads, (y, mean, var) = f(x, scale, bias, res, g)
-        if synced:  # the global batch on one device
-            g_ref, (y_ref, m_ref, v_ref) = jax.jit(grad, static_argnums=5)(
-                x, scale, bias, res, g, None
+    grads, (y, mean, var) = f(x, scale, bias, res, g)
+    if synced:  # the global batch on one device
+        g_ref, (y_ref, m_ref, v_ref) = jax.jit(grad, static_argnums=5)(x, scale, bias, res, g, None)
+    else:  # each device's example alone; parameter gradients summed
+        parts = [
+            jax.jit(grad, static_argnums=5)(
+                x[i : i + 1], scale, bias, res[i : i + 1], g[i : i + 1], None
             )
-        else:  # each device's example alone; parameter gradients summed
-            parts = [
-                jax.jit(grad, static_argnums=5)(
-                    x[i : i + 1], scale, bias, res[i : i + 1], g[i : i + 1], None
-                )
-                for i in range(8)
-            ]
-            cat = lambda *a: jnp.concatenate(a)
-            gs = [p[0] for p in parts]
-            g_ref = (
-                cat(*[q[0] for q in gs]),
-                sum(q[1] for q in gs),
-                sum(q[2] for q in gs),
-                cat(*[q[3] for q in gs]),
-            )
-            y_ref = cat(*[p[1][0] for p in parts])
-            m_ref = cat(*[p[1][1] for p in parts])
-            v_ref = cat(*[p[1][2] for p in parts])
+            for i in range(8)
+        ]
+        cat = lambda *a: jnp.concatenate(a)
+        gs = [p[0] for p in parts]
+        g_ref = (
+            cat(*[q[0] for q in gs]),
+            sum(q[1] for q in gs),
+            sum(q[2] for q in gs),
+            cat(*[q[3] for q in gs]),
+        )
+        y_ref = cat(*[p[1][0] for p in parts])
+        m_ref = cat(*[p[1][1] for p in parts])
+        v_ref = cat(*[p[1][2] for p in parts])
     for a, b in zip((y, mean, var, *grads), (y_ref, m_ref, v_ref, *g_ref)):
         _close(a, b, 1e-5)
     if synced:  # and they are nn.BatchNorm's
@@ -291,10 +300,15 @@ def test_synced_statistics_under_shard_map_equal_the_global_batch(check_vma, syn
 
 
 @pytest.mark.parametrize("synced", [True, False])
-def test_pallas_path_lowers_to_triton_for_gpus(synced):
+@pytest.mark.parametrize("tiles", ["default", "looping"])
+def test_pallas_path_lowers_to_triton_for_gpus(synced, tiles, monkeypatch):
     """The non-interpret path's Pallas -> Triton lowering (done by JAX, no GPU needed),
     inside shard_map(check_vma=True) as in the train step: two kernels forward, two
     backward. Compiling the Triton IR (XLA, on the GPU) is not checked here."""
+    if tiles == "looping":  # [2, 128] tiles, 98 per reduction program
+        monkeypatch.setattr(fused_bn, "TILE", 256)
+        monkeypatch.setattr(fused_bn, "REDUCE_PROGRAMS", 2)
+    verified = _verify_triton_modules(monkeypatch)
     mesh = sharding.make_mesh(jax.devices("cpu"))
     axis = sharding.AXIS if synced else None
 
@@ -329,7 +343,29 @@ def test_pallas_path_lowers_to_triton_for_gpus(synced):
     )(x, v, v, x)
     text = exported.mlir_module()
     assert text.count("__gpu$xla.gpu.triton") == 4
+    assert verified is None or all(verified)  # (empty where JAX reused a lowering)
     assert text.count('name = "fused_bn_reduce"') == 2 and text.count('name = "fused_bn_map"') == 2
+
+
+def _verify_triton_modules(monkeypatch):
+    """Has JAX's Triton lowering also run the MLIR verifier on each kernel (types of
+    masked loads and stores, ...): a list that fills with the results, or None where this
+    JAX keeps the lowering elsewhere (internal API)."""
+    try:
+        from jax._src.pallas.triton import pallas_call_registration as reg
+
+        lower = reg.lowering.lower_jaxpr_to_triton_module
+    except (ImportError, AttributeError):
+        return None
+    results = []
+
+    def lower_and_verify(*args, **kwargs):
+        out = lower(*args, **kwargs)
+        results.append(out.module.operation.verify())
+        return out
+
+    monkeypatch.setattr(reg.lowering, "lower_jaxpr_to_triton_module", lower_and_verify)
+    return results
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU (compiled Triton kernels)")

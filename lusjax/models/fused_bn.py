@@ -36,7 +36,8 @@ BR = TILE // BC rows (powers of two; TILE = 4096 elements, `LUSJAX_FUSED_BN_TILE
   reductions (forward pass 1, backward pass 1): grid (G, C/BC); program (i, j) loops
     over `steps` row tiles of its [steps*BR, BC] block, accumulating [BR, BC] float32
     tiles, and writes one row of float32 partial sums [G, C] (summed by XLA after;
-    deterministic, no atomics). `steps` is chosen so that G x C/BC ~ 2048 programs.
+    deterministic, no atomics). `steps`: about 2048 programs (G x C/BC) in all, and a
+    divisor of the row tiles near that where there is one (no masks then).
   elementwise (forward pass 2, backward pass 2): grid (cdiv(R, BR), C/BC), one tile
     per program; per-channel vectors are [1, C] float32 inputs with (1, BC) blocks.
 Rows (and channels, when C is not a multiple of BC) past the end are masked in
@@ -186,6 +187,18 @@ def _tiles(rows: int, channels: int) -> tuple[int, int]:
     return br, bc
 
 
+def _steps(rows: int, br: int, n_cb: int) -> int:
+    """Row tiles per reduction program: about REDUCE_PROGRAMS programs in all, and where
+    the rows are whole tiles, a divisor of their count near that (no row masks)."""
+    n_tiles = pl.cdiv(rows, br)
+    target = max(1, min(n_tiles, n_tiles * n_cb // REDUCE_PROGRAMS))
+    if rows % br == 0:
+        d = max(d for d in range(1, target + 1) if n_tiles % d == 0)
+        if 2 * d >= target:
+            return d
+    return target
+
+
 def _compiler_params():
     return plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=2)
 
@@ -229,9 +242,7 @@ def _pallas_reduce(fn, arrays, vecs, n_out, interpret):
     rows, channels = arrays[0].shape
     br, bc = _tiles(rows, channels)
     n_cb = pl.cdiv(channels, bc)
-    steps = max(1, pl.cdiv(rows, br) * n_cb // REDUCE_PROGRAMS)
-    steps = min(steps, pl.cdiv(rows, br))
-    rp = br * steps
+    rp = br * _steps(rows, br, n_cb)
     grid = (pl.cdiv(rows, rp), n_cb)
     n_in = len(arrays)
 
@@ -250,6 +261,7 @@ def _pallas_reduce(fn, arrays, vecs, n_out, interpret):
             return tuple(acc + v for acc, v in zip(accs, vals))
 
         zeros = tuple(jnp.zeros((br, bc), jnp.float32) for _ in range(n_out))
+        steps = rp // br
         accs = jax.lax.fori_loop(0, steps, body, zeros) if steps > 1 else body(0, zeros)
         out_mask = None if col_ok is None else col_ok[None, :]
         for o, acc in zip(out_refs, accs):
