@@ -17,18 +17,23 @@ Prints one JSON line per variant ("variant" key added).
   maxpool=reduce_window
                   stem max-pool as `nn.max_pool` (XLA's reduce-window, select-and-
                   scatter gradient) on any backend
+  bn=pallas       training-mode BatchNorm (+ residual add + ReLU, `layers.bn_act`) as
+                  the Pallas kernels of `lusjax.models.fused_bn` (backbone BNs only;
+                  interpreted, i.e. slow, off GPUs)
+  bn=fused_jnp    the same custom_vjp math as jnp, fused by XLA
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 
 from lusjax import config as config_lib
 from lusjax.app import bench_step
-from lusjax.models import layers
+from lusjax.models import fused_bn, layers
 
 
 def _plain_stem(features, kernel_size, dtype, name=None):
@@ -40,6 +45,8 @@ SWAPS = {
     "stem=conv": {"StemConvS2": _plain_stem},
     "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
     "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2},
+    "bn=pallas": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="pallas")},
+    "bn=fused_jnp": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="jnp")},
 }
 
 

@@ -13,68 +13,15 @@ Sections: model, ssl (the method's hyper-parameters), data (input pipeline,
 with aug.us the ultrasound-specific ones), optim (`lusjax.optim`), probe
 (online linear probe), carbon (`lusjax.carbon`), metrics (TensorBoard events beside
 metrics.jsonl, `lusjax.tb_events`), and the loop's durations.
-The data and aug defaults are the modules' own `default_config()` (one place,
-documented there); the rest are spelled out here.
+The data and aug defaults are the modules' own `default_config()`, and the method's
+ssl section and optimiser its module's `default_config()` and `default_optim()`
+(`lusjax/ssl/<method>.py`; one place, documented there); the rest are spelled out here.
 """
 
 import ml_collections
 
-from lusjax import tb_events
+from lusjax import ssl, tb_events
 from lusjax.data import augment, pipeline
-
-# Each method's hyper-parameters (the `ssl` section); see lusjax/ssl/<name>.py.
-SSL = {
-    "simclr": dict(proj_hidden_dim=2048, proj_dim=128, proj_layers=2, temperature=0.1),
-    "mocov2": dict(
-        proj_hidden_dim=2048,
-        proj_dim=128,
-        proj_layers=2,
-        temperature=0.2,
-        queue_size=65536,
-        base_momentum=0.99,
-        final_momentum=1.0,
-    ),
-    "byol": dict(
-        proj_hidden_dim=4096,
-        proj_dim=256,
-        proj_layers=2,
-        pred_hidden_dim=4096,
-        base_momentum=0.99,
-        final_momentum=1.0,
-    ),
-    "simsiam": dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, pred_hidden_dim=512),
-    "barlow": dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, lamb=0.0051, scale_loss=1.0),
-    "vicreg": dict(
-        proj_hidden_dim=2048,
-        proj_dim=2048,
-        proj_layers=3,
-        sim_weight=25.0,
-        var_weight=25.0,
-        cov_weight=1.0,
-    ),
-    "swav": dict(
-        proj_hidden_dim=2048,
-        proj_dim=128,
-        proj_layers=2,
-        num_prototypes=3000,
-        temperature=0.1,
-        sinkhorn_iters=3,
-        epsilon=0.05,
-        queue_size=0,
-        freeze_prototypes_steps=313,
-    ),
-}
-
-# Optimiser per method, as in the papers / solo-learn (lr is per 256 images).
-OPTIM = {
-    "simclr": dict(name="lars", lr=0.3, weight_decay=1e-6, momentum=0.9),
-    "mocov2": dict(name="sgd", lr=0.03, weight_decay=1e-4, momentum=0.9),
-    "byol": dict(name="lars", lr=0.2, weight_decay=1.5e-6, momentum=0.9),
-    "simsiam": dict(name="sgd", lr=0.05, weight_decay=1e-4, momentum=0.9),
-    "barlow": dict(name="lars", lr=0.2, weight_decay=1.5e-6, momentum=0.9),
-    "vicreg": dict(name="lars", lr=0.3, weight_decay=1e-4, momentum=0.9),
-    "swav": dict(name="lars", lr=0.6, weight_decay=1e-6, momentum=0.9),
-}
 
 
 def data() -> dict:
@@ -96,12 +43,13 @@ def aug(size: int) -> dict:
 
 def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.ConfigDict:
     """The full config for `method` on backbone `model`, with every default spelled out."""
+    m = ssl.get(method)
     c = ml_collections.ConfigDict()
     c.workdir = ""  # required: where checkpoints, metrics and config go
     c.seed = 0
     c.method = method
     c.model = dict(name=model, num_channels=1, dtype="bfloat16", width=1.0, sync_bn=True)
-    c.ssl = dict(SSL[method])
+    c.ssl = m.default_config()
     c.image_size = image_size  # network input side (augmentation output)
     c.data = data()
     c.aug = aug(image_size)
@@ -109,7 +57,7 @@ def base(method: str, model: str, *, image_size: int = 224) -> ml_collections.Co
     c.batch_size = 256  # global, over all devices and hosts
     c.total_steps = 20_000  # data batches
     c.optim = dict(
-        OPTIM[method],
+        m.default_optim(),
         lr_base_batch=256,
         lr_scaling="linear",
         warmup_steps=1_000,

@@ -238,13 +238,11 @@ def load(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections
 
 
 def _reset_ssl(cfg: ml_collections.ConfigDict) -> None:
-    import importlib
-
     from lusjax import ssl
 
-    ssl.get(cfg.method)  # a clear error for an unknown method
+    method = ssl.get(cfg.method)  # a clear error for an unknown method
     with cfg.unlocked():
-        cfg.ssl = importlib.import_module(f"lusjax.ssl.{cfg.method}").default_config()
+        cfg.ssl = method.default_config()
 
 
 def to_dict(cfg: ml_collections.ConfigDict) -> dict:

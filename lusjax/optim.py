@@ -9,8 +9,8 @@
     optim.grad_accum    micro-batches per update (optax.MultiSteps)
     optim.probe_lr      Adam lr of the online linear probe (no decay)
 
-Durations are counted in data batches (`total_steps`); `steps_from_epochs`
-is the one converter from epochs.
+Durations are counted in data batches (`total_steps`, `warmup_steps`); the config
+has no epochs (`--config.epochs` suggests `total_steps`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ import jax
 import optax
 
 from lusjax.errors import UserError
-
-
-def steps_from_epochs(epochs: float, examples_per_epoch: int, global_batch: int) -> int:
-    """Number of batches for `epochs` passes over `examples_per_epoch`."""
-    return max(1, math.ceil(epochs * examples_per_epoch / global_batch))
 
 
 def scaled_lr(cfg, global_batch: int) -> float:

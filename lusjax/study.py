@@ -7,7 +7,7 @@ level, grouped by patient, stratified by label) -> for each fold to run:
 pretrain on the other folds' clips only (`train.train`, data.clips_file) ->
 check its pretrain_clips.json holds no test clip or patient -> features of
 the fold's SSL encoder and of a random-init one -> for each label fraction x
-seed: the frozen protocols and fine-tuning (`protocol.fit_split`) on the
+seed: the frozen protocols and fine-tuning (`evaluators.get(name)`) on the
 fold's training clips, the scratch and pixel baselines -> clip probabilities
 of the test clips, saved per fold -> pooled statistics, study.json / .md and
 plots (`lusjax.study_report`).
@@ -32,8 +32,8 @@ import numpy as np
 from lusjax import carbon, files
 from lusjax import config as config_lib
 from lusjax.errors import UserError
+from lusjax.eval import evaluators, metrics, protocol, splits
 from lusjax.eval import features as feats_lib
-from lusjax.eval import metrics, protocol, splits
 from lusjax.eval.results import _jsonable
 from lusjax.layout import (
     CHECKPOINTS_DIR,
@@ -198,7 +198,8 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
             )
         rand, x[RANDOM] = cache[RANDOM]
 
-    frozen = [p for p in ctx["protocols"] if p in protocol.FROZEN]
+    frozen = [p for p in ctx["protocols"] if evaluators.get(p).reads == "features"]
+    tuned = [p for p in ctx["protocols"] if evaluators.get(p).reads == "encoder"]
     runs: list[dict] = []
     # Seconds of each fine-tuning run: the first one also compiles (the scratch runs
     # reuse its compiled steps), so a run's cost is taken at the median duration.
@@ -216,16 +217,16 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
                 if SCRATCH in ctx["baselines"]:
                     _fit(*fit, RANDOM, rand, x[RANDOM], frozen)
                 if PIXELS in ctx["baselines"]:
-                    _fit(*fit, PIXELS, None, data.images, ["pixels"])
-            if "finetune" in ctx["protocols"] and seed < config.finetune.seeds:
+                    _fit(*fit, PIXELS, None, None, ["pixels"])
+            for name in [p for p in tuned if seed in evaluators.get(p).seeds(config)]:
                 t_run = time.time()
                 with tracker.phase("finetune"):
-                    _fit(*fit, SSL, enc, None, ["finetune"])
+                    _fit(*fit, SSL, enc, None, [name])
                 run_s["finetune"].append(time.time() - t_run)
                 if SCRATCH in ctx["baselines"]:
                     t_run = time.time()
                     with tracker.phase("supervised"):
-                        _fit(*fit, SCRATCH, rand, None, ["finetune"])
+                        _fit(*fit, SCRATCH, rand, None, [name])
                     run_s["supervised"].append(time.time() - t_run)
             bar.update(1)
     bar.close()
@@ -274,30 +275,38 @@ def run_fold(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:
 def _fit(
     ctx, data, train_clips, test_clips, seed, fraction, runs, encoder_name, encoder, x, protos
 ):
-    """Fits `protos` through the eval protocol's `fit_split`; appends clip-level runs."""
-    for proto, task, te, probs, info in protocol.fit_split(
-        encoder, x, data, ctx["tasks"], protos, train_clips, test_clips, seed, ctx["config"]
-    ):
-        if not len(te):
-            continue
-        y = data.frame_targets(task)[te]
-        cp, cl, clips = metrics.clip_probs(probs, data.frame_clip[te], y)
-        names = ctx["tasks"][task]
-        m = metrics.classification(cl, cp, names)
-        runs.append(
-            {
-                "encoder": encoder_name,
-                "protocol": proto,
-                "task": task,
-                "fraction": fraction,
-                "seed": seed,
-                "n_train_clips": len(train_clips),
-                "clip": {s: m[s] for s in metrics.SCALARS},
-                "info": info,
-                "probs": cp,
-                "video_id": data.clips.video_id[clips],
-            }
+    """Fits the evaluators `protos` (`evaluators.get`) on the training clips with features
+    `x` (or the encoder, or the pixels: what each reads); appends clip-level runs."""
+    k = {t: len(n) for t, n in ctx["tasks"].items()}
+
+    def inputs(clips):
+        return evaluators.Inputs(data, splits.frames_of(data.frame_clip, clips), k, x, encoder)
+
+    for proto in protos:
+        scored, info = evaluators.fit_score(
+            evaluators.get(proto), inputs(train_clips), inputs(test_clips), ctx["config"], seed
         )
+        for task, (te, probs) in scored.items():
+            if not len(te):
+                continue
+            y = data.frame_targets(task)[te]
+            cp, cl, clips = metrics.clip_probs(probs, data.frame_clip[te], y)
+            names = ctx["tasks"][task]
+            m = metrics.classification(cl, cp, names)
+            runs.append(
+                {
+                    "encoder": encoder_name,
+                    "protocol": proto,
+                    "task": task,
+                    "fraction": fraction,
+                    "seed": seed,
+                    "n_train_clips": len(train_clips),
+                    "clip": {s: m[s] for s in metrics.SCALARS},
+                    "info": info,
+                    "probs": cp,
+                    "video_id": data.clips.video_id[clips],
+                }
+            )
 
 
 def pretrain(ctx: dict, k: int, fold: splits.Fold, fold_dir: Path) -> dict:

@@ -45,8 +45,8 @@ from lusjax import (
 from lusjax import config as config_lib
 from lusjax.app.default_data import ensure_data
 from lusjax.data import augment, pipeline, preprocess
-from lusjax.data.shards import open_split
 from lusjax.errors import Preempted, UserError
+from lusjax.eval import online
 from lusjax.layout import METRICS_DISCARDED, PRETRAIN_CLIPS, TB_DISCARDED_DIR
 from lusjax.metrics import MetricsWriter, console_line, discard_after
 
@@ -249,47 +249,6 @@ def compile_step(step_fn, mesh):
 
 
 # ----------------------------------------------------------------------------
-# Online probe evaluation on held-out frames (eval-mode features).
-# ----------------------------------------------------------------------------
-
-
-def _load_eval_frames(data_dir: str, split: str, limit: int):
-    try:
-        src = open_split(data_dir, split)
-    except UserError:
-        return None
-    idx = np.linspace(0, len(src) - 1, num=min(limit, len(src))).astype(int)
-    examples = [src[int(i)] for i in idx]
-    images = np.stack([e["image"] for e in examples])
-    labels = np.array([e["label"] for e in examples], np.int32)
-    return (images, labels) if (labels >= 0).any() else None
-
-
-def make_probe_eval(cfg, net: Network, probe: nn.Module):
-    """Accuracy of the online probe on held-out frames, with eval-mode features."""
-    size, ch = cfg.image_size, cfg.model.num_channels
-
-    @jax.jit
-    def predict(params, batch_stats, images):
-        variables = {"params": params["backbone"], "batch_stats": batch_stats.get("backbone", {})}
-        feats = net.backbone.apply(variables, preprocess.eval_input(images, size, ch), train=False)
-        return probe.apply({"params": params["probe"]}, feats).argmax(-1)
-
-    def evaluate(state, frames):
-        images, labels = frames
-        preds = np.concatenate(
-            [
-                np.asarray(predict(state["params"], state["batch_stats"], images[i : i + 256]))
-                for i in range(0, len(images), 256)
-            ]
-        )
-        valid = labels >= 0
-        return float((preds[valid] == labels[valid]).mean())
-
-    return evaluate
-
-
-# ----------------------------------------------------------------------------
 # Main.
 # ----------------------------------------------------------------------------
 
@@ -432,9 +391,16 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
         writer = MetricsWriter(workdir, enabled=is_main, tensorboard=cfg.metrics.tensorboard)
 
         step_fn, lr_schedule = parts.step, parts.lr_schedule
-        probe_eval = make_probe_eval(cfg, parts.net, parts.probe)
+        # The online probe (the evaluator "online"), scored on held-out frames.
+        probe_of = functools.partial(
+            online.OnlineProbe,
+            parts.net.backbone,
+            parts.probe,
+            cfg.image_size,
+            cfg.model.num_channels,
+        )
         eval_frames = (
-            _load_eval_frames(data_dir, cfg.data.val_split, cfg.probe.eval_frames)
+            online.held_out(data_dir, cfg.data.val_split, cfg.probe.eval_frames)
             if cfg.probe.eval_every > 0
             else None
         )
@@ -515,7 +481,8 @@ def _train(cfg, stop: preemption.StopSignals, *, is_main: bool, progress: bool) 
                         if bhash is not None:
                             rec["batch_hash"] = bhash
                         if eval_frames is not None and (done % cfg.probe.eval_every == 0 or final):
-                            rec["probe_val_acc"] = probe_eval(state, eval_frames)
+                            probe = probe_of(state["params"], state["batch_stats"])
+                            rec["probe_val_acc"] = online.accuracy(probe, eval_frames)
                         last = writer.write(done, rec)
                         if isinstance(preview, np.ndarray):  # at the first log step
                             writer.write_images(done, {"augmented/view1_view2": preview})

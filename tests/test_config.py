@@ -93,9 +93,8 @@ def test_save_and_load_saved_roundtrip(cfg_file, tmp_path):
     assert isinstance(back, ml_collections.ConfigDict) and back.optim.name == "lars"
 
 
-def test_every_shipped_config_loads_and_ssl_defaults_match_the_methods():
-    """configs/common.py spells out every default; it must agree with each method's own."""
-    import importlib
+def test_every_shipped_config_loads_and_takes_its_methods_defaults():
+    """configs/common.py takes a method's ssl and optimiser defaults from its module."""
     from pathlib import Path
 
     from configs import common
@@ -107,10 +106,12 @@ def test_every_shipped_config_loads_and_ssl_defaults_match_the_methods():
             continue
         cfg = config_lib.load(str(path))
         if "method" in cfg:  # training configs (eval.py is not one)
-            assert cfg.method in ssl.NAMES and cfg.model.name in models.NAMES, path
-    for name, values in common.SSL.items():
-        method_defaults = importlib.import_module(f"lusjax.ssl.{name}").default_config()
-        assert dict(values) == method_defaults.to_dict(), name
+            assert cfg.method in ssl.names() and cfg.model.name in models.NAMES, path
+    for name in ssl.names():
+        method = ssl.get(name)
+        cfg = common.base(name, "resnet18")
+        assert cfg.ssl.to_dict() == method.default_config().to_dict(), name
+        assert method.default_optim().items() <= cfg.optim.to_dict().items(), name
 
 
 def test_method_override_brings_that_methods_ssl_section():

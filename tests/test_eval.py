@@ -177,6 +177,77 @@ def test_knn_cosine_temperature_votes_by_hand():
     assert p_cold[0] > want[0]
 
 
+def _eval_config(**overrides):
+    from lusjax import config as config_lib
+
+    return config_lib.load("configs/eval.py", [(k, str(v)) for k, v in overrides.items()])
+
+
+def test_evaluators_by_name_one_contract():
+    from lusjax.eval import evaluators, protocol
+
+    for name in evaluators.NAMES:
+        assert evaluators.get(name).name == name
+    with pytest.raises(UserError, match="unknown evaluator 'linaer'; did you mean linear"):
+        evaluators.get("linaer")
+    with pytest.raises(UserError, match="unknown protocol knnn; did you mean knn"):
+        protocol.parse_protocols("linear,knnn")
+
+    # 6 clips x 10 frames, clip labels 0 1 2 0 1 2 with separable features; a finding
+    # known for the first two clips only, always present (nothing to learn).
+    label = np.repeat([0, 1, 2, 0, 1, 2], 10)
+    x = _blobs(60, spread=0.05)[0] + np.eye(3, 16, dtype=np.float32)[label] * 10
+    findings = np.full((60, len(features.FINDINGS)), -1)
+    findings[:20, 0] = 1
+    data = features.from_arrays(
+        np.repeat(list("abcdef"), 10), label, ["x", "y", "z"], findings=findings
+    )
+    finding = features.FINDINGS[0]
+    tasks = {"label": 3, finding: 2}
+    train = evaluators.Inputs(data, np.arange(30), tasks, features=x)
+    test = evaluators.Inputs(data, np.arange(30, 60), tasks, features=x)
+    every = evaluators.Inputs(data, np.arange(60), tasks, features=x)
+    cfg = _eval_config(**{"linear.steps": 50, "mlp.steps": 50})
+    for name in ("linear", "sklearn", "mlp", "knn"):
+        ev = evaluators.get(name)
+        probs = ev.score(ev.fit(train, cfg, 0), every)
+        assert probs["label"].shape == (60, 3)
+        assert (probs["label"].argmax(1) == label).all(), name
+        np.testing.assert_array_equal(probs[finding], np.eye(2)[[1] * 20])  # the class seen
+        # No labelled test frame for the finding: a per-task evaluator does not fit it.
+        scored, info = evaluators.fit_score(ev, train, test, cfg, 0)
+        assert set(scored) == {"label"} and info == {}
+        te, p = scored["label"]
+        np.testing.assert_array_equal(te, np.arange(30, 60))
+        np.testing.assert_allclose(p, probs["label"][30:], atol=1e-6)
+
+
+def test_plan_is_every_fit_as_data():
+    from lusjax.eval import protocol
+
+    ids = np.array([f"c{i}" for i in range(12)])
+    data = features.from_arrays(ids, np.arange(12) % 2, ["a", "b"])
+    strat = data.clips.label
+    folds, _ = splits.kfold(strat, ids, 3, 0)
+    cfg = _eval_config(seeds=3, label_fractions="(0.5, 1.0)", **{"finetune.seeds": 1})
+    protocols = ["finetune", "knn", "linear"]
+    jobs = protocol.plan(cfg, protocols, ["pretrained", "random-init"], folds, strat, data)
+    count = {}
+    for j in jobs:
+        count[j.evaluator] = count.get(j.evaluator, 0) + 1
+    # encoders x folds x fractions x seeds; fine-tuning 1 seed; the cross-check at 100%, seed 0
+    assert count == {"knn": 36, "linear": 36, "finetune": 12, "sklearn": 6}
+    first = [
+        j.evaluator
+        for j in jobs
+        if (j.encoder, j.fold, j.fraction, j.seed) == ("pretrained", 0, 1.0, 0)
+    ]
+    assert first == ["knn", "linear", "sklearn", "finetune"]  # per-task ones, then joint
+    for j in jobs:
+        assert not set(j.train) & set(j.test)
+        assert set(j.train) <= set(folds[j.fold].train)
+
+
 # ---------------------------------------------------------------------------
 # Metrics.
 # ---------------------------------------------------------------------------

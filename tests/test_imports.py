@@ -4,7 +4,10 @@ Every module of lusjax/, data_prep/ and configs/ is parsed with `ast` (nothing i
 imported), every import statement counts, a function's lazy import too, and
 `from lusjax import x` means the module lusjax.x where there is one. LAYERS is
 the one written-down table of layers (the README's Architecture section sums it
-up); a module may import its own layer or a lower one, never a higher one.
+up); a module may import its own layer or a lower one, never a higher one, not
+even for a type annotation. An import under `if TYPE_CHECKING:` never runs, so
+it is no link of an import cycle (naming a type of a module that imports this
+one is how such a cycle is avoided).
 Imports by name at run time (`importlib`, config files loaded from their path)
 are not import statements and are not seen here.
 """
@@ -115,10 +118,21 @@ def _known(name: str, modules) -> str | None:
     return name or None
 
 
-def imports_of(source: str, module: str, is_package: bool, modules) -> list[tuple[str, int]]:
-    """[(imported module of ours, line)] of every import statement in `source`."""
+def _type_only(tree: ast.AST) -> set[int]:
+    """ids of the import statements inside `if TYPE_CHECKING:` blocks."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def imports_of(source: str, module: str, is_package: bool, modules) -> list[tuple[str, int, bool]]:
+    """[(imported module of ours, line, type-only)] of every import statement in `source`."""
     out = []
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    type_only = _type_only(tree)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [_known(a.name, modules) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -134,20 +148,28 @@ def imports_of(source: str, module: str, is_package: bool, modules) -> list[tupl
             ]
         else:
             continue
-        out += [(t, node.lineno) for t in targets if t and t != module]
+        out += [(t, node.lineno, id(node) in type_only) for t in targets if t and t != module]
     return out
 
 
-def import_graph(root: Path = ROOT) -> tuple[dict[str, dict[str, int]], dict[str, Path]]:
-    """({module: {imported module: first line}}, {module: file})."""
+def import_graph(
+    root: Path = ROOT,
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]], dict[str, Path]]:
+    """({module: {imported module: first line}} of every import, the same of the
+    imports that run (not under `if TYPE_CHECKING:`), {module: file})."""
     mods = find_modules(root)
-    graph = {}
+    graph, runtime = {}, {}
     for name, path in mods.items():
         edges: dict[str, int] = {}
-        for target, line in imports_of(path.read_text(), name, path.name == "__init__.py", mods):
+        run: dict[str, int] = {}
+        for target, line, type_only in imports_of(
+            path.read_text(), name, path.name == "__init__.py", mods
+        ):
             edges.setdefault(target, line)
-        graph[name] = edges
-    return graph, mods
+            if not type_only:
+                run.setdefault(target, line)
+        graph[name], runtime[name] = edges, run
+    return graph, runtime, mods
 
 
 # ---------------------------------------------------------------------------
@@ -231,8 +253,13 @@ def cycle_text(graph, comp: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def graph():
-    return import_graph()[0]
+def graphs():
+    return import_graph()
+
+
+@pytest.fixture(scope="module")
+def graph(graphs):
+    return graphs[0]
 
 
 def test_no_import_points_up_a_layer(graph):
@@ -241,9 +268,10 @@ def test_no_import_points_up_a_layer(graph):
     assert not bad, msg
 
 
-def test_no_import_cycle(graph):
-    found = cycles(graph)
-    assert not found, "import cycles:\n" + "\n".join(cycle_text(graph, c) for c in found)
+def test_no_import_cycle(graphs):
+    runtime = graphs[1]
+    found = cycles(runtime)
+    assert not found, "import cycles:\n" + "\n".join(cycle_text(runtime, c) for c in found)
 
 
 def test_the_library_imports_no_workflow_command_or_data_writer(graph):
@@ -289,11 +317,20 @@ def test_the_graph_sees_every_kind_of_import():
         "def f():\n"
         "    from pkg.sub import helper\n"  # a name, not a module: pkg.sub
         "    import numpy\n"
+        "if TYPE_CHECKING:\n"
+        "    from pkg.b import SomeType\n"  # counts, marked type-only
     )
     got = imports_of(src, "pkg.sub.c", False, mods)
-    assert got == [("pkg.a", 2), ("pkg.b", 3), ("pkg.sub.d", 4), ("pkg.a", 5), ("pkg.sub", 7)]
+    assert got == [
+        ("pkg.a", 2, False),
+        ("pkg.b", 3, False),
+        ("pkg.sub.d", 4, False),
+        ("pkg.a", 5, False),
+        ("pkg.sub", 7, False),
+        ("pkg.b", 10, True),
+    ]
     # In a package's __init__, "." is the package itself.
-    assert imports_of("from . import c", "pkg.sub", True, mods) == [("pkg.sub.c", 1)]
+    assert imports_of("from . import c", "pkg.sub", True, mods) == [("pkg.sub.c", 1, False)]
 
 
 def test_the_checks_flag_a_synthetic_up_edge_and_cycle():

@@ -4,14 +4,12 @@ import json
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from configs import common
 from lusjax import config as config_lib
-from lusjax import report, sharding, train
+from lusjax import report, sharding, ssl, train
 from lusjax.app.default_data import ensure_data
 from lusjax.errors import UserError
 
@@ -41,7 +39,7 @@ def method_config(method, workdir, *extra):
     cfg = tiny_config(workdir, *extra)
     with cfg.unlocked():
         cfg.method = method
-        cfg.ssl = ml_collections.ConfigDict(common.SSL[method])
+        cfg.ssl = ssl.get(method).default_config()
         for k, v in dict(
             proj_hidden_dim=32,
             proj_dim=16,
@@ -56,12 +54,17 @@ def method_config(method, workdir, *extra):
 
 
 def test_train_writes_metrics_checkpoint_config_and_encoder(tmp_path):
-    cfg = tiny_config(tmp_path / "run", ("total_steps", "3"), ("ckpt_every", "2"))
+    cfg = tiny_config(
+        tmp_path / "run", ("total_steps", "3"), ("ckpt_every", "2"), ("probe.eval_every", "2")
+    )
     summary = train.train(cfg, progress=False)
     run = tmp_path / "run"
     assert summary["step"] == 3
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2, 3]
+    # The online probe (evaluator "online") on the val split: every 2 steps and the last.
+    assert ["probe_val_acc" in r for r in recs] == [False, True, True]
+    assert 0 <= recs[-1]["probe_val_acc"] <= 1
     for key in ("loss", "lr", "images_per_s", "grad_norm", "probe_acc", "model_kwh"):
         assert key in recs[-1], key
     assert np.isfinite(recs[-1]["loss"])
@@ -97,9 +100,7 @@ def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_pa
 # SIGKILL at random moments, inside async saves: tests/reliability/test_kill_safety.py.
 
 
-@pytest.mark.parametrize(
-    "method", ["simclr", "mocov2", "byol", "simsiam", "barlow", "vicreg", "swav"]
-)
+@pytest.mark.parametrize("method", ssl.names())
 def test_every_method_trains_and_its_online_probe_beats_chance(tmp_path, method):
     """Each method trains on the synthetic data with the loop; the online probe learns."""
     cfg = method_config(

@@ -47,10 +47,27 @@ PEAK_BF16 = {
     "TPU v6 lite": 918e12,
 }
 
+# HBM bandwidth per device in bytes/s, from the same datasheets (for rooflines:
+# benchmarks/roofline.py).
+PEAK_HBM = {
+    "H100": 3.35e12,  # H100 SXM5 (PCIe: 2.0e12)
+    "H200": 4.8e12,
+    "A100": 2.039e12,  # A100 80GB SXM (40GB: 1.555e12)
+    "L4": 0.3e12,
+    "TPU v4": 1.2e12,
+    "TPU v5 lite": 0.819e12,
+    "TPU v5": 2.765e12,
+    "TPU v6 lite": 1.64e12,
+}
 
-def device_peak(kind: str) -> float | None:
-    """bf16 peak of one device of `kind` (jax's device_kind), None when unknown (CPU)."""
-    for name, peak in sorted(PEAK_BF16.items(), key=lambda kv: -len(kv[0])):
+# Steps traced by `--profile` (after the timed ones).
+PROFILE_STEPS = 5
+
+
+def device_peak(kind: str, table: dict[str, float] = PEAK_BF16) -> float | None:
+    """bf16 peak of one device of `kind` (jax's device_kind), None when unknown (CPU);
+    `table=PEAK_HBM`: its memory bandwidth instead."""
+    for name, peak in sorted(table.items(), key=lambda kv: -len(kv[0])):
         if name.lower() in kind.lower():
             return peak
     return None
@@ -144,9 +161,12 @@ def bench(
     inputs: Sequence[str],
     workers: Sequence[int | None] = (None,),
     profile_dir: str = "",
+    on_compiled=None,
 ) -> list[dict]:
     """Compiles the step once, then times `steps` steps after `warmup` for each input
-    (and, for "pipeline", each grain worker count); returns one record per run."""
+    (and, for "pipeline", each grain worker count); returns one record per run.
+    `on_compiled(lowered, compiled)`, if given, sees the step before it runs (its HLO:
+    benchmarks/roofline.py)."""
     unknown = [x for x in inputs if x not in ("synthetic", "pipeline")]
     if unknown:  # before the minutes of compiling
         raise UserError(f"--input must be synthetic or pipeline, not {unknown[0]!r}")
@@ -158,6 +178,8 @@ def bench(
     lowered = parts.step.lower(state, synthetic[0]())
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
+    if on_compiled is not None:
+        on_compiled(lowered, compiled)
     flops = _flops(lowered)  # per device
     kind = jax.devices()[0].device_kind
     peak = device_peak(kind)
@@ -180,7 +202,7 @@ def bench(
                 if profile_dir and input_kind == "synthetic":
                     # A few more steps under the profiler (after timing: it slows them).
                     with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
-                        for _ in range(5):
+                        for _ in range(PROFILE_STEPS):
                             state, metrics = compiled(state, next_batch())
                         jax.block_until_ready(metrics)
             finally:

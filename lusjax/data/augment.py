@@ -24,7 +24,8 @@ Order of operations (the probabilities and strengths are in `default_config()`):
 The resample is a per-example pair of [S, H] / [S, W] matrices applied as
 batched matmuls (any crop, exact antialiasing); the blur is separable
 shift-and-add with per-example taps (`us_augment.gaussian_blur`), ~30x faster
-than dm-pix's per-example-sigma `gaussian_blur` (see /work/shared/NOTES-deps.md).
+than dm-pix 0.4.5's per-example-sigma `gaussian_blur` (jit+vmap, batch 256 of
+64x64x1 on 2 CPU cores: 3.7 ms vs 100-140 ms, the same result to 6e-7).
 Only a horizontal flip: the probe is at the top, so a vertical flip is not a
 physical view. The ultrasound stage's draws and composition are `_us_augment_one`
 here; its operations are in `us_augment`.

@@ -7,7 +7,8 @@ for that task. SGD (Nesterov momentum, coupled weight decay) or AdamW, warmup
 pair in the grid, each is trained on an inner, clip/patient-grouped split of
 the training clips and scored by validation cross-entropy; the best pair is
 then retrained on all training clips. Started from a random-init `Encoder`
-this is the supervised baseline, with exactly the same budget.
+this is the supervised baseline, with exactly the same budget. Registered as
+the evaluator "finetune" (settings: config.finetune).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import functools
 import itertools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,13 +26,13 @@ import numpy as np
 import optax
 
 from lusjax.data import preprocess
-from lusjax.eval import linear, splits
+from lusjax.eval import evaluators, linear, splits
 from lusjax.eval.features import Frames
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    """Budget and grid (the protocol builds it from `config.finetune`)."""
+    """Budget and grid (`config_of` builds it from `config.finetune`)."""
 
     steps: int = 200
     batch_size: int = 32
@@ -220,20 +222,27 @@ def predict(
     return {t: np.concatenate([o[t] for o in outs]) for t in dict(net.heads)}
 
 
-def fit_predict(
+@dataclasses.dataclass
+class Tuned:
+    """A fine-tuned network: what `fit` returns and `score` runs."""
+
+    net: MultiHeadNet
+    variables: dict
+    encoder: Any  # the starting `Encoder`: image size and channels of the input
+    eval_batch_size: int
+    info: dict  # {"lr", "wd", "grid": [...]}: the chosen grid point
+
+
+def fit(
     encoder,
     frames: Frames,
     train_idx: np.ndarray,
-    test_idx: np.ndarray,
     tasks: dict[str, int],
     cfg: FinetuneConfig,
     seed: int = 0,
     stratify_task: str = "label",
-) -> tuple[dict[str, np.ndarray], dict]:
-    """Grid-searches (lr, wd) on an inner split, retrains the best on all of `train_idx`.
-
-    Returns ({task: [len(test_idx), K] probabilities}, {"lr", "wd", "grid": [...]}).
-    """
+) -> Tuned:
+    """Grid-searches (lr, wd) on an inner split, retrains the best on all of `train_idx`."""
     grid = list(itertools.product(cfg.lrs, cfg.wds))
     info: dict = {"grid": []}
     if len(grid) > 1:
@@ -242,7 +251,55 @@ def fit_predict(
         lr, wd = grid[0]
     net, variables = train(encoder, frames, train_idx, tasks, cfg, lr, wd, seed)
     info.update(lr=lr, wd=wd)
-    return predict(net, variables, encoder, frames.images[test_idx], cfg.eval_batch_size), info
+    return Tuned(net, variables, encoder, cfg.eval_batch_size, info)
+
+
+def config_of(cfg) -> FinetuneConfig:
+    """The budget and grid of `cfg.finetune` (eval and study configs)."""
+    ft = cfg.finetune
+    return FinetuneConfig(
+        steps=ft.steps,
+        batch_size=ft.batch_size,
+        optimizer=ft.optimizer,
+        lrs=tuple(float(v) for v in ft.lrs),
+        wds=tuple(float(v) for v in ft.wds),
+        warmup_frac=ft.warmup_frac,
+        val_fraction=ft.val_fraction,
+        eval_batch_size=cfg.batch_size,
+    )
+
+
+def _fit(train_set: evaluators.Inputs, cfg, seed: int) -> Tuned:
+    tasks = train_set.tasks
+    return fit(
+        train_set.encoder,
+        train_set.data,
+        train_set.frames,
+        tasks,
+        config_of(cfg),
+        seed,
+        stratify_task=next(iter(tasks)),
+    )
+
+
+def _score(tuned: Tuned, test: evaluators.Inputs) -> dict[str, np.ndarray]:
+    images = test.data.images[test.frames]
+    probs = predict(tuned.net, tuned.variables, tuned.encoder, images, tuned.eval_batch_size)
+    out = {}
+    for task in test.tasks:
+        known = test.data.frame_targets(task)[test.frames] >= 0
+        out[task] = probs[task][known]
+    return out
+
+
+EVALUATOR = evaluators.Evaluator(
+    "finetune",
+    _fit,
+    _score,
+    reads="encoder",
+    joint=True,
+    info=lambda tuned: {"chosen": tuned.info},
+)
 
 
 def _choose(encoder, frames, train_idx, tasks, cfg, seed, stratify_task, grid, info):

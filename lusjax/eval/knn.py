@@ -2,15 +2,19 @@
 
 As in Wu et al. 2018 / DINO: each of the k most similar training examples
 votes for its class with weight exp(similarity / temperature); the class
-scores, normalised to sum to one, are the predicted probabilities.
+scores, normalised to sum to one, are the predicted probabilities. Registered as
+the evaluator "knn" (settings: config.knn).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lusjax.eval import evaluators
 from lusjax.eval.linear import bucket, pad_rows
 
 
@@ -28,30 +32,57 @@ def _votes(test, train, onehot, temperature, k_mask):
     return jnp.einsum("mk,mkc->mc", weight, onehot[idx])
 
 
-def fit_predict(
+@dataclasses.dataclass
+class KNN:
+    """The training set, ready to vote: unit rows and one-hot classes, padded."""
+
+    train: np.ndarray  # float32 [rows, D], unit norm (padding: zero rows)
+    onehot: np.ndarray  # float32 [rows, K] (padding: zero rows, never neighbours)
+    mask: np.ndarray  # float32 [min(k, N)]: the neighbours that vote
+    temperature: float
+    chunk: int
+
+    def predict_proba(self, test_x) -> np.ndarray:
+        """[M, K] class probabilities of `test_x` from its nearest training rows (cosine)."""
+        test = _unit(test_x)
+        out = []
+        for i in range(0, len(test), self.chunk):
+            part = test[i : i + self.chunk]
+            votes = _votes(
+                pad_rows(part, bucket(len(part), self.chunk)),
+                self.train,
+                self.onehot,
+                np.float32(self.temperature),
+                self.mask,
+            )
+            out.append(np.asarray(votes)[: len(part)])
+        k = self.onehot.shape[1]
+        votes = np.concatenate(out) if out else np.zeros((0, k), np.float32)
+        return votes / np.maximum(votes.sum(1, keepdims=True), 1e-30)
+
+
+def fit(
     train_x,
     train_y,
-    test_x,
     num_classes: int,
     seed: int = 0,
     *,
     k: int = 20,
     temperature: float = 0.07,
     chunk: int = 1024,
-) -> np.ndarray:
-    """[M, K] class probabilities of `test_x` from its k nearest `train_x` (cosine)."""
+) -> KNN:
+    """The classifier of `train_x` [N, D] with labels `train_y` (nothing is trained)."""
     del seed  # deterministic
     rows = bucket(len(train_x))  # padded rows have no class and can never be picked
     train = pad_rows(_unit(train_x), rows)
     onehot = pad_rows(np.eye(num_classes, dtype=np.float32)[np.asarray(train_y)], rows)
     mask = np.ones(min(k, len(train_x)), np.float32)
-    test = _unit(test_x)
-    out = []
-    for i in range(0, len(test), chunk):
-        part = test[i : i + chunk]
-        votes = _votes(
-            pad_rows(part, bucket(len(part), chunk)), train, onehot, np.float32(temperature), mask
-        )
-        out.append(np.asarray(votes)[: len(part)])
-    votes = np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
-    return votes / np.maximum(votes.sum(1, keepdims=True), 1e-30)
+    return KNN(train, onehot, mask, temperature, chunk)
+
+
+def fit_predict(train_x, train_y, test_x, num_classes: int, seed: int = 0, **kw) -> np.ndarray:
+    """[M, K] class probabilities of `test_x` from its k nearest `train_x` (cosine)."""
+    return fit(train_x, train_y, num_classes, seed, **kw).predict_proba(test_x)
+
+
+EVALUATOR = evaluators.per_task("knn", fit)

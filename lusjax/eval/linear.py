@@ -8,6 +8,7 @@ That is the objective of scikit-learn's
 on the same features must agree with the linear JAX probe (tested).
 The whole optimisation is one `lax.scan` under `jit`; inputs are padded to a
 power-of-two row count so the many fits of a protocol reuse few compilations.
+Registered as the evaluators "linear" (settings: config.linear) and "sklearn".
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from lusjax.eval import evaluators
 
 
 class Head(nn.Module):
@@ -185,18 +189,61 @@ def sklearn_probe(
     train_x, train_y, test_x, num_classes: int, l2: float = 1e-2, class_balanced: bool = True
 ) -> np.ndarray:
     """scikit-learn LogisticRegression with the same objective; [M, K] probabilities."""
+    return fit_sklearn(train_x, train_y, num_classes, l2, class_balanced).predict_proba(test_x)
+
+
+@dataclasses.dataclass
+class SklearnProbe:
+    """A fitted scikit-learn LogisticRegression plus the feature standardization it expects."""
+
+    clf: Any
+    mean: np.ndarray
+    std: np.ndarray
+    num_classes: int
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """float [N, D] features -> [N, K] probabilities (0 for classes absent in training)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p = self.clf.predict_proba((np.asarray(x, np.float32) - self.mean) / self.std)
+        out = np.zeros((len(x), self.num_classes))
+        out[:, self.clf.classes_] = p
+        return out
+
+
+def fit_sklearn(
+    x, y, num_classes: int, l2: float = 1e-2, class_balanced: bool = True
+) -> SklearnProbe:
+    """scikit-learn's LogisticRegression(C=1/(l2*N)) on standardized features: the
+    objective of `fit_probe`'s linear head."""
     from sklearn.linear_model import LogisticRegression
 
-    mean, std = standardize(np.asarray(train_x, np.float32))
+    mean, std = standardize(np.asarray(x, np.float32))
     clf = LogisticRegression(
-        C=1.0 / (l2 * len(train_x)),
+        C=1.0 / (l2 * len(x)),
         max_iter=2000,
         class_weight="balanced" if class_balanced else None,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on separable data
-        clf.fit((train_x - mean) / std, train_y)
-        p = clf.predict_proba((np.asarray(test_x, np.float32) - mean) / std)
-    out = np.zeros((len(test_x), num_classes))
-    out[:, clf.classes_] = p  # classes absent from training get probability 0
-    return out
+        clf.fit((x - mean) / std, y)
+    return SklearnProbe(clf, mean, std, num_classes)
+
+
+def settings(cfg) -> dict:
+    """The keyword arguments of `fit_probe` from `cfg.linear`."""
+    return {k: v for k, v in dict(cfg.linear).items() if k != "sklearn_check"}
+
+
+EVALUATOR = evaluators.per_task(
+    "linear",
+    lambda x, y, k, seed, **kw: fit_probe(x, y, k, seed=seed, **kw),
+    kwargs=settings,
+)
+# The cross-check of `lusjax eval` (config.linear.sklearn_check): the same objective
+# solved by scikit-learn, on the same features.
+SKLEARN = evaluators.per_task(
+    "sklearn",
+    lambda x, y, k, seed, l2: fit_sklearn(x, y, k, l2=l2),
+    kwargs=lambda cfg: {"l2": cfg.linear.l2},
+)

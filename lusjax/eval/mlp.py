@@ -2,20 +2,19 @@
 
 Same objective and optimiser as `linear.fit_probe` (class-balanced
 cross-entropy, L2 on kernels, Adam with cosine decay), with ReLU hidden layers
-and dropout between them.
+and dropout between them. Registered as the evaluator "mlp" (settings: config.mlp).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lusjax.eval import linear
+from lusjax.eval import evaluators, linear
 
 
-def fit_predict(
+def fit(
     train_x,
     train_y,
-    test_x,
     num_classes: int,
     seed: int = 0,
     *,
@@ -23,10 +22,10 @@ def fit_predict(
     dropout: float = 0.2,
     batch_size: int = 256,
     **kw,
-) -> np.ndarray:
-    """MLP probe: fit on train, [M, K] probabilities on test (minibatches: dropout's
-    random masks over full batches would dominate the cost on CPU)."""
-    probe = linear.fit_probe(
+) -> linear.Probe:
+    """MLP probe fitted on (train_x, train_y) (minibatches: dropout's random masks over
+    full batches would dominate the cost on CPU)."""
+    return linear.fit_probe(
         train_x,
         train_y,
         num_classes,
@@ -36,4 +35,11 @@ def fit_predict(
         seed=seed,
         **kw,
     )
-    return probe.predict_proba(test_x)
+
+
+def fit_predict(train_x, train_y, test_x, num_classes: int, seed: int = 0, **kw) -> np.ndarray:
+    """MLP probe: fit on train, [M, K] probabilities on test."""
+    return fit(train_x, train_y, num_classes, seed, **kw).predict_proba(test_x)
+
+
+EVALUATOR = evaluators.per_task("mlp", fit)

@@ -2,10 +2,11 @@
 
     lusjax eval --config configs/eval.py --config.encoder=WORKDIR --config.data_dir=DATA
 
-Reads top to bottom: data -> tasks -> folds -> encoders -> features -> for each
-encoder x fold x label fraction x seed: fit every protocol on the training
-clips, predict the test clips -> metrics per fold and pooled over folds ->
-results.json, results.md, PNG plots (and the heads `lusjax predict` uses).
+Reads top to bottom: data -> tasks -> folds -> encoders -> features -> `plan`
+(every encoder x fold x label fraction x seed x protocol, as a list of `Job`s) ->
+`fit` (each job's evaluator, `evaluators.get(name)`, fitted on its training clips
+and scored on its test clips) -> `score` (metrics per fold and pooled over folds)
+-> results.json, results.md, PNG plots (and the heads `lusjax predict` uses).
 
 Frozen protocols (linear, MLP, kNN) fit one head per task on the shared
 features; fine-tuning trains one backbone with all task heads at once. Folds
@@ -16,6 +17,7 @@ every task and protocol sees exactly the same clips.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from pathlib import Path
 
@@ -23,8 +25,8 @@ import numpy as np
 
 from lusjax import config as config_lib
 from lusjax.errors import UserError
+from lusjax.eval import evaluators, linear, metrics, plots, splits
 from lusjax.eval import features as feats_lib
-from lusjax.eval import finetune, knn, linear, metrics, mlp, pixels, plots, splits
 from lusjax.eval.results import (
     PROTOCOLS,
     crosscheck_table,
@@ -35,14 +37,8 @@ from lusjax.eval.results import (
 )
 from lusjax.layout import PRETRAIN_CLIPS
 
-FROZEN = {
-    "linear": linear.fit_predict,
-    "mlp": mlp.fit_predict,
-    "knn": knn.fit_predict,
-    # `lusjax study`'s raw-pixel baseline: its "features" are the frames themselves.
-    "pixels": pixels.fit_predict,
-}
 PRETRAINED, RANDOM = "pretrained", "random-init"
+CROSSCHECK = "sklearn"  # the evaluator that checks the linear probe (config.linear.sklearn_check)
 
 
 def run(config) -> dict:
@@ -86,92 +82,23 @@ def run(config) -> dict:
 
     timing = {"data_s": time.time() - t0}
     encoders = build_encoders(config)
-    frozen = [p for p in protocols if p in FROZEN]
+    frozen = any(evaluators.get(p).reads == "features" for p in protocols)
     feats = {}
     for name, enc in encoders.items():
         if frozen or config.plots.embeddings:
             feats[name] = feats_lib.extract(
                 enc, data, config.batch_size, config.progress, desc=f"features ({name})"
             )
-
     timing["features_s"] = time.time() - t0 - timing["data_s"]
 
-    # Every fit, collected into test-frame probabilities per run key.
-    pooled: dict[tuple, np.ndarray] = {}
-    per_fold: dict[tuple, list] = collections.defaultdict(list)
-    fit_s: dict[str, float] = collections.defaultdict(float)  # seconds fitting, per protocol
-    crosscheck: dict[tuple, np.ndarray] = {}
-    bar = _progress(config, len(encoders) * len(folds) * len(fractions) * config.seeds)
-    for enc_name, enc in encoders.items():
-        for fi, fold in enumerate(folds):
-            for fraction in fractions:
-                for seed in range(config.seeds):
-                    train_clips = splits.label_fraction(fold.train, strat, fraction, seed)
-                    splits.check_disjoint(
-                        train_clips, fold.test, data.clips.video_id, data.clips.patient_id
-                    )
-                    sklearn_check = (
-                        "linear" in protocols
-                        and config.linear.sklearn_check
-                        and fraction == 1.0
-                        and seed == 0
-                    )
-                    t_fit = time.time()
-                    for proto, task, te, probs, info in fit_split(
-                        enc,
-                        feats.get(enc_name),
-                        data,
-                        tasks,
-                        protocols,
-                        train_clips,
-                        fold.test,
-                        seed,
-                        config,
-                        sklearn_check,
-                    ):
-                        fit_s[proto] += time.time() - t_fit
-                        if proto == "sklearn":
-                            crosscheck.setdefault(
-                                (enc_name, task), np.full((len(data), len(tasks[task])), np.nan)
-                            )[te] = probs
-                            continue
-                        _record(
-                            pooled,
-                            per_fold,
-                            (enc_name, proto, task, fraction, seed),
-                            data,
-                            task,
-                            tasks[task],
-                            te,
-                            probs,
-                            {"fold": fi, "n_train_clips": len(train_clips), **info},
-                        )
-                        t_fit = time.time()
-                    bar.update(1)
-    bar.close()
+    # Plan (what to evaluate, as data), fit (each job's evaluator), score (metrics).
+    jobs = plan(config, protocols, list(encoders), folds, strat, data)
+    setup = Setup(data, {t: len(n) for t, n in tasks.items()}, encoders, feats)
+    predictions, fit_s = fit(jobs, setup, config)
     timing["fits_s"] = time.time() - t0 - sum(timing.values())
     timing.update({f"fit_{p}_s": v for p, v in fit_s.items()})
+    pooled, runs, crosscheck = score(predictions, data, tasks)
 
-    # Metrics pooled over folds (every labelled clip is tested exactly once).
-    runs = []
-    for key, probs in pooled.items():
-        enc_name, proto, task, fraction, seed = key
-        names = tasks[task]
-        tested = ~np.isnan(probs[:, 0])
-        y = data.frame_targets(task)
-        runs.append(
-            {
-                "encoder": enc_name,
-                "protocol": proto,
-                "task": task,
-                "fraction": fraction,
-                "seed": seed,
-                "per_fold": per_fold[key],
-                "pooled": metrics.evaluate(
-                    probs[tested], y[tested], data.frame_clip[tested], names
-                ),
-            }
-        )
     results = {
         "out_dir": str(out_dir),
         "config": config_lib.to_dict(config),
@@ -213,69 +140,156 @@ def run(config) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# Fitting.
+# Plan, fit, score.
 # ---------------------------------------------------------------------------
 
 
-def fit_split(
-    encoder,
-    x,
-    data,
-    tasks: dict,
-    protocols: list,
-    train_clips,
-    test_clips,
-    seed: int,
-    config,
-    sklearn_check: bool = False,
-):
-    """Fits every protocol and task on one train/test split of clips.
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One fit of the plan: `evaluator` on `encoder`'s frames of the clips `train` (fold
+    `fold`'s training clips at a label fraction, drawn with `seed`), scored on `test`."""
 
-    Yields (protocol, task, test frame indices, probabilities [M, K], info); with
-    `sklearn_check`, also ("sklearn", ...) for scikit-learn's linear probe.
-    """
-    train_frames = splits.frames_of(data.frame_clip, train_clips)
-    test_frames = splits.frames_of(data.frame_clip, test_clips)
-    for proto in [p for p in protocols if p in FROZEN] + (["sklearn"] if sklearn_check else []):
-        for task, names in tasks.items():
-            probs, te = fit_frozen(
-                proto, x, data, task, len(names), train_frames, test_frames, seed, config
-            )
-            yield proto, task, te, probs, {}
-    if "finetune" in protocols and seed < config.finetune.seeds:
-        probs, info = run_finetune(encoder, data, tasks, train_frames, test_frames, seed, config)
-        for task in tasks:
-            known = data.frame_targets(task)[test_frames] >= 0
-            yield "finetune", task, test_frames[known], probs[task][known], {"chosen": info}
+    encoder: str
+    evaluator: str
+    fold: int
+    fraction: float
+    seed: int
+    train: np.ndarray  # clip indices
+    test: np.ndarray  # clip indices
 
 
-def fit_frozen(
-    proto: str, x: np.ndarray, data, task: str, k: int, train_frames, test_frames, seed: int, config
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fits `proto` on the training frames with a known target, predicts the test frames
-    with a known target. Returns (probs [M, k], the test frame indices)."""
-    y = data.frame_targets(task)
-    tr = train_frames[y[train_frames] >= 0]
-    te = test_frames[y[test_frames] >= 0]
-    if len(te) == 0:
-        return np.zeros((0, k)), te
-    present = np.unique(y[tr])
-    if len(present) < 2:  # nothing to learn: predict the one class seen (or uniform)
-        probs = np.full((len(te), k), 1.0 / k)
-        if len(present) == 1:
-            probs = np.eye(k)[np.full(len(te), present[0])]
-        return probs, te
-    if proto == "sklearn":
-        return linear.sklearn_probe(x[tr], y[tr], x[te], k, l2=config.linear.l2), te
-    return FROZEN[proto](x[tr], y[tr], x[te], k, seed, **probe_kwargs(config, proto)), te
+def plan(config, protocols: list[str], encoders: list[str], folds, strat, data) -> list[Job]:
+    """Every fit of the protocol, in order: encoders x folds x label fractions x seeds x
+    protocols (the per-task frozen ones first, the linear probe's scikit-learn cross-check
+    after them at fraction 1.0 and seed 0, then the joint fine-tuning). Every job's
+    training clips pass the leakage gate against its test clips here, before any fit.
+    Tasks are not a dimension: each job predicts every task."""
+    names = [p for p in protocols if not evaluators.get(p).joint]
+    if "linear" in protocols and config.linear.sklearn_check:
+        names.append(CROSSCHECK)
+    names += [p for p in protocols if evaluators.get(p).joint]
+    jobs = []
+    for enc in encoders:
+        for fi, fold in enumerate(folds):
+            for fraction in [float(f) for f in config.label_fractions]:
+                for seed in range(config.seeds):
+                    train = splits.label_fraction(fold.train, strat, fraction, seed)
+                    splits.check_disjoint(
+                        train, fold.test, data.clips.video_id, data.clips.patient_id
+                    )
+                    for name in names:
+                        if name == CROSSCHECK and (fraction != 1.0 or seed != 0):
+                            continue
+                        if seed in evaluators.get(name).seeds(config):
+                            jobs.append(Job(enc, name, fi, fraction, seed, train, fold.test))
+    return jobs
 
 
-def probe_kwargs(config, proto: str) -> dict:
-    """The keyword arguments of a frozen protocol from `config.<proto>`."""
-    kwargs = {k: v for k, v in dict(config[proto]).items() if k != "sklearn_check"}
-    if "hidden" in kwargs:
-        kwargs["hidden"] = tuple(kwargs["hidden"])
-    return kwargs
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every job reads: the frames, the tasks (-> number of classes), the encoders
+    by name and their frozen features (if extracted)."""
+
+    data: feats_lib.Frames
+    tasks: dict[str, int]
+    encoders: dict
+    features: dict
+
+    def inputs(self, encoder: str, clips: np.ndarray) -> evaluators.Inputs:
+        """The frames of `clips` as `encoder`'s evaluators see them."""
+        return evaluators.Inputs(
+            self.data,
+            splits.frames_of(self.data.frame_clip, clips),
+            self.tasks,
+            self.features.get(encoder),
+            self.encoders[encoder],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One task's test-frame probabilities from one job."""
+
+    job: Job
+    task: str
+    frames: np.ndarray  # the test frames scored: those with a known target
+    probs: np.ndarray  # [M, K]
+    info: dict  # what the evaluator records of its fit
+
+
+def fit(jobs: list[Job], setup: Setup, config) -> tuple[list[Prediction], dict[str, float]]:
+    """Runs the plan: each job's evaluator fitted on its training frames and scored on its
+    test frames. Returns (the predictions, seconds spent per evaluator)."""
+    out: list[Prediction] = []
+    fit_s: dict[str, float] = collections.defaultdict(float)
+    bar = _progress(config, len(jobs))
+    for job in jobs:
+        t_fit = time.time()
+        train, test = setup.inputs(job.encoder, job.train), setup.inputs(job.encoder, job.test)
+        ev = evaluators.get(job.evaluator)
+        scored, info = evaluators.fit_score(ev, train, test, config, job.seed)
+        fit_s[job.evaluator] += time.time() - t_fit
+        out += [Prediction(job, t, te, p, info) for t, (te, p) in scored.items() if len(te)]
+        bar.update(1)
+    bar.close()
+    return out, dict(fit_s)
+
+
+def score(predictions: list[Prediction], data, tasks: dict) -> tuple[dict, list[dict], dict]:
+    """Metrics of the predictions: per fold, and pooled over folds (every labelled clip is
+    tested exactly once). Returns (test-frame probabilities [N, K] per run key (encoder,
+    protocol, task, fraction, seed), NaN where not tested; the runs of results.json; the
+    cross-check's probabilities per (encoder, task))."""
+    pooled: dict[tuple, np.ndarray] = {}
+    per_fold: dict[tuple, list] = collections.defaultdict(list)
+    crosscheck: dict[tuple, np.ndarray] = {}
+    for p in predictions:
+        j, names = p.job, tasks[p.task]
+        if j.evaluator == CROSSCHECK:
+            empty = np.full((len(data), len(names)), np.nan)
+            crosscheck.setdefault((j.encoder, p.task), empty)[p.frames] = p.probs
+            continue
+        key = (j.encoder, j.evaluator, p.task, j.fraction, j.seed)
+        arr = pooled.setdefault(key, np.full((len(data), len(names)), np.nan))
+        arr[p.frames] = p.probs
+        per_fold[key].append(
+            {
+                "fold": j.fold,
+                "n_train_clips": len(j.train),
+                **p.info,
+                **_fold_metrics(p, data, names),
+            }
+        )
+    runs = []
+    for key, probs in pooled.items():
+        enc_name, proto, task, fraction, seed = key
+        tested = ~np.isnan(probs[:, 0])
+        y = data.frame_targets(task)
+        runs.append(
+            {
+                "encoder": enc_name,
+                "protocol": proto,
+                "task": task,
+                "fraction": fraction,
+                "seed": seed,
+                "per_fold": per_fold[key],
+                "pooled": metrics.evaluate(
+                    probs[tested], y[tested], data.frame_clip[tested], tasks[task]
+                ),
+            }
+        )
+    return pooled, runs, crosscheck
+
+
+def _fold_metrics(p: Prediction, data, names: list[str]) -> dict:
+    te = p.frames
+    m = metrics.evaluate(p.probs, data.frame_targets(p.task)[te], data.frame_clip[te], names)
+    return {
+        "n_test_clips": len(np.unique(data.frame_clip[te])),
+        "n_test_frames": len(te),
+        **{level: {s: m[level][s] for s in metrics.SCALARS} for level in ("frame", "clip")},
+        "notes": sorted(set(m["frame"]["notes"] + m["clip"]["notes"])),
+    }
 
 
 def fraction_notes(folds, strat: np.ndarray, fractions: list[float]) -> list[str]:
@@ -291,47 +305,6 @@ def fraction_notes(folds, strat: np.ndarray, fractions: list[float]) -> list[str
         for key, frs in counts.items()
         if len(frs) > 1
     ]
-
-
-def run_finetune(encoder, data, tasks: dict, train_frames, test_frames, seed: int, config):
-    ft = config.finetune
-    cfg = finetune.FinetuneConfig(
-        steps=ft.steps,
-        batch_size=ft.batch_size,
-        optimizer=ft.optimizer,
-        lrs=tuple(float(v) for v in ft.lrs),
-        wds=tuple(float(v) for v in ft.wds),
-        warmup_frac=ft.warmup_frac,
-        val_fraction=ft.val_fraction,
-        eval_batch_size=config.batch_size,
-    )
-    return finetune.fit_predict(
-        encoder,
-        data,
-        train_frames,
-        test_frames,
-        {t: len(n) for t, n in tasks.items()},
-        cfg,
-        seed,
-        stratify_task=next(iter(tasks)),
-    )
-
-
-def _record(pooled, per_fold, key, data, task, names, te, probs, fit_args):
-    if len(te) == 0:
-        return
-    arr = pooled.setdefault(key, np.full((len(data), len(names)), np.nan))
-    arr[te] = probs
-    m = metrics.evaluate(probs, data.frame_targets(task)[te], data.frame_clip[te], names)
-    per_fold[key].append(
-        {
-            **fit_args,
-            "n_test_clips": len(np.unique(data.frame_clip[te])),
-            "n_test_frames": len(te),
-            **{level: {s: m[level][s] for s in metrics.SCALARS} for level in ("frame", "clip")},
-            "notes": sorted(set(m["frame"]["notes"] + m["clip"]["notes"])),
-        }
-    )
 
 
 def _progress(config, total: int):
@@ -356,9 +329,11 @@ def parse_protocols(value) -> list[str]:
         return list(PROTOCOLS)
     bad = [n for n in names if n not in PROTOCOLS]
     if bad or not names:
+        close = [c for n in bad for c in config_lib.suggest(n, PROTOCOLS)]
+        hint = f"; did you mean {', '.join(dict.fromkeys(close))}?" if close else ""
         raise UserError(
-            f"unknown protocol {', '.join(bad) or repr(value)}; choose from "
-            f"{', '.join(PROTOCOLS)} or all"
+            f"unknown protocol {', '.join(bad) or repr(value)}{hint} (choose from "
+            f"{', '.join(PROTOCOLS)} or all)"
         )
     return names
 
@@ -502,7 +477,7 @@ def save_heads(out_dir: Path, encoders, feats, data, tasks, config) -> dict:
     heads = {}
     for task, names in tasks.items():
         y = data.frame_targets(task)
-        probe = linear.fit_probe(x[y >= 0], y[y >= 0], len(names), **probe_kwargs(config, "linear"))
+        probe = linear.fit_probe(x[y >= 0], y[y >= 0], len(names), **linear.settings(config))
         heads[task] = (probe, names)
     return predict.save_heads(
         out_dir,

@@ -87,6 +87,20 @@ def batch_norm(
     )
 
 
+def bn_act(norm: nn.Module, x: jnp.ndarray, residual=None, relu: bool = True) -> jnp.ndarray:
+    """`relu(norm(x) + residual)` (residual and ReLU optional): ResNet's BN tails.
+
+    One place, so that `benchmarks/ab_step.py` can swap in a BatchNorm that fuses the
+    add and the ReLU (`lusjax.models.fused_bn`, whose modules set `fuses_act`).
+    """
+    if getattr(norm, "fuses_act", False):
+        return norm(x, residual=residual, relu=relu)
+    y = norm(x)
+    if residual is not None:
+        y = y + residual
+    return nn.relu(y) if relu else y
+
+
 def check_channels(x: jnp.ndarray, num_channels: int, model: str) -> None:
     """The input must be NHWC with the configured channel count."""
     if x.ndim != 4 or x.shape[-1] != num_channels:

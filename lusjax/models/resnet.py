@@ -53,13 +53,13 @@ class BasicBlock(nn.Module):
         out_features = self.features * self.expansion
         residual = x
         y = self.conv(self.features, 3, self.strides, name="conv1")(x)
-        y = nn.relu(self.norm(name="bn1")(y))
+        y = layers.bn_act(self.norm(name="bn1"), y)
         y = self.conv(out_features, 3, name="conv2")(y)
-        y = self.norm(name="bn2", scale_init=_last_gamma_init(self.zero_init_residual))(y)
+        bn2 = self.norm(name="bn2", scale_init=_last_gamma_init(self.zero_init_residual))
         if self.strides != 1 or x.shape[-1] != out_features:
             residual = self.conv(out_features, 1, self.strides, name="downsample_conv")(x)
-            residual = self.norm(name="downsample_bn")(residual)
-        return nn.relu(y + residual)
+            residual = layers.bn_act(self.norm(name="downsample_bn"), residual, relu=False)
+        return layers.bn_act(bn2, y, residual)
 
 
 class Bottleneck(nn.Module):
@@ -77,15 +77,15 @@ class Bottleneck(nn.Module):
         out_features = self.features * self.expansion
         residual = x
         y = self.conv(self.features, 1, name="conv1")(x)
-        y = nn.relu(self.norm(name="bn1")(y))
+        y = layers.bn_act(self.norm(name="bn1"), y)
         y = self.conv(self.features, 3, self.strides, name="conv2")(y)
-        y = nn.relu(self.norm(name="bn2")(y))
+        y = layers.bn_act(self.norm(name="bn2"), y)
         y = self.conv(out_features, 1, name="conv3")(y)
-        y = self.norm(name="bn3", scale_init=_last_gamma_init(self.zero_init_residual))(y)
+        bn3 = self.norm(name="bn3", scale_init=_last_gamma_init(self.zero_init_residual))
         if self.strides != 1 or x.shape[-1] != out_features:
             residual = self.conv(out_features, 1, self.strides, name="downsample_conv")(x)
-            residual = self.norm(name="downsample_bn")(residual)
-        return nn.relu(y + residual)
+            residual = layers.bn_act(self.norm(name="downsample_bn"), residual, relu=False)
+        return layers.bn_act(bn3, y, residual)
 
 
 def _last_gamma_init(zero: bool):
@@ -128,17 +128,17 @@ class ResNet(nn.Module):
         stem_width = self.stage_widths[0]
         if self.stem == "small":
             x = conv(stem_width, 3, name="conv1")(x)
-            x = nn.relu(norm(name="bn1")(x))
+            x = layers.bn_act(norm(name="bn1"), x)
         elif self.stem == "patch":
             b, h, w, c = x.shape
             if h % 4 or w % 4:
                 raise UserError(f"the patch stem needs sides divisible by 4, got {h}x{w}")
             x = x.reshape(b, h // 4, 4, w // 4, 4, c).transpose(0, 1, 3, 2, 4, 5)
             x = conv(stem_width, 3, name="conv1")(x.reshape(b, h // 4, w // 4, 16 * c))
-            x = nn.relu(norm(name="bn1")(x))
+            x = layers.bn_act(norm(name="bn1"), x)
         elif self.stem == "imagenet":
             x = layers.StemConvS2(stem_width, 7, dtype, name="conv1")(x)
-            x = nn.relu(norm(name="bn1")(x))
+            x = layers.bn_act(norm(name="bn1"), x)
             x = layers.max_pool_3x3_s2(x)
         else:
             raise UserError(f"unknown ResNet stem {self.stem!r}: imagenet, small or patch")
@@ -157,7 +157,6 @@ class ResNet(nn.Module):
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
-ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
 ResNetTiny = functools.partial(
     ResNet, stage_sizes=(1, 1), block_cls=BasicBlock, base_width=16, stem="patch"

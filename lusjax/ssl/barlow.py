@@ -31,6 +31,11 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+def default_optim() -> dict:
+    """The optimiser of the paper / solo-learn; lr per 256 images."""
+    return dict(name="lars", lr=0.2, weight_decay=1.5e-6, momentum=0.9)
+
+
 def _batch_norm(z: jax.Array, axis_name, eps: float = 1e-5) -> jax.Array:
     """Standardises each dim with the global batch mean and (biased) variance."""
     mu = global_mean(z, axis_name)
@@ -69,5 +74,7 @@ METHOD = Method(
     name="barlow",
     make_head=projector_head,
     loss=loss,
+    default_config=default_config,
+    default_optim=default_optim,
     paper="https://arxiv.org/abs/2103.03230",
 )

@@ -40,6 +40,11 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+def default_optim() -> dict:
+    """The optimiser of the paper / solo-learn; lr per 256 images."""
+    return dict(name="lars", lr=0.2, weight_decay=1.5e-6, momentum=0.9)
+
+
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
     mlp = {"bn_axis_name": bn_axis_name, "dtype": dtype}
     return Head(projector=projector(cfg, **mlp), predictor=predictor(cfg, **mlp))
@@ -76,6 +81,8 @@ METHOD = Method(
     name="byol",
     make_head=make_head,
     loss=loss,
+    default_config=default_config,
+    default_optim=default_optim,
     init_state=init_state,
     update_state=update_state,
     needs_target=True,

@@ -52,6 +52,11 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+def default_optim() -> dict:
+    """The optimiser of the paper / solo-learn; lr per 256 images."""
+    return dict(name="sgd", lr=0.03, weight_decay=1e-4, momentum=0.9)
+
+
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
     return Head(projector=projector(cfg, use_bn=False, dtype=dtype, bn_axis_name=bn_axis_name))
 
@@ -105,6 +110,8 @@ METHOD = Method(
     name="mocov2",
     make_head=make_head,
     loss=loss,
+    default_config=default_config,
+    default_optim=default_optim,
     init_state=init_state,
     update_state=update_state,
     needs_target=True,

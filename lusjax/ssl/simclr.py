@@ -26,6 +26,11 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+def default_optim() -> dict:
+    """The optimiser of the paper / solo-learn; lr per 256 images."""
+    return dict(name="lars", lr=0.3, weight_decay=1e-6, momentum=0.9)
+
+
 def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float, axis_name=None) -> jax.Array:
     """NT-Xent over the global batch of N pairs; z1, z2 are this device's [n, d].
 
@@ -61,5 +66,7 @@ METHOD = Method(
     name="simclr",
     make_head=projector_head,
     loss=loss,
+    default_config=default_config,
+    default_optim=default_optim,
     paper="https://arxiv.org/abs/2002.05709",
 )

@@ -26,6 +26,11 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+def default_optim() -> dict:
+    """The optimiser of the paper / solo-learn; lr per 256 images."""
+    return dict(name="sgd", lr=0.05, weight_decay=1e-4, momentum=0.9)
+
+
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
     mlp = {"bn_axis_name": bn_axis_name, "dtype": dtype}
     return Head(projector=projector(cfg, last_bn=True, **mlp), predictor=predictor(cfg, **mlp))
@@ -52,5 +57,7 @@ METHOD = Method(
     name="simsiam",
     make_head=make_head,
     loss=loss,
+    default_config=default_config,
+    default_optim=default_optim,
     paper="https://arxiv.org/abs/2011.10566",
 )

@@ -50,6 +50,11 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+def default_optim() -> dict:
+    """The optimiser of the paper / solo-learn; lr per 256 images."""
+    return dict(name="lars", lr=0.6, weight_decay=1e-6, momentum=0.9)
+
+
 def make_head(cfg, *, dtype=jnp.float32, bn_axis_name=None) -> Head:
     return Head(
         projector=projector(cfg, dtype=dtype, bn_axis_name=bn_axis_name),
@@ -168,6 +173,8 @@ METHOD = Method(
     name="swav",
     make_head=make_head,
     loss=loss,
+    default_config=default_config,
+    default_optim=default_optim,
     init_state=init_state,
     freeze=freeze,
     global_outputs=("prototypes",),

@@ -31,6 +31,11 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+def default_optim() -> dict:
+    """The optimiser of the paper / solo-learn; lr per 256 images."""
+    return dict(name="lars", lr=0.3, weight_decay=1e-4, momentum=0.9)
+
+
 def _variance_covariance(z: jax.Array, axis_name, eps: float = 1e-4):
     """(mean_i relu(1 - std_i), sum_{i != j} cov_ij^2 / d) over the global batch."""
     n, d = global_batch_size(z, axis_name), z.shape[1]
@@ -79,5 +84,7 @@ METHOD = Method(
     name="vicreg",
     make_head=projector_head,
     loss=loss,
+    default_config=default_config,
+    default_optim=default_optim,
     paper="https://arxiv.org/abs/2105.04906",
 )
