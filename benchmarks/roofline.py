@@ -568,6 +568,9 @@ class Analyzer:
                         "bytes": self.bytes(ins, comp) * mult,
                         "flops": self.flops(ins, comp) * mult,
                         "pos": len(out),
+                        # XLA:GPU compiles identical fusions once (same deduplicated_name);
+                        # the trace names each launch after one member of the group.
+                        "dedup": _dedup(ins.attrs),
                     }
                 )
 
@@ -625,6 +628,11 @@ def trace_events(folder: str, module: str) -> dict:
     return {"trace": trace, "host_only": not device, "events": rows}
 
 
+def _dedup(attrs: str) -> str | None:
+    m = re.search(r'deduplicated_name="([^"]+)"', attrs)
+    return m.group(1) if m else None
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
@@ -654,7 +662,8 @@ def join(kernels: list[dict], events: dict, containers: set[str]) -> tuple[dict,
             assigned[i] = k["name"]
             how["name"] += 1
     named = {a for a in assigned if a}
-    cands = [k for k in kernels if k["name"] not in named]
+    named_groups = {by_name[a].get("dedup") or a for a in named}
+    cands = [k for k in kernels if (k.get("dedup") or k["name"]) not in named_groups]
     last = max((k["pos"] for k in kernels), default=0) + 1
     i = 0
     while i < len(evs):  # runs of unmatched events between two matched ones
@@ -748,15 +757,37 @@ def roofline(
     kernels = an.kernels()
     by_name = {k["name"]: k for k in kernels}
     rows, how = join(kernels, events, an.containers())
+    # A row named after a kernel holds its whole deduplication group (the launches of
+    # one compiled kernel).
+    members = collections.defaultdict(list)
+    for k in kernels:
+        members[k.get("dedup") or k["name"]].append(k)
+
+    def group(name: str) -> list[dict]:
+        return members[by_name[name].get("dedup") or name]
+
     # Traced steps: how many events the step's run-once kernels have (most of them).
-    once = [n for key, (_, n, _) in rows.items() if key in by_name and by_name[key]["count"] == 1]
+    once = [
+        n
+        for key, (_, n, _) in rows.items()
+        if key in by_name and sum(k["count"] for k in group(key)) == 1
+    ]
     inferred = collections.Counter(once).most_common(1)[0][0] if once else None
     steps_given, steps = steps, inferred or steps
     pf, bw = peak_flops, peak_bw
     out_rows = []
-    for key, (us, n, names) in rows.items():
+    # A row of several kernels (order matching that could not pair them one to one)
+    # takes the bytes and FLOPs of those of its kernels no other row has counted:
+    # runs across a step boundary can name the same candidates many times.
+    # Each instruction's bytes and FLOPs are counted in one row only (rows of one
+    # kernel first).
+    counted: set = set()
+    for key, (us, n, names) in sorted(rows.items(), key=lambda kv: " + " in (kv[0] or "")):
         parts = key.split(" + ") if key else []
-        ks = [by_name[p] for p in parts if p in by_name]
+        ks = [m for p in parts if p in by_name for m in group(p)]
+        ks = [k for k in dict.fromkeys(k["name"] for k in ks) if k not in counted]
+        counted.update(ks)
+        ks = [by_name[k] for k in ks]
         classes = {k["class"] for k in ks}
         out_rows.append(
             {
@@ -774,9 +805,10 @@ def roofline(
                 ),
                 "kernels_per_step": _r(n / steps, 2),
                 "kernel_names": [x[:100] for x, _ in names.most_common(3)],
+                "_counted": [k["name"] for k in ks],  # for the class bounds; dropped below
             }
         )
-    seen = {p for r in out_rows for p in r["name"].split(" + ")}
+    seen = {p for r in out_rows for p in r["name"].split(" + ")} | counted
     unseen = [k for k in kernels if k["name"] not in seen]
     tot_bytes = sum(k["bytes"] for k in kernels)
     tot_flops = sum(k["flops"] for k in kernels)
@@ -800,8 +832,7 @@ def roofline(
         }
     if pf and bw:  # a class's bound: the sum of its kernels' own bounds
         for cls, c in classes.items():
-            names = [n for r in out_rows if r["class"] == cls for n in r["name"].split(" + ")]
-            ks = [by_name[n] for n in names if n in by_name]
+            ks = [by_name[n] for r in out_rows if r["class"] == cls for n in r["_counted"]]
             ks += [k for k in unseen if k["class"] == cls]
             mem = sum(k["bytes"] / bw for k in ks if k["bytes"] / bw >= k["flops"] / pf) * 1e3
             comp = sum(k["flops"] / pf for k in ks if k["bytes"] / bw < k["flops"] / pf) * 1e3
@@ -812,6 +843,8 @@ def roofline(
             )
     for c in classes.values():
         c["share"] = _r(c["ms"] / kernel_ms, 3) if kernel_ms else None
+    for r in out_rows:
+        del r["_counted"]
     by_time = sorted(out_rows, key=lambda r: -r["ms"])
     gap = sorted(out_rows, key=lambda r: -(r["gap_ms"] if r["gap_ms"] is not None else r["ms"]))
     total_gap = (measured - bound) if bound is not None and measured else None

@@ -47,7 +47,9 @@ while IFS=$'\t' read -r name cfg overrides || [[ -n ${name:-} ]]; do
 done < "$rows_file"
 if (( limit > 0 )); then
   while (( $(jobs -rp | wc -l) > 0 && $(date +%s) - start < limit )); do sleep 2; done
-  for p in $(jobs -rp); do kill -TERM -- "$p" 2>/dev/null; pkill -TERM -P "$p" 2>/dev/null; done
+  # The row's lusjax process first: once its subshell is gone it is no longer a child
+  # of $p and would run on (measured: a study outlived the limit by 90 s).
+  for p in $(jobs -rp); do pkill -TERM -P "$p" 2>/dev/null; kill -TERM -- "$p" 2>/dev/null; done
 fi
 wait
 echo "study_rows: all done after $(( $(date +%s) - start )) s" >&2

@@ -165,3 +165,32 @@ def test_cpu_step_end_to_end_and_reanalysis(tmp_path, capsys):
     assert roofline.main(["--from", str(out)]) == 0
     again = json.loads((out / "roofline.json").read_text())
     assert again["step"]["bound_ms"] is None and again["step"]["kernel_ms"] == s["kernel_ms"]
+
+
+# Two identical fusions deduplicated into one kernel, and a third on its own.
+DEDUP_HLO = (ROOT / "tests/data/roofline_dedup.hlo").read_text()
+
+
+def test_deduplicated_fusions_are_one_row_holding_every_launch_and_its_bytes():
+    # XLA:GPU compiles identical fusions once and the trace names every launch after
+    # one member of the group (here the first scheduled): its row holds both launches
+    # and both instructions' bytes, and no group member is left for order matching.
+    ev, t = [], 0.0
+    for _ in range(2):  # steps
+        for name in ("loop_add_fusion_2", "loop_add_fusion_2", "loop_add_fusion_5"):
+            ev.append([name, None, t, 2.0])
+            t += 3.0
+    rep = roofline.roofline(
+        DEDUP_HLO,
+        {"trace": "synthetic", "host_only": False, "events": ev},
+        {"step_ms": 0.01},
+        steps=2,
+        peak_flops=989e12,
+        peak_bw=3.35e12,
+    )
+    rows = {r["name"]: r for r in rep["top"]}
+    assert set(rows) == {"loop_add_fusion.2", "loop_add_fusion.5"}
+    assert rows["loop_add_fusion.2"]["kernels_per_step"] == 2
+    assert rows["loop_add_fusion.2"]["bytes"] == 2 * rows["loop_add_fusion.5"]["bytes"] == 2 * 8192
+    assert rep["classes"]["fusion"]["bytes"] == rep["hlo"]["bytes"] == 3 * 8192
+    assert rep["trace"]["matched_by"] == {"name": 6}
