@@ -18,8 +18,7 @@ from lusjax.ssl import Method
 from lusjax.ssl.heads import (
     Head,
     copy_target,
-    ema_momentum,
-    ema_update,
+    ema_target_update,
     embedding_std,
     l2_normalize,
     predictor,
@@ -72,11 +71,6 @@ def loss(online, target, method_state, *, cfg, axis_name):
     return value, {"byol": value, "z_std": embedding_std(z, axis_name)}, {}
 
 
-def update_state(method_state, variables, step, total_steps, cfg) -> dict:
-    tau = ema_momentum(step, total_steps, cfg.base_momentum, cfg.final_momentum)
-    return {**method_state, "target": ema_update(method_state["target"], variables, tau)}
-
-
 METHOD = Method(
     name="byol",
     make_head=make_head,
@@ -84,7 +78,7 @@ METHOD = Method(
     default_config=default_config,
     default_optim=default_optim,
     init_state=init_state,
-    update_state=update_state,
+    update_state=ema_target_update,
     needs_target=True,
     paper="https://arxiv.org/abs/2006.07733",
 )

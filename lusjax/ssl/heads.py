@@ -240,3 +240,11 @@ def ema_update(target, online, momentum) -> Any:
         target,
         _like(online, target),
     )
+
+
+def ema_target_update(method_state, variables, step, total_steps, cfg) -> dict:
+    """`Method.update_state` of the methods with an EMA target network (BYOL, MoCo v2):
+    method_state["target"] follows the online variables with `ema_momentum` between
+    cfg.base_momentum and cfg.final_momentum."""
+    tau = ema_momentum(step, total_steps, cfg.base_momentum, cfg.final_momentum)
+    return {**method_state, "target": ema_update(method_state["target"], variables, tau)}

@@ -28,8 +28,7 @@ from lusjax.ssl import Method
 from lusjax.ssl.heads import (
     Head,
     copy_target,
-    ema_momentum,
-    ema_update,
+    ema_target_update,
     embedding_std,
     enqueue,
     gather_invariant,
@@ -101,11 +100,6 @@ def loss(online, target, method_state, *, cfg, axis_name):
     return value, metrics, {"queue": new_queue, "queue_ptr": new_ptr}
 
 
-def update_state(method_state, variables, step, total_steps, cfg) -> dict:
-    m = ema_momentum(step, total_steps, cfg.base_momentum, cfg.final_momentum)
-    return {**method_state, "target": ema_update(method_state["target"], variables, m)}
-
-
 METHOD = Method(
     name="mocov2",
     make_head=make_head,
@@ -113,7 +107,7 @@ METHOD = Method(
     default_config=default_config,
     default_optim=default_optim,
     init_state=init_state,
-    update_state=update_state,
+    update_state=ema_target_update,
     needs_target=True,
     paper="https://arxiv.org/abs/2003.04297",
 )

@@ -33,6 +33,6 @@ def test_ema_target_update():
     assert "probe" not in state["target"]["params"]  # the probe has no target copy
     state["target"] = jax.tree.map(jnp.zeros_like, state["target"])
     cfg = byol.default_config()
-    new = byol.update_state(state, online, 0, 100, cfg)["target"]
+    new = byol.METHOD.update_state(state, online, 0, 100, cfg)["target"]
     np.testing.assert_allclose(new["params"]["head"]["w"], 0.02, rtol=1e-5)  # (1 - 0.99) * 2
     np.testing.assert_allclose(new["batch_stats"]["backbone"]["mean"], 0.01, rtol=1e-5)

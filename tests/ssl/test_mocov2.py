@@ -89,6 +89,8 @@ def test_target_is_frozen_at_the_final_momentum():
     state["target"] = jax.tree.map(jnp.zeros_like, state["target"])
     # momentum 1 at the end (final_momentum): the target keeps its value
     assert (
-        mocov2.update_state(state, online, 100, 100, cfg)["target"]["params"]["head"]["w"].sum()
+        mocov2.METHOD.update_state(state, online, 100, 100, cfg)["target"]["params"]["head"][
+            "w"
+        ].sum()
         == 0
     )
