@@ -23,6 +23,16 @@ examples:
   %(prog)s --input videos/ --metadata videos/metadata.csv --out data/lus --size 224 --preview
   %(prog)s --input manifest.csv --out data/lus --folds 5 --workers 8
   %(prog)s --input unlabeled/ --out data/pretrain --splits none
+  %(prog)s --input clips/ --metadata meta.csv --column label=Finding --out data/lus
+
+COLUMNS of --metadata (and of a CSV manifest), case, spaces and punctuation ignored:
+  path        path, file, filename, file_name, filepath, video, video_name, clip, ...
+  label       label, class, class_name, diagnosis, category, target
+  patient_id  patient_id, patient, patient_id_name ("Patient ID / Name"), subject, ...
+  probe       probe, probe_type, transducer (convex/curvilinear/curved/linear)
+  findings    b_lines, a_lines, effusion, consolidation(s), pleural_irregular(ities),
+              pleural_line_irregularities: 1/0/yes/no, empty or n/a = unknown
+Labels that differ only in case or spacing are merged ("covid-19" = "COVID-19").
 
 splits are by video, stratified by label, grouped by patient; the dataset folder
 gets TFDS shards under lus_frames/ and dataset.json (clips, frames, skipped clips).
@@ -48,12 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--input",
         metavar="PATH",
-        help="folder of clips (searched recursively) or a CSV manifest of clips",
+        help="folder of clips (searched recursively; a folder of numbered images is one "
+        "clip, other still images are one-frame clips) or a CSV manifest of clips",
     )
     src.add_argument(
         "--metadata",
         metavar="CSV",
-        help="per-clip labels/probe/patient/findings, joined on file name",
+        help="per-clip labels/probe/patient/findings, joined on path or file name "
+        "(with or without its extension); column names as in COLUMNS below",
+    )
+    src.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=HEADER",
+        help="read FIELD (path, label, patient_id, probe or a finding) from the CSV "
+        "column HEADER, e.g. --column label=Diagnosis (repeatable)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument(
@@ -144,7 +164,10 @@ def label_warning(info: dict) -> str | None:
         why = "no --metadata CSV was given"
     elif not ingest["label_column"]:
         source = ingest.get("metadata") or ingest.get("input")
-        why = f"the metadata of {source} has no 'label' column"
+        why = (
+            f"the metadata of {source} has no label column (label, class, diagnosis, ...; "
+            "name yours with --column label=HEADER)"
+        )
     else:
         why = "their metadata rows are missing or leave 'label' empty"
     return (
@@ -192,8 +215,10 @@ def run(args: argparse.Namespace) -> dict:
             print(f"preview: {sheet}")
         return info
 
-    from data_prep import ingest  # PyAV & co. only when reading real clips
+    from data_prep import ingest, metadata  # PyAV & co. only when reading real clips
     from data_prep.store import ClipStore
+
+    columns = metadata.parse_columns(args.column)
 
     if not Path(args.input).exists():
         raise UserError(f"--input {args.input} does not exist.")
@@ -210,6 +235,7 @@ def run(args: argparse.Namespace) -> dict:
         workers=args.workers,
         preview_path=str(Path(args.out) / PREVIEW_PNG) if args.preview else None,
         keys=keys,
+        columns=columns,
     )
     return write.write_dataset(
         store,
@@ -227,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
             "ingest": {
                 "input": str(args.input),
                 "metadata": args.metadata,
-                "label_column": _has_label_column(args.metadata or args.input),
+                "label_column": _has_label_column(args.metadata or args.input, columns),
                 "stride": args.stride,
                 "fps": args.fps,
             }
@@ -235,14 +261,14 @@ def run(args: argparse.Namespace) -> dict:
     )
 
 
-def _has_label_column(metadata: str | None) -> bool | None:
-    """Whether the metadata CSV (or CSV manifest) has a `label` column; None without one."""
-    if not metadata or Path(metadata).suffix.lower() not in (".csv", ".tsv"):
+def _has_label_column(metadata_csv: str | None, columns: dict) -> bool | None:
+    """Whether the metadata CSV (or CSV manifest) has a label column; None without one."""
+    if not metadata_csv or Path(metadata_csv).suffix.lower() not in (".csv", ".tsv"):
         return None
-    from data_prep import ingest
+    from data_prep import metadata
 
-    rows = ingest._read_csv(Path(metadata), required=("path",), meta_required=False)
-    return "label" in rows[0]
+    table = metadata.read_csv(Path(metadata_csv), meta_required=False, columns=columns)
+    return "label" in table.rows[0]
 
 
 def _synthetic_preview(path: Path, args: argparse.Namespace, gen: dict, n: int = 24) -> Path:

@@ -18,6 +18,7 @@ Sources:
           FrameTimeVector.
   frames  a folder of PNG/JPEG/BMP/TIFF frames, naturally sorted (2 < 10);
           its frame rate is `default_fps`.
+  image   one still PNG/JPEG/BMP/TIFF file: a clip of one frame.
 """
 
 from __future__ import annotations
@@ -109,10 +110,12 @@ class Decoded:
 
 
 def kind_of(path: str | os.PathLike) -> str | None:
-    """'video', 'dicom' or 'frames' for a path we can read, else None."""
+    """'video', 'dicom', 'frames' or 'image' for a path we can read, else None."""
     path = Path(path)
     if path.is_dir():
         return "frames" if any(_is_image(p) for p in path.iterdir()) else None
+    if _is_image(path):
+        return "image"
     ext = path.suffix.lower()
     if ext in VIDEO_EXTS:
         return "video"
@@ -139,6 +142,8 @@ def clip_info(path: str | os.PathLike, *, default_fps: float = DEFAULT_FPS) -> C
     kind = _require_kind(path)
     if kind == "frames":
         return ClipInfo("frames", default_fps, len(frame_files(path)))
+    if kind == "image":
+        return ClipInfo("image", default_fps, 1)
     if kind == "dicom":
         ds = _read_dicom_header(path)
         fps, _ = _dicom_timing(ds, default_fps)
@@ -181,7 +186,9 @@ def iter_frames(
         raise ValueError(f"fps must be > 0, got {fps}")
     path = Path(path)
     kind = _require_kind(path)
-    raw = {"video": _raw_video, "dicom": _raw_dicom, "frames": _raw_folder}[kind]
+    raw = {"video": _raw_video, "dicom": _raw_dicom, "frames": _raw_folder, "image": _raw_folder}[
+        kind
+    ]
     kept = 0
     last_bucket = -1
     for index, time, to_arrays in raw(path, default_fps):
@@ -289,7 +296,7 @@ def _raw_dicom(path: Path, default_fps: float) -> _RawFrames:
 def _raw_folder(path: Path, default_fps: float) -> _RawFrames:
     from PIL import Image, UnidentifiedImageError
 
-    files = frame_files(path)
+    files = frame_files(path) if path.is_dir() else [path]  # a folder, or one image
     if not files:
         raise ClipError("frame folder has no images")
     shape = None
@@ -316,6 +323,12 @@ def _raw_folder(path: Path, default_fps: float) -> _RawFrames:
 
 
 # --- helpers ---
+
+
+def is_sequence(names: list[str]) -> bool:
+    """Whether image file names look like the frames of one clip: equal once their digit
+    runs are dropped (frame1.png, frame2.png), unlike a folder of unrelated stills."""
+    return len({re.sub(r"\d+", "", n.lower()) for n in names}) <= 1
 
 
 def _is_image(p: Path) -> bool:

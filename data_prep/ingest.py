@@ -4,13 +4,14 @@
                    size=224, workers=4, preview_path="out/preview.png")
 
 Input: a folder (recursive: video files, DICOM files, folders of image frames),
-a CSV manifest (column `path`, relative to the CSV; its other columns are the
+a CSV manifest (a file column, relative to the CSV; its other columns are the
 metadata unless a metadata CSV is given) or one clip. Metadata CSV (like
-pocus_dev's): `path` plus any of `probe`, `label`, `patient_id`, `b_lines`,
-`a_lines`, `effusion`, `consolidation(s)`, `pleural_irregular` (0/1, empty =
-unknown), joined by path (relative to the CSV or the input), else by unique file
-name. A row without a file is a skip; a file without a row is ingested unlabeled
-with a warning (skipped with `require_metadata=True`).
+pocus_dev's): a file column plus any of label, probe, patient_id and the
+findings (0/1, empty = unknown), under our names or common aliases
+(`data_prep.metadata`), joined by path (relative to the CSV or the input), else
+by unique path tail or file name, with or without its extension. A row without a
+file is a skip; a file without a row is ingested unlabeled with a warning
+(skipped with `require_metadata=True`).
 
 Each clip is stored under sha256(content [+ frame names] + options): a re-run
 decodes only what is not stored yet (a changed CSV row only rewrites metadata).
@@ -21,20 +22,18 @@ nothing usable remains. With workers > 1, call from under `if __name__ ==
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
-import posixpath
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from data_prep import decode, fan, preview
+from data_prep import decode, fan, metadata, preview
 from data_prep.clip import Clip
 from data_prep.decode import ClipError
 from data_prep.store import ClipStore
@@ -54,16 +53,6 @@ STATS_FRAMES = 128
 # levels) are duplicates of a frozen or frame-rate-converted video.
 DUPLICATE_MAD = 0.2
 
-FINDING_ALIASES = {
-    "b_lines": ("b_lines", "blines"),
-    "a_lines": ("a_lines", "alines"),
-    "effusion": ("effusion", "effusions"),
-    "consolidation": ("consolidation", "consolidations"),
-    "pleural_irregular": ("pleural_irregular", "pleural_irregularity", "pleural_irregularities"),
-}
-META_COLUMNS = ("probe", "label", "patient_id") + FINDINGS
-_PROBES = {"convex": "convex", "curvilinear": "convex", "curved": "convex", "linear": "linear"}
-_TRUE, _FALSE = {"1", "1.0", "true", "yes", "y"}, {"0", "0.0", "false", "no", "n"}
 # Files next to clips that are not clips and not worth a warning.
 _IGNORED_EXTS = frozenset(
     {
@@ -120,20 +109,23 @@ def discover(
     metadata_csv: str | os.PathLike | None = None,
     *,
     require_metadata: bool = False,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[list[ClipSpec], list[Skip]]:
     """The clips under `input_path` with their metadata, and what was skipped.
 
     Args:
-      input_path: a folder (recursive), a CSV manifest with a `path` column, or one clip.
+      input_path: a folder (recursive), a CSV manifest with a file column, or one clip.
       metadata_csv: per-clip metadata joined on path / file name (see module doc).
       require_metadata: skip files that have no metadata row (default: unlabeled).
+      columns: field -> the CSV's header for it, where the aliases do not find it
+        (`data_prep.metadata.COLUMN_ALIASES`).
     """
     root = Path(input_path)
     if not root.exists():
         raise UserError(f"Input {input_path} does not exist.")
     skips: list[Skip] = []
     if root.is_file() and root.suffix.lower() in (".csv", ".tsv"):
-        rows = _read_csv(root, required=("path",), meta_required=False)
+        rows = metadata.read_csv(root, meta_required=False, columns=columns).rows
         root_dir, paths = root.parent, []
         for row in rows:
             p = (root_dir / row["path"]).resolve()
@@ -141,7 +133,7 @@ def discover(
                 paths.append(p)
             else:
                 skips.append(Skip(row["path"], "file not found"))
-        if metadata_csv is None and set(rows[0]) & set(META_COLUMNS):
+        if metadata_csv is None and set(rows[0]) & set(metadata.META_COLUMNS):
             metadata_csv = root  # the manifest carries the metadata
     elif root.is_file():
         root_dir, paths = root.parent, [root.resolve()]
@@ -152,20 +144,38 @@ def discover(
             Skip(str(p), f"unsupported format ({p.suffix or 'no extension'})") for p in unsupported
         ]
 
-    index = _MetaIndex(metadata_csv) if metadata_csv is not None else None
-    specs = []
-    for p in paths:
-        video_id = _rel(p, root_dir.resolve())
-        spec = ClipSpec(str(p), video_id)
-        row = index.find(p, video_id) if index else None
+    index = metadata.MetaIndex(metadata_csv, columns) if metadata_csv is not None else None
+    for note in index.notes if index else ():
+        _warn(note, prefix="")
+    specs = [ClipSpec(str(p), _rel(p, root_dir.resolve())) for p in paths]
+    matches: dict[int, list[tuple[ClipSpec, bool]]] = {}  # id(row) -> (spec, exact)
+    rows = {}
+    for spec in specs:
+        row, exact = index.find(Path(spec.source), spec.video_id) if index else (None, False)
         if row is not None:
-            spec.meta, spec.has_metadata = _row_meta(row), True
-        elif index is not None and require_metadata:
-            skips.append(Skip(str(p), "no metadata row (metadata required)"))
+            matches.setdefault(id(row), []).append((spec, exact))
+            rows[id(row)] = row
+    for key, found in matches.items():
+        exact = [spec for spec, is_exact in found if is_exact]
+        if len(found) > 1 and len(exact) != 1:  # one row, several files by name: none
+            names = ", ".join(spec.video_id for spec, _ in found)
+            skips.append(
+                Skip(
+                    rows[key]["path"], f"metadata row matches {len(found)} files ({names}); unused"
+                )
+            )
             continue
-        specs.append(spec)
+        spec = exact[0] if exact else found[0][0]
+        spec.meta, spec.has_metadata = metadata.row_meta(rows[key]), True
+    if index is not None and require_metadata:
+        skips += [
+            Skip(s.source, "no metadata row (metadata required)")
+            for s in specs
+            if not s.has_metadata
+        ]
+        specs = [s for s in specs if s.has_metadata]
     if index is not None and Path(metadata_csv) != root:  # a manifest's rows: reported above
-        skips += [Skip(r["path"], "metadata row without a file") for r in index.unused()]
+        skips += [Skip(r["path"], metadata.NO_FILE) for r in index.unused(set(matches))]
     return specs, skips
 
 
@@ -185,6 +195,7 @@ def ingest(
     default_fps: float = decode.DEFAULT_FPS,
     progress: bool = True,
     keys: list[str] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> list[Skip]:
     """Decodes, crops and stores every clip under `input_path`; returns what was skipped.
 
@@ -192,7 +203,7 @@ def ingest(
       input_path: folder, CSV manifest or single clip (see `discover`).
       store: where processed clips go; clips already there (same content and
         options) are not decoded again.
-      metadata_csv, require_metadata: see `discover`.
+      metadata_csv, require_metadata, columns: see `discover`.
       size: output frames are size x size (aspect kept by padding).
       stride, fps: keep every stride-th frame, or resample to `fps` (not both).
       dedupe: drop frames nearly identical to the previous kept one (frozen video).
@@ -213,28 +224,29 @@ def ingest(
     if fps is not None and (fps <= 0 or stride != 1):
         raise UserError("fps must be > 0 and cannot be combined with stride.")
     opts = Options(size, stride, fps, dedupe, max_frames, default_fps)
-    specs, skips = discover(input_path, metadata_csv, require_metadata=require_metadata)
-    for s in skips:
-        _warn(f"skipped {s.source}: {s.reason}")
-    unlabeled = [s.video_id for s in specs if not s.has_metadata]
-    if metadata_csv is not None and unlabeled:
-        _warn(
-            f"{len(unlabeled)} clip(s) have no metadata row and are ingested unlabeled: "
-            + ", ".join(unlabeled[:5])
-            + (" ..." if len(unlabeled) > 5 else "")
-        )
+    specs, skips = discover(
+        input_path, metadata_csv, require_metadata=require_metadata, columns=columns
+    )
+    _warn_skips(skips, input_path)
 
     tiles_dir = store.root / STORE_PREVIEWS
     run_keys: dict[str, str] = {}  # key -> video_id, in input order
     todo: list[tuple[ClipSpec, str]] = []
+    keyed: list[tuple[ClipSpec, str]] = []
+    chosen: dict[str, ClipSpec] = {}  # key -> the copy kept: the first with metadata
     for spec in specs:
         try:
             key = clip_key(spec.source, opts)
         except OSError as e:
             skips.append(_skip(spec.source, f"unreadable ({e.strerror or e})"))
             continue
-        if key in run_keys:
-            skips.append(_skip(spec.source, f"duplicate of {run_keys[key]} (same content)"))
+        keyed.append((spec, key))
+        if key not in chosen or (spec.has_metadata and not chosen[key].has_metadata):
+            chosen[key] = spec
+    for spec, key in keyed:
+        if chosen[key] is not spec:
+            dup = chosen[key].video_id
+            skips.append(_skip(spec.source, f"duplicate of {dup} (same content)"))
             continue
         run_keys[key] = spec.video_id
         if store.has(key):
@@ -261,6 +273,14 @@ def ingest(
         )
     if keys is not None:
         keys.extend(done)
+    stored = {run_keys[k] for k in done}
+    unlabeled = [s.video_id for s in specs if not s.has_metadata and s.video_id in stored]
+    if metadata_csv is not None and unlabeled:
+        _warn(
+            f"{len(unlabeled)} clip(s) have no metadata row and are ingested unlabeled: "
+            + ", ".join(unlabeled[:5])
+            + (" ..." if len(unlabeled) > 5 else "")
+        )
     if preview_path is not None:
         recs = [store.meta(k) for k in done]
         path = preview.save_contact_sheet(
@@ -462,21 +482,24 @@ def _tile_for(store: ClipStore, key: str, tiles_dir: Path) -> np.ndarray:
 
 
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """(clips, unsupported files) under root: videos, DICOM files, frame folders."""
+    """(clips, unsupported files) under root: videos, DICOM files, frame folders, and
+    still images where a folder's image names are no numbered sequence."""
     clips, unsupported = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
-        if any(
-            Path(f).suffix.lower() in decode.IMAGE_EXTS for f in filenames if not f.startswith(".")
-        ):
+        images = [
+            f for f in filenames if Path(f).suffix.lower() in decode.IMAGE_EXTS and f[0] != "."
+        ]
+        frames = decode.is_sequence(images)  # else each image is a clip of its own
+        if images and frames:
             clips.append(here.resolve())
         for name in sorted(filenames, key=decode.natural_key):
             p = here / name
             ext = p.suffix.lower()
-            if name.startswith(".") or ext in decode.IMAGE_EXTS or name == "DICOMDIR":
+            if name.startswith(".") or (frames and ext in decode.IMAGE_EXTS) or name == "DICOMDIR":
                 continue
-            if decode.kind_of(p) in ("video", "dicom"):
+            if decode.kind_of(p) in ("video", "dicom", "image"):
                 clips.append(p.resolve())
             elif ext not in _IGNORED_EXTS:
                 unsupported.append(p)
@@ -491,118 +514,18 @@ def _rel(p: Path, root: Path) -> str:
     return p.name if rel in ("", ".") else rel
 
 
-def _read_csv(path: Path, *, required: Sequence[str], meta_required: bool) -> list[dict]:
-    """Rows of a CSV with normalised column names; UserError on bad encoding/columns."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            sample = f.read(4096)
-            f.seek(0)
-            delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
-            rows = list(reader)
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV."
-        ) from None
-    except (OSError, csv.Error) as e:
-        raise UserError(f"Cannot read {path}: {e}") from None
-    header = header or []
-    cols = [c.strip().lower().replace("-", "_").replace(" ", "_") for c in header]
-    for canonical, aliases in FINDING_ALIASES.items():
-        cols = [canonical if c in aliases else c for c in cols]
-    missing = [c for c in required if c not in cols]
-    if missing or (meta_required and not set(cols) & set(META_COLUMNS)):
-        raise UserError(
-            f"{path} has columns [{', '.join(header)}]; expected 'path' plus "
-            + ("any of " + ", ".join(META_COLUMNS) if meta_required else "optional metadata")
-            + " (findings may also be spelled consolidations, pleural_irregularity)."
+def _warn_skips(skips: list[Skip], input_path) -> None:
+    """A warning line per skip; metadata rows without a file in one line when many."""
+    rows = [s.source for s in skips if s.reason == metadata.NO_FILE]
+    for s in skips:
+        if s.reason != metadata.NO_FILE or len(rows) <= 3:
+            _warn(f"skipped {s.source}: {s.reason}")
+    if len(rows) > 3:
+        _warn(
+            f"skipped {len(rows)} metadata rows without a file under {input_path}: "
+            + ", ".join(rows[:3])
+            + " ... (all in dataset.json under 'skipped')"
         )
-    out = []
-    for line, values in enumerate(rows, 2):
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) > len(cols):
-            raise UserError(f"{path} line {line} has {len(values)} fields, the header {len(cols)}.")
-        row = {c: v.strip() for c, v in zip(cols, values)}
-        row["_line"] = line
-        if not row.get("path"):
-            raise UserError(f"{path} line {line} has an empty 'path'.")
-        out.append(row)
-    if not out:
-        raise UserError(f"{path} has a header but no rows.")
-    return out
-
-
-def _row_meta(row: dict) -> dict:
-    """Clip fields from a metadata row (validated in `_MetaIndex`)."""
-    return {
-        "probe": _PROBES.get(row.get("probe", "").lower(), "unknown"),
-        "label_name": row.get("label", ""),
-        "patient_id": row.get("patient_id", ""),
-        "findings": {k: _finding(row, k) for k in FINDINGS},
-    }
-
-
-def _finding(row: dict, name: str) -> int:
-    v = row.get(name, "").strip().lower()
-    if v in ("", "-1", "na", "nan", "?", "unknown"):
-        return -1
-    if v in _TRUE:
-        return 1
-    if v in _FALSE:
-        return 0
-    raise ValueError(v)
-
-
-class _MetaIndex:
-    """Metadata rows, found by path: absolute (relative to the CSV), else the longest
-    unambiguous common tail of the path (so a CSV one folder up still matches; a
-    tail of one component is a match by file name)."""
-
-    def __init__(self, csv_path: str | os.PathLike):
-        csv_path = Path(csv_path)
-        if not csv_path.is_file():
-            raise UserError(f"Metadata CSV {csv_path} does not exist.")
-        self.rows = _read_csv(csv_path, required=("path",), meta_required=True)
-        self.by_abs, self.by_tail, self.used = {}, {}, set()
-        for row in self.rows:
-            for k in FINDINGS:
-                try:
-                    _finding(row, k)
-                except ValueError:
-                    raise UserError(
-                        f"{csv_path} line {row['_line']}: {k}={row[k]!r}; use 0, 1 "
-                        "or empty (unknown)."
-                    ) from None
-            rel = posixpath.normpath(row["path"].replace("\\", "/"))
-            absolute = (csv_path.parent / rel).resolve()
-            if absolute in self.by_abs:
-                raise UserError(
-                    f"{csv_path} lists {row['path']} twice (lines "
-                    f"{self.by_abs[absolute]['_line']} and {row['_line']})."
-                )
-            self.by_abs[absolute] = row
-            parts = rel.split("/")
-            for k in range(1, len(parts) + 1):
-                self.by_tail.setdefault("/".join(parts[-k:]), []).append(row)
-
-    def find(self, path: Path, video_id: str) -> dict | None:
-        row = self.by_abs.get(path)
-        parts = video_id.split("/")
-        for k in range(len(parts), 0, -1):
-            if row is not None:
-                break
-            rows = self.by_tail.get("/".join(parts[-k:]), [])
-            if len(rows) > 1:
-                break  # ambiguous; shorter tails only more so
-            row = rows[0] if rows else None
-        if row is not None:
-            self.used.add(id(row))
-        return row
-
-    def unused(self) -> list[dict]:
-        return [r for r in self.rows if id(r) not in self.used]
 
 
 def _skip(source: str, reason: str) -> Skip:

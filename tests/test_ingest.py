@@ -185,7 +185,8 @@ def test_manifest_csv_input_carries_metadata(clips, tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("filename,class\na.mp4,x\n", "expected 'path'"),
+        ("clip_no,grade\na.mp4,x\n", "expected a file column"),
+        ("filename,grade\na.mp4,x\n", "any of probe, label"),
         ("path,license\na.mp4,CC\n", "any of probe, label"),
         ("path,label,b_lines\na.mp4,x,maybe\n", "line 2: b_lines='maybe'"),
         ("path,label\na.mp4,x\na.mp4,y\n", "twice"),

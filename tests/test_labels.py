@@ -63,7 +63,7 @@ def test_prep_warns_once_and_records_clips_without_label(clips, tmp_path, capsys
     warnings = _warnings(capsys.readouterr().err)
     assert len(warnings) == 1, warnings
     assert "2 of 2 clips have no label" in warnings[0]
-    assert "meta.csv has no 'label' column" in warnings[0]
+    assert "meta.csv has no label column" in warnings[0]
     info = json.loads((out / "dataset.json").read_text())
     assert info["labels"] == {"labelled_clips": 0, "unlabeled_clips": 2}
     assert info["ingest"]["label_column"] is False
