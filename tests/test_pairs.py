@@ -224,6 +224,17 @@ def test_max_dt_in_seconds_without_frame_rates_is_a_user_error():
         pairs.pair_batches(clips, seed=0, batch_size=4, max_dt=2, max_dt_s=0.5)
 
 
+def test_max_dt_in_seconds_with_a_one_frame_clip():
+    """A still image or one-frame clip has no frame rate (None in dataset.json); it needs
+    none: its only pair is its frame with itself."""
+    clips = table([10, 1, 6])
+    clips.fps = np.array([20.0, np.nan, 10.0])
+    np.testing.assert_array_equal(pairs.max_dt_frames(clips, 99, 0, max_dt_s=0.2), [4, 0, 2])
+    batch = take(pairs.pair_batches(clips, seed=0, batch_size=16, max_dt=99, max_dt_s=0.2), 4)
+    still = batch["clip"] == 1
+    assert still.any() and (batch["anchor"][still] == batch["partner"][still]).all()
+
+
 def test_negative_min_dt_is_refused_in_seconds_mode_too():
     clips = table([10, 10])
     clips.fps = np.array([20.0, 20.0])

@@ -121,12 +121,14 @@ def max_dt_frames(
     `max_dt` stored frames for every clip, or with `max_dt_s` > 0, that many
     seconds at each clip's stored frame rate (`fps` in dataset.json; clips of
     different frame rates then get different frame windows), never below min_dt.
+    A clip of one frame (a still image) has no frame rate and needs none.
     """
     n = len(clips.length)
     if max_dt_s <= 0:
         return np.full(n, int(max_dt), np.int64)
     fps = getattr(clips, "fps", None)
     fps = np.full(n, np.nan) if fps is None else np.asarray(fps, np.float64)
+    fps = np.where(np.asarray(clips.length) > 1, fps, 1.0)  # one frame: any window will do
     unknown = np.flatnonzero(~(fps > 0))
     if len(unknown):
         raise UserError(
