@@ -18,19 +18,21 @@ ab_step = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ab_step)
 
 
-@pytest.mark.parametrize("shape", [(2, 16, 16, 3), (1, 9, 7, 2)])
+@pytest.mark.parametrize("shape", [(2, 16, 16, 3), (1, 9, 7, 2), (1, 2, 1, 1)])
 @pytest.mark.parametrize("ties", [False, True])
-def test_argmax_max_pool_matches_flax_values_and_gradients(shape, ties):
+@pytest.mark.parametrize("pool", ["argmax", "parity"])
+def test_argmax_max_pool_matches_flax_values_and_gradients(shape, ties, pool):
+    pool = getattr(layers, f"{pool}_max_pool_3x3_s2")
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     if ties:  # after a ReLU most windows hold several equal zeros
         x = jnp.round(jax.nn.relu(x))
     flax_pool = ab_step.SWAPS["maxpool=reduce_window"]["max_pool_3x3_s2"]
     g = jax.random.normal(jax.random.PRNGKey(1), flax_pool(x).shape)
     ref = jax.vjp(flax_pool, x)
-    new = jax.vjp(layers.argmax_max_pool_3x3_s2, x)
+    new = jax.vjp(pool, x)
     np.testing.assert_array_equal(new[0], ref[0])
     np.testing.assert_allclose(new[1](g)[0], ref[1](g)[0], rtol=1e-6, atol=1e-6)
-    bf = jax.jit(layers.argmax_max_pool_3x3_s2)(x.astype(jnp.bfloat16))
+    bf = jax.jit(pool)(x.astype(jnp.bfloat16))
     assert bf.dtype == jnp.bfloat16
     np.testing.assert_array_equal(bf, flax_pool(x.astype(jnp.bfloat16)))
 
