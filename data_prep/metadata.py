@@ -135,7 +135,7 @@ def read_csv(
     """The rows of a metadata CSV or manifest with its columns mapped to our fields.
 
     Args:
-      path: the CSV (comma or tab separated, UTF-8).
+      path: the CSV (comma, tab or semicolon separated, UTF-8).
       meta_required: also require one metadata column (label, probe, ...).
       columns: field -> the CSV's header for it, overriding the aliases.
 
@@ -146,7 +146,8 @@ def read_csv(
         with open(path, newline="", encoding="utf-8-sig") as f:
             sample = f.read(4096)
             f.seek(0)
-            delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+            first = sample.split("\n", 1)[0]  # the header: its commonest separator
+            delimiter = max(",\t;", key=first.count)
             reader = csv.reader(f, delimiter=delimiter)
             header = next(reader, None) or []
             rows = list(reader)

@@ -174,11 +174,13 @@ CSVS = {  # name -> (bytes, None if accepted else what the error says)
     "latin-1": ("path,label\na.mp4,pneumonía\n".encode("latin-1"), "not UTF-8"),
     "utf-16": ("path,label\na.mp4,regular\n".encode("utf-16"), "not UTF-8"),
     "binary": (np.random.default_rng(1).bytes(300), "not UTF-8"),
-    "wrong-columns": (b"filename,class\na.mp4,x\n", "expected 'path'"),
+    "wrong-columns": (b"name,kind\na.mp4,x\n", "expected a file column"),
     "no-metadata-columns": (b"path,license\na.mp4,CC\n", "any of probe, label"),
-    "semicolons": (b"path;label\na.mp4;x\n", "expected 'path'"),
+    "semicolons": (b"path;label\na.mp4;COVID-19\nb.mp4;regular\n", None),
+    "aliases": (b"Filename,Class\na.mp4,COVID-19\nb.mp4,regular\n", None),
+    "one-column": (b"path label\na.mp4 x\n", "expected a file column"),
     "ragged-row": (b"path,label\na.mp4,x,extra\n", "has 3 fields"),
-    "empty-file": (b"", "expected 'path'"),
+    "empty-file": (b"", "expected a file column"),
     "header-only": (b"path,label\n", "no rows"),
 }
 
