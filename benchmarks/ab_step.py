@@ -14,8 +14,6 @@ Prints one JSON line per variant ("variant" key added).
                   7x7, MobileNetV3's 3x3) instead of `layers.StemConvS2`
   maxpool=argmax  stem max-pool as `layers.argmax_max_pool_3x3_s2` on any backend
                   (the library uses it on GPUs only)
-  maxpool=parity  stem max-pool as `layers.parity_max_pool_3x3_s2` (the argmax form with
-                  both passes over 2x2 parity planes: no strided slices, no interior pads)
   maxpool=reduce_window
                   stem max-pool as `nn.max_pool` (XLA's reduce-window, select-and-
                   scatter gradient) on any backend
@@ -46,7 +44,6 @@ SWAPS = {
     "lusjax": {},
     "stem=conv": {"StemConvS2": _plain_stem},
     "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
-    "maxpool=parity": {"max_pool_3x3_s2": layers.parity_max_pool_3x3_s2},
     "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2},
     "bn=pallas": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="pallas")},
     "bn=fused_jnp": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="jnp")},

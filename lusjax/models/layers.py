@@ -119,11 +119,12 @@ def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     """torchvision ResNet's stem max-pool (3x3, stride 2, padding 1), NHWC.
 
     On GPUs `argmax_max_pool_3x3_s2` (same values and gradients): in the SimCLR
-    step on an H200 it was 5.1% (ResNet-18) and 2.8% (ResNet-50) faster than
-    `nn.max_pool`, whose select-and-scatter gradient it replaces. Elsewhere
-    `nn.max_pool`: on CPUs the argmax form is ~3x slower, and it was not measured on
-    TPUs. A max of nine strided slices with autodiff's gradient was 6.8% slower on
-    the GPU. `benchmarks/ab_step.py` times the variants.
+    step on an H200 its first form was 5.1% (ResNet-18) and 2.8% (ResNet-50) faster
+    than `nn.max_pool`, whose select-and-scatter gradient it replaces, and its parity
+    form another 6.1% / 1.7% on an H100. Elsewhere `nn.max_pool`: on CPUs the first
+    argmax form was ~3x slower, and neither was measured on TPUs. A max of nine
+    strided slices with autodiff's gradient was 6.8% slower on the GPU.
+    `benchmarks/ab_step.py` times the variants.
     """
     if jax.default_backend() == "gpu":
         return argmax_max_pool_3x3_s2(x)
@@ -134,66 +135,6 @@ def reduce_window_max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     """The 3x3/2 max-pool (padding 1) as `nn.max_pool`: XLA's reduce-window, with a
     select-and-scatter gradient."""
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-
-
-def _windows(x):
-    """The nine [B, Ho, Wo, C] strided slices of the 3x3/2 windows (padding 1, -inf)."""
-    h, w = x.shape[1:3]
-    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    return [
-        xp[:, di : di + 2 * ho - 1 : 2, dj : dj + 2 * wo - 1 : 2, :]
-        for di in range(3)
-        for dj in range(3)
-    ]
-
-
-@jax.custom_vjp
-def argmax_max_pool_3x3_s2(x):
-    """3x3/2 max-pool (padding 1) with a gradient XLA can fuse.
-
-    Values as `nn.max_pool`; the gradient goes to the first maximum of each window in
-    row-major order, as XLA's select-and-scatter. The forward keeps each window's
-    int8 argmax; the backward places the incoming gradient with nine interior-padded
-    `lax.pad`s (elementwise) instead of select-and-scatter, which re-reads the input
-    and was 8% of a ResNet-18 step on an H200.
-    """
-    return _argmax_fwd(x)[0]
-
-
-def _argmax_fwd(x):
-    win = _windows(x)
-    out = win[0]
-    for s in win[1:]:
-        out = jnp.maximum(out, s)
-    idx = jnp.full(out.shape, 8, jnp.int8)
-    for k in range(7, -1, -1):  # the first k whose value is the maximum wins
-        idx = jnp.where(win[k] == out, jnp.int8(k), idx)
-    return out, (idx, x.shape)
-
-
-def _argmax_bwd(res, g):
-    idx, (_, h, w, _) = res
-    ho, wo = g.shape[1:3]
-    zero = jnp.zeros((), g.dtype)
-    grad = None
-    for k in range(9):
-        di, dj = divmod(k, 3)
-        part = jax.lax.pad(
-            jnp.where(idx == k, g, zero),
-            zero,
-            (
-                (0, 0, 0),
-                (di, h + 2 - di - (2 * ho - 1), 1),
-                (dj, w + 2 - dj - (2 * wo - 1), 1),
-                (0, 0, 0),
-            ),
-        )
-        grad = part if grad is None else grad + part
-    return (grad[:, 1 : h + 1, 1 : w + 1, :],)
-
-
-argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
 
 
 def _parity_planes(x, fill):
@@ -208,19 +149,24 @@ def _parity_planes(x, fill):
 
 
 @jax.custom_vjp
-def parity_max_pool_3x3_s2(x):
-    """`argmax_max_pool_3x3_s2` (same values, same int8 argmax, same gradient) with both
-    passes written over the 2x2 parity planes of the padded input, so that no op needs a
-    strided slice or an interior pad. Window (o, d) reads padded row 2o + d, i.e. plane
-    row o + d // 2 of parity d % 2: the forward takes nine contiguous slices, and the
-    backward builds each parity plane from the (at most four) window taps that land on
-    it, shifted by at most one row/column: 9 selects per output position in all, where
-    the pad form evaluates 9 selects per *input* position (4x the work).
+def argmax_max_pool_3x3_s2(x):
+    """3x3/2 max-pool (padding 1) with a gradient XLA can fuse.
+
+    Values as `nn.max_pool`; the gradient goes to the first maximum of each window in
+    row-major order, as XLA's select-and-scatter (which re-reads the input and was 8%
+    of a ResNet-18 step on an H200). The forward keeps each window's int8 argmax. Both
+    passes work on the 2x2 parity planes of the padded input: window (o, d) reads
+    padded row 2o + d, i.e. plane row o + d // 2 of parity d % 2, so the forward takes
+    nine contiguous slices and the backward builds each parity plane from the (at most
+    four) window taps that land on it, shifted by at most one row/column. An earlier
+    backward placed the gradient with nine interior-padded `lax.pad`s, i.e. nine
+    selects per *input* position; this form was 6.1% (ResNet-18) and 1.7% (ResNet-50)
+    faster in the SimCLR step on an H100 (README, issue #24).
     """
-    return _parity_fwd(x)[0]
+    return _argmax_fwd(x)[0]
 
 
-def _parity_fwd(x):
+def _argmax_fwd(x):
     xr, ho, wo = _parity_planes(x, -jnp.inf)
     win = [
         xr[:, di // 2 : di // 2 + ho, di % 2, dj // 2 : dj // 2 + wo, dj % 2, :]
@@ -236,7 +182,7 @@ def _parity_fwd(x):
     return out, (idx, x.shape)
 
 
-def _parity_bwd(res, g):
+def _argmax_bwd(res, g):
     idx, (b, h, w, c) = res
     ho, wo = g.shape[1:3]
     zero = jnp.zeros((), g.dtype)
@@ -254,7 +200,7 @@ def _parity_bwd(res, g):
     return (grad[:, 1 : h + 1, 1 : w + 1, :],)
 
 
-parity_max_pool_3x3_s2.defvjp(_parity_fwd, _parity_bwd)
+argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
 
 
 class StemConvS2(nn.Module):
