@@ -516,14 +516,13 @@ def _rel(p: Path, root: Path) -> str:
 
 def _warn_skips(skips: list[Skip], input_path) -> None:
     """A warning line per skip; metadata rows without a file in one line when many."""
-    rows = [s.source for s in skips if s.reason == metadata.NO_FILE]
-    for s in skips:
-        if s.reason != metadata.NO_FILE or len(rows) <= 3:
-            _warn(f"skipped {s.source}: {s.reason}")
-    if len(rows) > 3:
+    listed, rows = metadata.split_rows_without_file(skips)
+    for s in listed:
+        _warn(f"skipped {s.source}: {s.reason}")
+    if rows:
         _warn(
             f"skipped {len(rows)} metadata rows without a file under {input_path}: "
-            + ", ".join(rows[:3])
+            + ", ".join(s.source for s in rows[:3])
             + " ... (all in dataset.json under 'skipped')"
         )
 

@@ -80,6 +80,9 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 }
 # Skip reason of a metadata row that no file under the input matches.
 NO_FILE = "metadata row without a file"
+# More rows without a file than this are summed up in one line (a CSV of a larger
+# collection than the clips at hand can name hundreds).
+LISTED_ROWS_WITHOUT_FILE = 3
 META_COLUMNS = ("probe", "label", "patient_id") + FINDINGS
 PROBES = {"convex": "convex", "curvilinear": "convex", "curved": "convex", "linear": "linear"}
 _TRUE, _FALSE = {"1", "1.0", "true", "yes", "y"}, {"0", "0.0", "false", "no", "n"}
@@ -326,3 +329,14 @@ def _stem_tail(parts: Sequence[str]) -> str:
     if ext.lower() in _CLIP_EXTS:
         last = stem
     return "/".join([*parts[:-1], last]).casefold()
+
+
+def split_rows_without_file(skips: Sequence, reason=lambda s: s.reason) -> tuple[list, list]:
+    """(skips to list one by one, metadata rows without a file to sum up in one line):
+    the rows join the list while there are at most `LISTED_ROWS_WITHOUT_FILE`.
+    `reason(skip)` reads a skip's reason (a `Skip`'s attribute, or a dataset.json dict's
+    key)."""
+    rows = [s for s in skips if reason(s) == NO_FILE]
+    if len(rows) <= LISTED_ROWS_WITHOUT_FILE:
+        return list(skips), []
+    return [s for s in skips if reason(s) != NO_FILE], rows

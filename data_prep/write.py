@@ -26,7 +26,7 @@ from typing import Any
 import tqdm
 
 from data_prep import splits as splits_lib
-from data_prep.metadata import NO_FILE
+from data_prep.metadata import split_rows_without_file
 from data_prep.store import ClipStore
 from lusjax.data.format import FINDINGS
 from lusjax.errors import UserError
@@ -270,15 +270,13 @@ def summary_text(info: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
         )
     for name in info.get("empty_splits", []):
         lines.append(f"  {name:<8} empty (too few clips or patients); not written")
-    # Metadata rows without a file (a CSV of a larger collection) in one line when many.
-    rows = [s for s in info["skipped"] if s["reason"] == NO_FILE]
-    clips = [s for s in info["skipped"] if len(rows) <= 3 or s not in rows]
+    clips, rows = split_rows_without_file(info["skipped"], reason=lambda s: s["reason"])
     if clips:
         lines.append(f"  skipped {len(clips)} clip(s):")
         lines += [f"    {s['source']}: {s['reason']}" for s in clips]
     else:
         lines.append("  skipped 0 clips")
-    if len(rows) > 3:
+    if rows:
         names = ", ".join(s["source"] for s in rows[:3])
         lines.append(f"  {len(rows)} metadata rows without a file ({names}, ...; see dataset.json)")
     return "\n".join(lines)
