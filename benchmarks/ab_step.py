@@ -12,6 +12,9 @@ Prints one JSON line per variant ("variant" key added).
   lusjax          the library as it is
   stem=conv       stem as a plain stride-2 conv over the one-channel image (ResNet's
                   7x7, MobileNetV3's 3x3) instead of `layers.StemConvS2`
+  stem=s2d2       `layers.StemConvS2` over a 2x2 space-to-depth (4C channels in, F out)
+  stem=s2d4       `layers.StemConvS2` over a 4x4 space-to-depth (16C in, 4F out, then a
+                  depth-to-space of the output)
   maxpool=argmax  stem max-pool as `layers.argmax_max_pool_3x3_s2` on any backend
                   (the library uses it on GPUs only)
   maxpool=reduce_window
@@ -43,6 +46,8 @@ def _plain_stem(features, kernel_size, dtype, name=None):
 SWAPS = {
     "lusjax": {},
     "stem=conv": {"StemConvS2": _plain_stem},
+    "stem=s2d2": {"StemConvS2": functools.partial(layers.StemConvS2, block=2)},
+    "stem=s2d4": {"StemConvS2": functools.partial(layers.StemConvS2, block=4)},
     "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
     "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2},
     "bn=pallas": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="pallas")},

@@ -374,14 +374,15 @@ def _rel(a, b):
     return float(jnp.abs(a - b).max() / jnp.abs(b).max())
 
 
+@pytest.mark.parametrize("block", [2, 4])
 @pytest.mark.parametrize("k", [7, 3, 5])
-@pytest.mark.parametrize("shape", [(2, 64, 64, 1), (2, 33, 30, 1), (1, 17, 9, 3)])
-def test_space_to_depth_stem_equals_stride2_conv(shape, k):
+@pytest.mark.parametrize("shape", [(2, 64, 64, 1), (2, 33, 30, 1), (1, 17, 9, 3), (1, 6, 10, 1)])
+def test_space_to_depth_stem_equals_stride2_conv(shape, k, block):
     """Same parameter tree, outputs and kernel gradients as a plain kxk/2 conv (odd sides too)."""
     from lusjax.models import layers
 
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    new = layers.StemConvS2(8, k, jnp.float32)
+    new = layers.StemConvS2(8, k, jnp.float32, block=block)
     ref = layers.conv(8, k, 2, dtype=jnp.float32)
     v = new.init(jax.random.PRNGKey(1), x)
     assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, ref.init(jax.random.PRNGKey(1), x))

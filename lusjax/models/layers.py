@@ -21,6 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lusjax.errors import UserError
 
@@ -205,40 +206,57 @@ argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
 
 class StemConvS2(nn.Module):
     """A stride-2 stem conv over few input channels (k x k, odd k, padding (k-1)//2, no
-    bias), computed as a stride-1 conv over a 2x2 space-to-depth of the input.
+    bias), computed as a stride-1 conv over a `block` x `block` space-to-depth of the
+    input.
 
     The same parameter ("kernel", [k, k, C, F], as `conv(F, k, 2)`) and the same
-    output: the kernel is zero-padded to (k+1)x(k+1) and regrouped, inside the step,
-    into a [(k+1)/2, (k+1)/2, 4C, F] kernel. Why: with one input channel cuDNN runs
-    a stride-2 conv on a generic, non-tensor-core engine plus a layout conversion
-    (~12% of a ResNet-18 SimCLR step on an H200, for the 7x7 stem); four channels
-    and stride 1 suit its implicit-GEMM kernels (MLPerf's TPU ResNet uses the same
-    rewrite). ResNet's 7x7 stem and MobileNetV3's 3x3 stem use it.
+    output: the kernel is regrouped, inside the step, into a [t, t, block²C, G²F]
+    kernel (G = block / 2 output rows and columns per block, t taps; the kernel's
+    missing taps are zeros). block=2 (G=1): why: with one input channel cuDNN runs a
+    stride-2 conv on a generic, non-tensor-core engine plus a layout conversion (~12%
+    of a ResNet-18 SimCLR step on an H200, for the 7x7 stem); four channels and
+    stride 1 suit its implicit-GEMM kernels (MLPerf's TPU ResNet uses the same
+    rewrite). block=4 gives the conv 16C input and 4F output channels (cuDNN still
+    pads 4 channels to 8) at the price of a depth-to-space of the output, which XLA
+    can fuse into its consumers. ResNet's 7x7 stem and MobileNetV3's 3x3 stem use it.
     """
 
     features: int
     kernel_size: int
     dtype: Any
+    block: int = 2
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         b, h, w, c = x.shape
-        k = self.kernel_size
-        if k % 2 != 1:
-            raise ValueError(f"StemConvS2 needs an odd kernel size, not {k}")
-        kernel = self.param("kernel", conv_init, (k, k, c, self.features), jnp.float32)
+        k, n, f = self.kernel_size, self.block, self.features
+        if k % 2 != 1 or n % 2:
+            raise ValueError(f"StemConvS2 needs an odd kernel and even block, not {k}, {n}")
+        kernel = self.param("kernel", conv_init, (k, k, c, f), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        p, t = (k - 1) // 2, (k + 1) // 2  # padding; taps of the regrouped kernel
+        g = n // 2  # output rows (columns) per block
+        p = (k - 1) // 2  # PyTorch's padding
+        # Output row g*i + q reads padded input row n*i + 2q + d for kernel row d, i.e.
+        # block row i + a at offset r, where (a, r) = divmod(2q + d, n).
+        t = (2 * (g - 1) + k - 1) // n + 1
         ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-        # Pad p on the top/left (PyTorch's) and enough on the bottom/right for an even
-        # size of 2 * (out + p); the extra row/column only meets the kernel's zero tap.
-        hp, wp = 2 * (ho + p), 2 * (wo + p)
-        x = jnp.pad(x, ((0, 0), (p, hp - h - p), (p, wp - w - p), (0, 0)))
-        x = x.reshape(b, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-        x = x.reshape(b, hp // 2, wp // 2, 4 * c)
+        hb, wb = -(-ho // g) + t - 1, -(-wo // g) + t - 1  # input blocks needed
+        # Pad p on the top/left and up to whole blocks on the bottom/right; the extra
+        # rows/columns only meet zero taps or outputs that are cropped.
+        x = jnp.pad(x, ((0, 0), (p, n * hb - h - p), (p, n * wb - w - p), (0, 0)))
+        x = x.reshape(b, hb, n, wb, n, c).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(b, hb, wb, n * n * c)
+        a, r, q = np.meshgrid(np.arange(t), np.arange(n), np.arange(g), indexing="ij")
+        d = n * a + r - 2 * q  # kernel row of (tap a, offset r, output q); k = a zero
+        d = np.where((d >= 0) & (d < k), d, k)
         kp = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-        kp = kp.reshape(t, 2, t, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5)
-        kp = kp.reshape(t, t, 4 * c, self.features)
-        return jax.lax.conv_general_dilated(
+        kp = kp[d[:, :, :, None, None, None], d[None, None, None]]  # [t,n,g,t,n,g,C,F]
+        kp = kp.transpose(0, 3, 1, 4, 6, 2, 5, 7).reshape(t, t, n * n * c, g * g * f)
+        y = jax.lax.conv_general_dilated(
             x, kp, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
+        if g == 1:
+            return y
+        hq, wq = y.shape[1:3]
+        y = y.reshape(b, hq, wq, g, g, f).transpose(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, hq * g, wq * g, f)[:, :ho, :wo]
