@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from data_prep.metadata import COLUMN_OPTION_HELP
 from lusjax.errors import UserError
 from lusjax.layout import CLIP_STORE_DIR, PREVIEW_PNG
 
@@ -72,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FIELD=HEADER",
-        help="read FIELD (path, label, patient_id, probe or a finding) from the CSV "
-        "column HEADER, e.g. --column label=Diagnosis (repeatable)",
+        help=COLUMN_OPTION_HELP,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument(

@@ -112,6 +112,12 @@ def normalise(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
 
 
+COLUMN_OPTION_HELP = (
+    "read FIELD (path, label, patient_id, probe or a finding) from the CSV "
+    "column HEADER, e.g. --column label=Diagnosis (repeatable)"
+)
+
+
 def parse_columns(specs: Sequence[str]) -> dict[str, str]:
     """`--column FIELD=HEADER` options as {field: header}; UserError when malformed."""
     out = {}

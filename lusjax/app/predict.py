@@ -21,20 +21,24 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_prep.metadata import COLUMN_OPTION_HELP, parse_columns
 from lusjax.errors import UserError
 from lusjax.eval.predict import benchmark_heads, load_encoder, load_heads, predict_clips
 from lusjax.layout import PREDICTIONS_CSV, PREDICTIONS_JSON
 
 
-def ingest_clips(input_path: str, metadata_csv: str, size: int, workdir: str):
-    """Ingests `input_path` like `lusjax prep` does; returns (clip iterator, skipped)."""
+def ingest_clips(input_path: str, metadata_csv: str, size: int, workdir: str, columns=None):
+    """Ingests `input_path` like `lusjax prep` does (`columns`: prep's --column mapping);
+    returns (clip iterator, skipped, number of clips)."""
     from data_prep import ingest
     from data_prep.store import ClipStore
 
     if not Path(input_path).exists():
         raise UserError(f"--input {input_path} does not exist")
     store = ClipStore(workdir)
-    skipped = ingest.ingest(input_path, store, metadata_csv=metadata_csv or None, size=size)
+    skipped = ingest.ingest(
+        input_path, store, metadata_csv=metadata_csv or None, size=size, columns=columns
+    )
     skipped = [
         {"source": str(getattr(s, "source", s)), "reason": str(getattr(s, "reason", ""))}
         for s in skipped or []
@@ -70,6 +74,7 @@ def predict_folder(
     out: str = "",
     encoder: str = "",
     metadata_csv: str = "",
+    columns: dict | None = None,
     size: int = 0,
     frames_per_clip: int = 0,
     batch_size: int = 256,
@@ -79,7 +84,9 @@ def predict_folder(
     meta, heads = load_heads(heads_dir)
     enc = load_encoder(meta, encoder)
     with tempfile.TemporaryDirectory(prefix="lusjax_predict_") as tmp:
-        clips, skipped, n = ingest_clips(input_path, metadata_csv, size or enc.image_size, tmp)
+        clips, skipped, n = ingest_clips(
+            input_path, metadata_csv, size or enc.image_size, tmp, columns
+        )
         if n == 0:
             raise UserError(
                 f"no clip of {input_path} could be ingested: "
@@ -148,6 +155,9 @@ def main(argv=None) -> int:
         help="workdir of the encoder (default: the one the heads were fit on)",
     )
     ap.add_argument("--metadata", default="", help="per-clip metadata CSV (optional)")
+    ap.add_argument(
+        "--column", action="append", default=[], metavar="FIELD=HEADER", help=COLUMN_OPTION_HELP
+    )
     ap.add_argument("--out", default="", help="output folder (default: --heads)")
     ap.add_argument("--size", type=int, default=0, help="ingest size (default: encoder's)")
     ap.add_argument("--frames-per-clip", type=int, default=0, help="0 = every frame")
@@ -162,6 +172,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not args.input and not args.benchmark:
         raise UserError("give --input FOLDER and/or --benchmark N")
+    columns = parse_columns(args.column)
     if args.input:
         from lusjax import carbon
 
@@ -172,6 +183,7 @@ def main(argv=None) -> int:
                 out=args.out,
                 encoder=args.encoder,
                 metadata_csv=args.metadata,
+                columns=columns,
                 size=args.size,
                 frames_per_clip=args.frames_per_clip,
                 batch_size=args.batch_size,
