@@ -7,7 +7,8 @@ Each variant swaps some of lusjax's layers (`lusjax.models.layers`) for the plai
 formulation they replaced, then runs `lusjax bench step` (compile once, time the
 synthetic-input step) on this host's devices. Same model, same parameters, same
 outputs up to float rounding; only the way XLA is asked to compute them differs.
-Prints one JSON line per variant ("variant" key added).
+Prints one JSON line per variant ("variant" key added). "A+B" applies variants A and B
+together.
 
   lusjax          the library as it is
   stem=conv       stem as a plain stride-2 conv over the one-channel image (ResNet's
@@ -17,6 +18,8 @@ Prints one JSON line per variant ("variant" key added).
                   depth-to-space of the output)
   maxpool=argmax  stem max-pool as `layers.argmax_max_pool_3x3_s2` on any backend
                   (the library uses it on GPUs only)
+  maxpool=unfused  the argmax max-pool with its input gradient materialised (no fusion
+                  into the stem BN's gradient reduction)
   maxpool=reduce_window
                   stem max-pool as `nn.max_pool` (XLA's reduce-window, select-and-
                   scatter gradient) on any backend
@@ -49,10 +52,16 @@ SWAPS = {
     "stem=s2d2": {"StemConvS2": functools.partial(layers.StemConvS2, block=2)},
     "stem=s2d4": {"StemConvS2": functools.partial(layers.StemConvS2, block=4)},
     "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
+    "maxpool=unfused": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2_unfused},
     "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2},
     "bn=pallas": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="pallas")},
     "bn=fused_jnp": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="jnp")},
 }
+
+
+def swaps_of(variant: str) -> dict:
+    """The layer swaps of a variant; "A+B" merges A's and B's."""
+    return {k: f for part in variant.split("+") for k, f in SWAPS[part].items()}
 
 
 @contextlib.contextmanager
@@ -87,7 +96,7 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(rest)
     variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in SWAPS]
+    unknown = [p for v in variants for p in v.split("+") if p not in SWAPS]
     if unknown:
         p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(SWAPS)}")
     over = list(overrides) + [("workdir", "/tmp/lusjax-bench")]
@@ -95,7 +104,7 @@ def main(argv=None) -> int:
         over.append(("batch_size", str(args.batch_size)))
     cfg = config_lib.load(args.config, over)
     for v in variants:
-        with swapped(SWAPS[v]):
+        with swapped(swaps_of(v)):
             for rec in bench_step.bench(
                 cfg,
                 steps=args.steps,

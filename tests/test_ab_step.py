@@ -20,8 +20,9 @@ _spec.loader.exec_module(ab_step)
 
 @pytest.mark.parametrize("shape", [(2, 16, 16, 3), (1, 9, 7, 2), (1, 2, 1, 1)])
 @pytest.mark.parametrize("ties", [False, True])
-def test_argmax_max_pool_matches_flax_values_and_gradients(shape, ties):
-    pool = layers.argmax_max_pool_3x3_s2
+@pytest.mark.parametrize("variant", ["maxpool=argmax", "maxpool=unfused"])
+def test_argmax_max_pool_matches_flax_values_and_gradients(shape, ties, variant):
+    pool = ab_step.SWAPS[variant]["max_pool_3x3_s2"]
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     if ties:  # after a ReLU most windows hold several equal zeros
         x = jnp.round(jax.nn.relu(x))
@@ -42,6 +43,8 @@ def test_swaps_restore_the_library():
         assert layers.max_pool_3x3_s2 is layers.argmax_max_pool_3x3_s2
     assert layers.max_pool_3x3_s2 is before
     assert nn.max_pool  # flax's stays untouched
+    both = ab_step.swaps_of("stem=s2d4+maxpool=unfused")
+    assert set(both) == {"StemConvS2", "max_pool_3x3_s2"}
 
 
 def test_the_library_uses_the_argmax_pool_on_gpus_only(monkeypatch):

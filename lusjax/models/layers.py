@@ -204,6 +204,20 @@ def _argmax_bwd(res, g):
 argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
 
 
+@jax.custom_vjp
+def argmax_max_pool_3x3_s2_unfused(x):
+    """`argmax_max_pool_3x3_s2` whose input gradient is written to memory before its
+    consumer reads it: an optimization barrier stops XLA fusing the gradient's selects
+    into the stem BatchNorm's gradient reduction (one fusion at 34% of the HBM roof in
+    the ResNet-18 step on an H100). For `benchmarks/ab_step.py`."""
+    return _argmax_fwd(x)[0]
+
+
+argmax_max_pool_3x3_s2_unfused.defvjp(
+    _argmax_fwd, lambda res, g: jax.lax.optimization_barrier(_argmax_bwd(res, g))
+)
+
+
 class StemConvS2(nn.Module):
     """A stride-2 stem conv over few input channels (k x k, odd k, padding (k-1)//2, no
     bias), computed as a stride-1 conv over a `block` x `block` space-to-depth of the
