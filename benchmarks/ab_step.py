@@ -16,6 +16,8 @@ together.
   stem=s2d2       `layers.StemConvS2` over a 2x2 space-to-depth (4C channels in, F out)
   stem=s2d4       `layers.StemConvS2` over a 4x4 space-to-depth (16C in, 4F out, then a
                   depth-to-space of the output)
+  stem=blocks     ResNet's stem as `layers.imagenet_stem_blocks`: the 4x4 space-to-depth
+                  conv's output stays in 2x2 blocks through BN, ReLU and the max-pool
   maxpool=argmax  stem max-pool as `layers.argmax_max_pool_3x3_s2` on any backend
                   (the library uses it on GPUs only)
   maxpool=unfused  the argmax max-pool with its input gradient materialised (no fusion
@@ -51,6 +53,7 @@ SWAPS = {
     "stem=conv": {"StemConvS2": _plain_stem},
     "stem=s2d2": {"StemConvS2": functools.partial(layers.StemConvS2, block=2)},
     "stem=s2d4": {"StemConvS2": functools.partial(layers.StemConvS2, block=4)},
+    "stem=blocks": {"imagenet_stem": layers.imagenet_stem_blocks},
     "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
     "maxpool=unfused": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2_unfused},
     "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2},

@@ -218,6 +218,80 @@ argmax_max_pool_3x3_s2_unfused.defvjp(
 )
 
 
+# Window tap d (0, 1, 2) of the 3x3/2 pool (padding 1) reads input row 2o + d - 1:
+# row 2(o - 1) + 1, 2o or 2o + 1, i.e. parity plane _Q[d] shifted _S[d] rows later.
+_Q, _S = (1, 0, 1), (1, 0, 0)
+
+
+def _block_tap(y6, di, dj, fill):
+    t = y6[:, :, :, _Q[di], _Q[dj], :]
+    hq, wq = t.shape[1:3]
+    t = jnp.pad(t, ((0, 0), (_S[di], 0), (_S[dj], 0), (0, 0)), constant_values=fill)
+    return t[:, :hq, :wq]
+
+
+@jax.custom_vjp
+def argmax_max_pool_3x3_s2_blocks(y6):
+    """`argmax_max_pool_3x3_s2` of an input given as its 2x2 blocks, [B, H/2, W/2, 2, 2, C]
+    (row 2i + q of the input at [:, i, :, q]: `StemConvS2(block=4, blocks_out=True)`'s
+    output), so that neither pass needs a depth-to-space. Returns [B, H/2, W/2, C]; same
+    values and gradients (first maximum in row-major window order) as `nn.max_pool`."""
+    return _blocks_fwd(y6)[0]
+
+
+def _blocks_fwd(y6):
+    win = [_block_tap(y6, di, dj, -jnp.inf) for di in range(3) for dj in range(3)]
+    out = win[0]
+    for t in win[1:]:
+        out = jnp.maximum(out, t)
+    idx = jnp.full(out.shape, 8, jnp.int8)
+    for k in range(7, -1, -1):  # the first k whose value is the maximum wins
+        idx = jnp.where(win[k] == out, jnp.int8(k), idx)
+    return out, idx
+
+
+def _blocks_bwd(idx, g):
+    zero = jnp.zeros((), g.dtype)
+
+    def untap(di, dj):  # the gradient of tap (di, dj), moved back onto its plane
+        t = jnp.where(idx == 3 * di + dj, g, zero)[:, _S[di] :, _S[dj] :]
+        return jnp.pad(t, ((0, 0), (0, _S[di]), (0, _S[dj]), (0, 0)))
+
+    taps = {0: (1,), 1: (0, 2)}  # plane -> the window taps that read it
+    planes = [
+        jnp.stack([sum(untap(di, dj) for di in taps[p] for dj in taps[q]) for q in (0, 1)], 3)
+        for p in (0, 1)
+    ]
+    return (jnp.stack(planes, 3),)
+
+
+argmax_max_pool_3x3_s2_blocks.defvjp(_blocks_fwd, _blocks_bwd)
+
+
+def imagenet_stem(x, features: int, dtype, norm) -> jnp.ndarray:
+    """torchvision ResNet's stem, /4: 7x7/2 conv (`StemConvS2`), BN, ReLU, 3x3/2
+    max-pool (`max_pool_3x3_s2`). Call inside a compact module: "conv1", "bn1"."""
+    return _imagenet_stem(x, features, dtype, norm)
+
+
+def _imagenet_stem(x, features, dtype, norm):  # not swapped by benchmarks/ab_step.py
+    x = StemConvS2(features, 7, dtype, name="conv1")(x)
+    x = bn_act(norm(name="bn1"), x)
+    return max_pool_3x3_s2(x)
+
+
+def imagenet_stem_blocks(x, features: int, dtype, norm) -> jnp.ndarray:
+    """`imagenet_stem` (same parameters and values) with its conv over a 4x4
+    space-to-depth, whose [B, H/4, W/4, 2, 2, F] output the BatchNorm, the ReLU and
+    `argmax_max_pool_3x3_s2_blocks` take as it is: no depth-to-space in either pass.
+    Sides not divisible by 4: `imagenet_stem`."""
+    if x.shape[1] % 4 or x.shape[2] % 4:
+        return _imagenet_stem(x, features, dtype, norm)
+    y = StemConvS2(features, 7, dtype, block=4, blocks_out=True, name="conv1")(x)
+    y = bn_act(norm(name="bn1"), y)
+    return argmax_max_pool_3x3_s2_blocks(y)
+
+
 class StemConvS2(nn.Module):
     """A stride-2 stem conv over few input channels (k x k, odd k, padding (k-1)//2, no
     bias), computed as a stride-1 conv over a `block` x `block` space-to-depth of the
@@ -239,6 +313,9 @@ class StemConvS2(nn.Module):
     kernel_size: int
     dtype: Any
     block: int = 2
+    # block=4 only: return the conv's [B, H/4, W/4, 2, 2, F] output as it is (output
+    # row 2i + q at [:, i, :, q]) instead of its depth-to-space; needs H, W % 4 == 0.
+    blocks_out: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -272,5 +349,10 @@ class StemConvS2(nn.Module):
         if g == 1:
             return y
         hq, wq = y.shape[1:3]
-        y = y.reshape(b, hq, wq, g, g, f).transpose(0, 1, 3, 2, 4, 5)
+        y = y.reshape(b, hq, wq, g, g, f)
+        if self.blocks_out:
+            if (hq * g, wq * g) != (ho, wo) or g != 2:
+                raise ValueError(f"blocks_out needs block 4 and sides divisible by 4: {h}x{w}")
+            return y
+        y = y.transpose(0, 1, 3, 2, 4, 5)
         return y.reshape(b, hq * g, wq * g, f)[:, :ho, :wo]

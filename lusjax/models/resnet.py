@@ -137,9 +137,7 @@ class ResNet(nn.Module):
             x = conv(stem_width, 3, name="conv1")(x.reshape(b, h // 4, w // 4, 16 * c))
             x = layers.bn_act(norm(name="bn1"), x)
         elif self.stem == "imagenet":
-            x = layers.StemConvS2(stem_width, 7, dtype, name="conv1")(x)
-            x = layers.bn_act(norm(name="bn1"), x)
-            x = layers.max_pool_3x3_s2(x)
+            x = layers.imagenet_stem(x, stem_width, dtype, norm)
         else:
             raise UserError(f"unknown ResNet stem {self.stem!r}: imagenet, small or patch")
 
