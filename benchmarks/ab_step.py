@@ -11,19 +11,20 @@ Prints one JSON line per variant ("variant" key added). "A+B" applies variants A
 together.
 
   lusjax          the library as it is
-  stem=conv       stem as a plain stride-2 conv over the one-channel image (ResNet's
-                  7x7, MobileNetV3's 3x3) instead of `layers.StemConvS2`
-  stem=s2d2       `layers.StemConvS2` over a 2x2 space-to-depth (4C channels in, F out)
-  stem=s2d4       `layers.StemConvS2` over a 4x4 space-to-depth (16C in, 4F out, then a
-                  depth-to-space of the output)
-  stem=blocks     ResNet's stem as `layers.imagenet_stem_blocks`: the 4x4 space-to-depth
-                  conv's output stays in 2x2 blocks through BN, ReLU and the max-pool
-  maxpool=argmax  stem max-pool as `layers.argmax_max_pool_3x3_s2` on any backend
-                  (the library uses it on GPUs only)
-  maxpool=unfused  the argmax max-pool with its input gradient materialised (no fusion
-                  into the stem BN's gradient reduction)
+  stem=nhwc       ResNet's stem over NHWC tensors (`layers.imagenet_stem_nhwc`: 2x2
+                  space-to-depth conv, the backend's max-pool), which the library uses
+                  off GPUs; on GPUs it used it until the blocks form
+  stem=blocks     ResNet's stem as `layers.imagenet_stem_blocks` on any backend: the
+                  4x4 space-to-depth conv's output stays in 2x2 blocks through BN,
+                  ReLU and the max-pool (the library's form on GPUs)
+  stem=conv       stem=nhwc with a plain stride-2 conv over the one-channel image
+                  instead of `layers.StemConvS2` (also MobileNetV3's 3x3 stem)
+  stem=s2d4       stem=nhwc with `StemConvS2(block=4)`: a 4x4 space-to-depth conv and
+                  a depth-to-space of its output
+  maxpool=argmax  stem=nhwc with `layers.argmax_max_pool_3x3_s2` on any backend (off
+                  GPUs the library uses nn.max_pool)
   maxpool=reduce_window
-                  stem max-pool as `nn.max_pool` (XLA's reduce-window, select-and-
+                  stem=nhwc with `nn.max_pool` (XLA's reduce-window, select-and-
                   scatter gradient) on any backend
   bn=pallas       training-mode BatchNorm (+ residual add + ReLU, `layers.bn_act`) as
                   the Pallas kernels of `lusjax.models.fused_bn` (backbone BNs only;
@@ -48,15 +49,18 @@ def _plain_stem(features, kernel_size, dtype, name=None):
     return layers.conv(features, kernel_size, 2, dtype=dtype, name=name)
 
 
+_NHWC = {"imagenet_stem": layers.imagenet_stem_nhwc}
 SWAPS = {
     "lusjax": {},
-    "stem=conv": {"StemConvS2": _plain_stem},
-    "stem=s2d2": {"StemConvS2": functools.partial(layers.StemConvS2, block=2)},
-    "stem=s2d4": {"StemConvS2": functools.partial(layers.StemConvS2, block=4)},
+    "stem=nhwc": _NHWC,
     "stem=blocks": {"imagenet_stem": layers.imagenet_stem_blocks},
-    "maxpool=argmax": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
-    "maxpool=unfused": {"max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2_unfused},
-    "maxpool=reduce_window": {"max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2},
+    "stem=conv": {**_NHWC, "StemConvS2": _plain_stem},
+    "stem=s2d4": {**_NHWC, "StemConvS2": functools.partial(layers.StemConvS2, block=4)},
+    "maxpool=argmax": {**_NHWC, "max_pool_3x3_s2": layers.argmax_max_pool_3x3_s2},
+    "maxpool=reduce_window": {
+        **_NHWC,
+        "max_pool_3x3_s2": layers.reduce_window_max_pool_3x3_s2,
+    },
     "bn=pallas": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="pallas")},
     "bn=fused_jnp": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="jnp")},
 }

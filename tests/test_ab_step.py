@@ -20,9 +20,8 @@ _spec.loader.exec_module(ab_step)
 
 @pytest.mark.parametrize("shape", [(2, 16, 16, 3), (1, 9, 7, 2), (1, 2, 1, 1)])
 @pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("variant", ["maxpool=argmax", "maxpool=unfused"])
-def test_argmax_max_pool_matches_flax_values_and_gradients(shape, ties, variant):
-    pool = ab_step.SWAPS[variant]["max_pool_3x3_s2"]
+def test_argmax_max_pool_matches_flax_values_and_gradients(shape, ties):
+    pool = layers.argmax_max_pool_3x3_s2
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     if ties:  # after a ReLU most windows hold several equal zeros
         x = jnp.round(jax.nn.relu(x))
@@ -57,31 +56,53 @@ def test_max_pool_over_blocks_matches_flax(shape, ties):
     np.testing.assert_allclose(vjp(g)[0], ref_vjp(g)[0], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [64, 62])  # 62: not in 4x4 blocks, the library's stem
-def test_blocks_stem_is_the_same_resnet(size):
-    """stem=blocks: same parameter tree, features and gradients as the library's stem."""
+def _resnet18_grads(x):
+    """(param gradients, features) of a train-mode ResNet-18 on x, fresh parameters."""
     from lusjax import models
 
     model = models.get("resnet18", num_channels=1, dtype="float32")
-    # 4 images of 64 px: train-mode BN over 2 values (2 images at 32 px) would turn float
-    # rounding into 1% differences
-    x = jax.random.normal(jax.random.PRNGKey(0), (4, size, size, 1))
     v = model.init(jax.random.PRNGKey(1), x, train=False)
 
-    def loss(params, stats):
+    def loss(params):
         out, _ = model.apply(
-            {"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+            {"params": params, "batch_stats": v["batch_stats"]},
+            x,
+            train=True,
+            mutable=["batch_stats"],
         )
         return (out**2).sum(), out
 
-    ref = jax.grad(loss, has_aux=True)(v["params"], v["batch_stats"])
+    return jax.grad(loss, has_aux=True)(v["params"])
+
+
+def test_blocks_stem_is_the_same_resnet():
+    """stem=blocks: same parameter tree, features and gradients as stem=nhwc."""
+    # 4 images of 64 px: train-mode BN over 2 values (2 images at 32 px) would turn float
+    # rounding into 1% differences
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 64, 64, 1))
+    with ab_step.swapped(ab_step.swaps_of("stem=nhwc")):
+        ref = _resnet18_grads(x)
     with ab_step.swapped(ab_step.swaps_of("stem=blocks")):
-        assert jax.tree.map(jnp.shape, model.init(jax.random.PRNGKey(1), x, train=False)) == (
-            jax.tree.map(jnp.shape, v)
-        )
-        new = jax.grad(loss, has_aux=True)(v["params"], v["batch_stats"])
+        new = _resnet18_grads(x)
+    assert jax.tree.structure(new) == jax.tree.structure(ref)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
+        assert a.shape == b.shape
         assert float(jnp.abs(a - b).max()) <= 1e-4 * float(jnp.abs(b).max()) + 1e-8
+
+
+@pytest.mark.parametrize(
+    "backend, size, form", [("gpu", 64, "blocks"), ("gpu", 62, "nhwc"), ("cpu", 64, "nhwc")]
+)
+def test_the_library_stem_form_per_backend_and_size(monkeypatch, backend, size, form):
+    calls = []
+    for name in ("imagenet_stem_blocks", "imagenet_stem_nhwc"):
+        fn = getattr(layers, name)
+        monkeypatch.setattr(
+            layers, name, lambda *a, _fn=fn, _n=name, **k: calls.append(_n) or _fn(*a, **k)
+        )
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    jax.eval_shape(lambda x: _resnet18_grads(x), jnp.zeros((2, size, size, 1)))
+    assert set(calls) == {f"imagenet_stem_{form}"}
 
 
 def test_swaps_restore_the_library():
@@ -90,8 +111,8 @@ def test_swaps_restore_the_library():
         assert layers.max_pool_3x3_s2 is layers.argmax_max_pool_3x3_s2
     assert layers.max_pool_3x3_s2 is before
     assert nn.max_pool  # flax's stays untouched
-    both = ab_step.swaps_of("stem=s2d4+maxpool=unfused")
-    assert set(both) == {"StemConvS2", "max_pool_3x3_s2"}
+    both = ab_step.swaps_of("stem=s2d4+maxpool=argmax")
+    assert set(both) == {"imagenet_stem", "StemConvS2", "max_pool_3x3_s2"}
 
 
 def test_the_library_uses_the_argmax_pool_on_gpus_only(monkeypatch):

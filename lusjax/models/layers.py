@@ -125,7 +125,8 @@ def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     form another 6.1% / 1.7% on an H100. Elsewhere `nn.max_pool`: on CPUs the first
     argmax form was ~3x slower, and neither was measured on TPUs. A max of nine
     strided slices with autodiff's gradient was 6.8% slower on the GPU.
-    `benchmarks/ab_step.py` times the variants.
+    `benchmarks/ab_step.py` times the variants. (On GPUs ResNet's stem pools its
+    output in 2x2 blocks instead, `argmax_max_pool_3x3_s2_blocks`: `imagenet_stem`.)
     """
     if jax.default_backend() == "gpu":
         return argmax_max_pool_3x3_s2(x)
@@ -204,20 +205,6 @@ def _argmax_bwd(res, g):
 argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
 
 
-@jax.custom_vjp
-def argmax_max_pool_3x3_s2_unfused(x):
-    """`argmax_max_pool_3x3_s2` whose input gradient is written to memory before its
-    consumer reads it: an optimization barrier stops XLA fusing the gradient's selects
-    into the stem BatchNorm's gradient reduction (one fusion at 34% of the HBM roof in
-    the ResNet-18 step on an H100). For `benchmarks/ab_step.py`."""
-    return _argmax_fwd(x)[0]
-
-
-argmax_max_pool_3x3_s2_unfused.defvjp(
-    _argmax_fwd, lambda res, g: jax.lax.optimization_barrier(_argmax_bwd(res, g))
-)
-
-
 # Window tap d (0, 1, 2) of the 3x3/2 pool (padding 1) reads input row 2o + d - 1:
 # row 2(o - 1) + 1, 2o or 2o + 1, i.e. parity plane _Q[d] shifted _S[d] rows later.
 _Q, _S = (1, 0, 1), (1, 0, 0)
@@ -269,24 +256,36 @@ argmax_max_pool_3x3_s2_blocks.defvjp(_blocks_fwd, _blocks_bwd)
 
 
 def imagenet_stem(x, features: int, dtype, norm) -> jnp.ndarray:
-    """torchvision ResNet's stem, /4: 7x7/2 conv (`StemConvS2`), BN, ReLU, 3x3/2
-    max-pool (`max_pool_3x3_s2`). Call inside a compact module: "conv1", "bn1"."""
-    return _imagenet_stem(x, features, dtype, norm)
+    """torchvision ResNet's stem, /4: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (padding 1).
+    Call inside a compact module (its submodules: "conv1", "bn1").
+
+    On GPUs, for sides divisible by 4, `imagenet_stem_blocks`: in the SimCLR step on an
+    H100 it was 4.2% (ResNet-18) and 1.3% (ResNet-50) faster than `imagenet_stem_nhwc`
+    (README, issue #24). Elsewhere `imagenet_stem_nhwc`, whose pool is the backend's
+    (`max_pool_3x3_s2`). Same parameters and values either way.
+    """
+    h, w = x.shape[1:3]
+    if jax.default_backend() == "gpu" and h % 4 == 0 and w % 4 == 0:
+        return imagenet_stem_blocks(x, features, dtype, norm)
+    return imagenet_stem_nhwc(x, features, dtype, norm)
 
 
-def _imagenet_stem(x, features, dtype, norm):  # not swapped by benchmarks/ab_step.py
+def imagenet_stem_nhwc(x, features: int, dtype, norm) -> jnp.ndarray:
+    """`imagenet_stem` over NHWC tensors: `StemConvS2` (2x2 space-to-depth), BN, ReLU,
+    `max_pool_3x3_s2`."""
     x = StemConvS2(features, 7, dtype, name="conv1")(x)
     x = bn_act(norm(name="bn1"), x)
     return max_pool_3x3_s2(x)
 
 
 def imagenet_stem_blocks(x, features: int, dtype, norm) -> jnp.ndarray:
-    """`imagenet_stem` (same parameters and values) with its conv over a 4x4
-    space-to-depth, whose [B, H/4, W/4, 2, 2, F] output the BatchNorm, the ReLU and
+    """`imagenet_stem` with its conv over a 4x4 space-to-depth (16 channels in, 4 x F
+    out), whose [B, H/4, W/4, 2, 2, F] output the BatchNorm, the ReLU and
     `argmax_max_pool_3x3_s2_blocks` take as it is: no depth-to-space in either pass.
-    Sides not divisible by 4: `imagenet_stem`."""
-    if x.shape[1] % 4 or x.shape[2] % 4:
-        return _imagenet_stem(x, features, dtype, norm)
+    Why: cuDNN pads the 2x2 form's 4 input channels to 8 and runs the 7x7 conv at 18%
+    of its roof (ResNet-18 roofline, H100); with 16 channels it runs the sm90
+    implicit-GEMM kernels. A depth-to-space of the output (`StemConvS2(block=4)`
+    alone) cost as much as the conv saved. Sides must be divisible by 4."""
     y = StemConvS2(features, 7, dtype, block=4, blocks_out=True, name="conv1")(x)
     y = bn_act(norm(name="bn1"), y)
     return argmax_max_pool_3x3_s2_blocks(y)
@@ -300,13 +299,14 @@ class StemConvS2(nn.Module):
     The same parameter ("kernel", [k, k, C, F], as `conv(F, k, 2)`) and the same
     output: the kernel is regrouped, inside the step, into a [t, t, block²C, G²F]
     kernel (G = block / 2 output rows and columns per block, t taps; the kernel's
-    missing taps are zeros). block=2 (G=1): why: with one input channel cuDNN runs a
+    missing taps are zeros). block=2 (G=1). Why: with one input channel cuDNN runs a
     stride-2 conv on a generic, non-tensor-core engine plus a layout conversion (~12%
     of a ResNet-18 SimCLR step on an H200, for the 7x7 stem); four channels and
     stride 1 suit its implicit-GEMM kernels (MLPerf's TPU ResNet uses the same
-    rewrite). block=4 gives the conv 16C input and 4F output channels (cuDNN still
-    pads 4 channels to 8) at the price of a depth-to-space of the output, which XLA
-    can fuse into its consumers. ResNet's 7x7 stem and MobileNetV3's 3x3 stem use it.
+    rewrite). block=4 gives the conv 16C input and 4F output channels (cuDNN pads
+    the 2x2 form's 4 channels to 8) and returns the output in 2x2 blocks
+    (`blocks_out`) or, at the price of a depth-to-space, NHWC. ResNet's 7x7 stem and
+    MobileNetV3's 3x3 stem use it.
     """
 
     features: int

@@ -11,12 +11,12 @@ Variants are `functools.partial`s of `ResNet` (as in flax examples/imagenet);
 is for tests and the CPU quickstart.
 
 Options beyond the shared backbone API (see `lusjax.models`):
-  stem: "imagenet" (default: 7x7/2 conv + 3x3/2 max-pool, /4; the conv is
-    computed over a space-to-depth of the input, `layers.StemConvS2`, which
-    has the same weights and outputs and is 12% faster on an H200, and on GPUs
-    the pool's gradient uses its kept argmax, `layers.max_pool_3x3_s2`), "small" (3x3/1
-    conv, no pool, /1: SimCLR's CIFAR variant for 32-96 px inputs) or "patch"
-    (4x4 space-to-depth + 3x3/1 conv, /4). "patch" is ResNetTiny's: on CPUs
+  stem: "imagenet" (default: 7x7/2 conv + BN + ReLU + 3x3/2 max-pool, /4,
+    `layers.imagenet_stem`: the conv is computed over a space-to-depth of the
+    input, `layers.StemConvS2`, same weights and outputs; on GPUs the whole stem
+    stays in 4x4 space-to-depth blocks and the pool's gradient uses its kept
+    argmax), "small" (3x3/1 conv, no pool, /1: SimCLR's CIFAR variant for 32-96 px
+    inputs) or "patch" (4x4 space-to-depth + 3x3/1 conv, /4). "patch" is ResNetTiny's: on CPUs
     XLA's convolutions over one input channel and max-pool gradients are slow
     (a 7x7 stem + pool was ~80% of a tiny model's step on 2 cores), while a
     space-to-depth reshape is free.
