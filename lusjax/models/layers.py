@@ -150,6 +150,27 @@ def _parity_planes(x, fill):
     return xp.reshape(b, ho + 1, 2, wo + 1, 2, c), ho, wo
 
 
+def _window_max(win):
+    """The max of a pool window's 9 taps and the int8 index of the first tap (row-major)
+    that holds it: XLA select-and-scatter's choice."""
+    out = win[0]
+    for t in win[1:]:
+        out = jnp.maximum(out, t)
+    idx = jnp.full(out.shape, 8, jnp.int8)
+    for k in range(7, -1, -1):  # the first k whose value is the maximum wins
+        idx = jnp.where(win[k] == out, jnp.int8(k), idx)
+    return out, idx
+
+
+def _grad_planes(tap, taps):
+    """For rows parity p: [B, H, W, 2 (column parity q), C] gradient planes, plane (p, q)
+    the sum of `tap(di, dj)` over the window taps that land on it, taps[p] x taps[q]."""
+    return [
+        jnp.stack([sum(tap(di, dj) for di in taps[p] for dj in taps[q]) for q in (0, 1)], 3)
+        for p in (0, 1)
+    ]
+
+
 @jax.custom_vjp
 def argmax_max_pool_3x3_s2(x):
     """3x3/2 max-pool (padding 1) with a gradient XLA can fuse.
@@ -175,12 +196,7 @@ def _argmax_fwd(x):
         for di in range(3)
         for dj in range(3)
     ]
-    out = win[0]
-    for s in win[1:]:
-        out = jnp.maximum(out, s)
-    idx = jnp.full(out.shape, 8, jnp.int8)
-    for k in range(7, -1, -1):  # the first k whose value is the maximum wins
-        idx = jnp.where(win[k] == out, jnp.int8(k), idx)
+    out, idx = _window_max(win)
     return out, (idx, x.shape)
 
 
@@ -193,12 +209,9 @@ def _argmax_bwd(res, g):
         t = jnp.where(idx == 3 * di + dj, g, zero)
         return jnp.pad(t, ((0, 0), (di // 2, 1 - di // 2), (dj // 2, 1 - dj // 2), (0, 0)))
 
-    taps = {0: (0, 2), 1: (1,)}  # parity -> the window taps on it
-    planes = [
-        jnp.stack([sum(tap(di, dj) for di in taps[p] for dj in taps[q]) for q in (0, 1)], 3)
-        for p in (0, 1)
-    ]
-    grad = jnp.stack(planes, 2).reshape(b, 2 * ho + 2, 2 * wo + 2, c)
+    grad = jnp.stack(_grad_planes(tap, {0: (0, 2), 1: (1,)}), 2).reshape(
+        b, 2 * ho + 2, 2 * wo + 2, c
+    )
     return (grad[:, 1 : h + 1, 1 : w + 1, :],)
 
 
@@ -227,14 +240,7 @@ def argmax_max_pool_3x3_s2_blocks(y6):
 
 
 def _blocks_fwd(y6):
-    win = [_block_tap(y6, di, dj, -jnp.inf) for di in range(3) for dj in range(3)]
-    out = win[0]
-    for t in win[1:]:
-        out = jnp.maximum(out, t)
-    idx = jnp.full(out.shape, 8, jnp.int8)
-    for k in range(7, -1, -1):  # the first k whose value is the maximum wins
-        idx = jnp.where(win[k] == out, jnp.int8(k), idx)
-    return out, idx
+    return _window_max([_block_tap(y6, di, dj, -jnp.inf) for di in range(3) for dj in range(3)])
 
 
 def _blocks_bwd(idx, g):
@@ -244,12 +250,7 @@ def _blocks_bwd(idx, g):
         t = jnp.where(idx == 3 * di + dj, g, zero)[:, _S[di] :, _S[dj] :]
         return jnp.pad(t, ((0, 0), (0, _S[di]), (0, _S[dj]), (0, 0)))
 
-    taps = {0: (1,), 1: (0, 2)}  # plane -> the window taps that read it
-    planes = [
-        jnp.stack([sum(untap(di, dj) for di in taps[p] for dj in taps[q]) for q in (0, 1)], 3)
-        for p in (0, 1)
-    ]
-    return (jnp.stack(planes, 3),)
+    return (jnp.stack(_grad_planes(untap, {0: (1,), 1: (0, 2)}), 3),)
 
 
 argmax_max_pool_3x3_s2_blocks.defvjp(_blocks_fwd, _blocks_bwd)
