@@ -25,6 +25,7 @@ examples:
   %(prog)s --input manifest.csv --out data/lus --folds 5 --workers 8
   %(prog)s --input unlabeled/ --out data/pretrain --splits none
   %(prog)s --input clips/ --metadata meta.csv --column label=Finding --out data/lus
+  %(prog)s --input by_class/ --label-from-folder --out data/lus --folds 5
 
 COLUMNS of --metadata (and of a CSV manifest), case, spaces and punctuation ignored:
   path        path, file, filename, file_name, filepath, video, video_name, clip, ...
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FIELD=HEADER",
         help=COLUMN_OPTION_HELP,
+    )
+    src.add_argument(
+        "--label-from-folder",
+        action="store_true",
+        help="label each clip that gets no label from --metadata by its top folder "
+        "below --input (covid/a.mp4, covid/p1/b.mp4: covid): one sub-folder per class",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument(
@@ -160,8 +167,12 @@ def label_warning(info: dict) -> str | None:
     if not n:
         return None
     ingest = info.get("ingest", {})
-    if ingest.get("label_column") is None:
+    if ingest.get("label_from_folder"):
+        why = "no metadata label, and they sit directly in --input, not in a class folder"
+    elif ingest.get("label_column") is None:
         why = "no --metadata CSV was given"
+        if ingest.get("clips_in_subfolders"):
+            why += "; if the sub-folders of --input are the classes, add --label-from-folder"
     elif not ingest["label_column"]:
         source = ingest.get("metadata") or ingest.get("input")
         why = (
@@ -236,6 +247,7 @@ def run(args: argparse.Namespace) -> dict:
         preview_path=str(Path(args.out) / PREVIEW_PNG) if args.preview else None,
         keys=keys,
         columns=columns,
+        label_from_folder=args.label_from_folder,
     )
     return write.write_dataset(
         store,
@@ -254,6 +266,8 @@ def run(args: argparse.Namespace) -> dict:
                 "input": str(args.input),
                 "metadata": args.metadata,
                 "label_column": _has_label_column(args.metadata or args.input, columns),
+                "label_from_folder": args.label_from_folder,
+                "clips_in_subfolders": any("/" in store.meta(k)["video_id"] for k in keys),
                 "stride": args.stride,
                 "fps": args.fps,
             }

@@ -110,6 +110,7 @@ def discover(
     *,
     require_metadata: bool = False,
     columns: Mapping[str, str] | None = None,
+    label_from_folder: bool = False,
 ) -> tuple[list[ClipSpec], list[Skip]]:
     """The clips under `input_path` with their metadata, and what was skipped.
 
@@ -119,6 +120,9 @@ def discover(
       require_metadata: skip files that have no metadata row (default: unlabeled).
       columns: field -> the CSV's header for it, where the aliases do not find it
         (`data_prep.metadata.COLUMN_ALIASES`).
+      label_from_folder: a clip that gets no label from the metadata is labelled by the
+        name of its top folder below the input root, as torchvision's ImageFolder
+        (covid/a.mp4 and covid/p1/b.mp4: "covid").
     """
     root = Path(input_path)
     if not root.exists():
@@ -167,6 +171,11 @@ def discover(
             continue
         spec = exact[0] if exact else found[0][0]
         spec.meta, spec.has_metadata = metadata.row_meta(rows[key]), True
+    if label_from_folder:
+        for spec in specs:
+            folder, sep, _ = spec.video_id.partition("/")
+            if sep and not spec.meta.get("label_name"):
+                spec.meta = {**spec.meta, "label_name": folder}
     if index is not None and require_metadata:
         skips += [
             Skip(s.source, "no metadata row (metadata required)")
@@ -196,6 +205,7 @@ def ingest(
     progress: bool = True,
     keys: list[str] | None = None,
     columns: Mapping[str, str] | None = None,
+    label_from_folder: bool = False,
 ) -> list[Skip]:
     """Decodes, crops and stores every clip under `input_path`; returns what was skipped.
 
@@ -203,7 +213,7 @@ def ingest(
       input_path: folder, CSV manifest or single clip (see `discover`).
       store: where processed clips go; clips already there (same content and
         options) are not decoded again.
-      metadata_csv, require_metadata, columns: see `discover`.
+      metadata_csv, require_metadata, columns, label_from_folder: see `discover`.
       size: output frames are size x size (aspect kept by padding).
       stride, fps: keep every stride-th frame, or resample to `fps` (not both).
       dedupe: drop frames nearly identical to the previous kept one (frozen video).
@@ -225,7 +235,11 @@ def ingest(
         raise UserError("fps must be > 0 and cannot be combined with stride.")
     opts = Options(size, stride, fps, dedupe, max_frames, default_fps)
     specs, skips = discover(
-        input_path, metadata_csv, require_metadata=require_metadata, columns=columns
+        input_path,
+        metadata_csv,
+        require_metadata=require_metadata,
+        columns=columns,
+        label_from_folder=label_from_folder,
     )
     _warn_skips(skips, input_path)
 

@@ -119,3 +119,38 @@ def test_predict_leaves_an_unknown_patient_empty(clips, tmp_path):
         str(clips / "videos"), str(clips / "meta.csv"), 32, str(tmp_path / "m")
     )
     assert sorted(e["patient_id"] for _, _, e in rows) == ["p1", "p2"]
+
+
+def test_prep_labels_clips_by_their_top_folder(tmp_path, capsys):
+    """--label-from-folder: class sub-folders (nested ones too) label their clips; a
+    metadata label wins; a clip straight in --input stays unlabeled, with its reason."""
+    from data_prep.store import ClipStore
+
+    root = tmp_path / "by_class"
+    for i, name in enumerate(["covid/a.mp4", "normal/p1/b.mp4", "normal/c.mp4", "d.mp4"]):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        rgb, _, _ = synth_clips.lus_clip(6, seed=10 + i)
+        synth_clips.write_video(root / name, rgb)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,label\nnormal/c.mp4,pneumonia\n")
+    out = tmp_path / "ds"
+    argv = ["--input", str(root), "--out", str(out), "--size", "32", "--splits", "none"]
+    assert prep_cli.main([*argv, "--metadata", str(meta), "--label-from-folder"]) == 0
+    (warning,) = _warnings(capsys.readouterr().err)
+    assert "1 of 4 clips have no label (no metadata label, and they sit directly" in warning
+    store = ClipStore(out / "clips")
+    labels = {r["video_id"]: r["label_name"] for r in store.records()}
+    assert labels == {
+        "covid/a.mp4": "covid",
+        "normal/p1/b.mp4": "normal",
+        "normal/c.mp4": "pneumonia",
+        "d.mp4": "",
+    }
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["labels"] == {"labelled_clips": 3, "unlabeled_clips": 1}
+    assert info["ingest"]["label_from_folder"] is True
+
+    assert prep_cli.main(argv) == 0  # without the flag: the hint, and labels cleared
+    (warning,) = _warnings(capsys.readouterr().err)
+    assert "add --label-from-folder" in warning
+    assert {r["label_name"] for r in ClipStore(out / "clips").records()} == {""}
