@@ -132,7 +132,7 @@ def discover(
         rows = metadata.read_csv(root, meta_required=False, columns=columns).rows
         root_dir, paths = root.parent, []
         for row in rows:
-            p = (root_dir / row["path"]).resolve()
+            p = _abs(root_dir / row["path"])
             if p.exists():
                 paths.append(p)
             else:
@@ -140,7 +140,7 @@ def discover(
         if metadata_csv is None and set(rows[0]) & set(metadata.META_COLUMNS):
             metadata_csv = root  # the manifest carries the metadata
     elif root.is_file():
-        root_dir, paths = root.parent, [root.resolve()]
+        root_dir, paths = root.parent, [_abs(root)]
     else:
         root_dir = root
         paths, unsupported = _walk(root)
@@ -151,7 +151,7 @@ def discover(
     index = metadata.MetaIndex(metadata_csv, columns) if metadata_csv is not None else None
     for note in index.notes if index else ():
         _warn(note, prefix="")
-    specs = [ClipSpec(str(p), _rel(p, root_dir.resolve())) for p in paths]
+    specs = [ClipSpec(str(p), _rel(p, _abs(root_dir))) for p in paths]
     matches: dict[int, list[tuple[ClipSpec, bool]]] = {}  # id(row) -> (spec, exact)
     rows = {}
     for spec in specs:
@@ -507,17 +507,23 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
         ]
         frames = decode.is_sequence(images)  # else each image is a clip of its own
         if images and frames:
-            clips.append(here.resolve())
+            clips.append(_abs(here))
         for name in sorted(filenames, key=decode.natural_key):
             p = here / name
             ext = p.suffix.lower()
             if name.startswith(".") or (frames and ext in decode.IMAGE_EXTS) or name == "DICOMDIR":
                 continue
             if decode.kind_of(p) in ("video", "dicom", "image"):
-                clips.append(p.resolve())
+                clips.append(_abs(p))
             elif ext not in _IGNORED_EXTS:
                 unsupported.append(p)
     return clips, unsupported
+
+
+def _abs(p: Path) -> Path:
+    """An absolute path that keeps symbolic links: a clip linked into a folder (or a class
+    folder, --label-from-folder) is known by where it was found, not by its target."""
+    return Path(os.path.abspath(p))
 
 
 def _rel(p: Path, root: Path) -> str:

@@ -131,23 +131,27 @@ def test_prep_labels_clips_by_their_top_folder(tmp_path, capsys):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         rgb, _, _ = synth_clips.lus_clip(6, seed=10 + i)
         synth_clips.write_video(root / name, rgb)
+    rgb, _, _ = synth_clips.lus_clip(6, seed=20)
+    synth_clips.write_video(tmp_path / "elsewhere.mp4", rgb)  # linked in: keeps its place
+    (root / "covid" / "linked.mp4").symlink_to(tmp_path / "elsewhere.mp4")
     meta = tmp_path / "meta.csv"
     meta.write_text("path,label\nnormal/c.mp4,pneumonia\n")
     out = tmp_path / "ds"
     argv = ["--input", str(root), "--out", str(out), "--size", "32", "--splits", "none"]
     assert prep_cli.main([*argv, "--metadata", str(meta), "--label-from-folder"]) == 0
     (warning,) = _warnings(capsys.readouterr().err)
-    assert "1 of 4 clips have no label (no metadata label, and they sit directly" in warning
+    assert "1 of 5 clips have no label (no metadata label, and they sit directly" in warning
     store = ClipStore(out / "clips")
     labels = {r["video_id"]: r["label_name"] for r in store.records()}
     assert labels == {
         "covid/a.mp4": "covid",
+        "covid/linked.mp4": "covid",
         "normal/p1/b.mp4": "normal",
         "normal/c.mp4": "pneumonia",
         "d.mp4": "",
     }
     info = json.loads((out / "dataset.json").read_text())
-    assert info["labels"] == {"labelled_clips": 3, "unlabeled_clips": 1}
+    assert info["labels"] == {"labelled_clips": 4, "unlabeled_clips": 1}
     assert info["ingest"]["label_from_folder"] is True
 
     assert prep_cli.main(argv) == 0  # without the flag: the hint, and labels cleared
