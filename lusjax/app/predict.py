@@ -27,9 +27,16 @@ from lusjax.eval.predict import benchmark_heads, load_encoder, load_heads, predi
 from lusjax.layout import PREDICTIONS_CSV, PREDICTIONS_JSON
 
 
-def ingest_clips(input_path: str, metadata_csv: str, size: int, workdir: str, columns=None):
-    """Ingests `input_path` like `lusjax prep` does (`columns`: prep's --column mapping);
-    returns (clip iterator, skipped, number of clips)."""
+def ingest_clips(
+    input_path: str,
+    metadata_csv: str,
+    size: int,
+    workdir: str,
+    columns=None,
+    label_from_folder: bool = False,
+):
+    """Ingests `input_path` like `lusjax prep` does (`columns`, `label_from_folder`: its
+    --column and --label-from-folder); returns (clip iterator, skipped, number of clips)."""
     from data_prep import ingest
     from data_prep.store import ClipStore
 
@@ -37,7 +44,12 @@ def ingest_clips(input_path: str, metadata_csv: str, size: int, workdir: str, co
         raise UserError(f"--input {input_path} does not exist")
     store = ClipStore(workdir)
     skipped = ingest.ingest(
-        input_path, store, metadata_csv=metadata_csv or None, size=size, columns=columns
+        input_path,
+        store,
+        metadata_csv=metadata_csv or None,
+        size=size,
+        columns=columns,
+        label_from_folder=label_from_folder,
     )
     skipped = [
         {"source": str(getattr(s, "source", s)), "reason": str(getattr(s, "reason", ""))}
@@ -75,6 +87,7 @@ def predict_folder(
     encoder: str = "",
     metadata_csv: str = "",
     columns: dict | None = None,
+    label_from_folder: bool = False,
     size: int = 0,
     frames_per_clip: int = 0,
     batch_size: int = 256,
@@ -85,7 +98,7 @@ def predict_folder(
     enc = load_encoder(meta, encoder)
     with tempfile.TemporaryDirectory(prefix="lusjax_predict_") as tmp:
         clips, skipped, n = ingest_clips(
-            input_path, metadata_csv, size or enc.image_size, tmp, columns
+            input_path, metadata_csv, size or enc.image_size, tmp, columns, label_from_folder
         )
         if n == 0:
             raise UserError(
@@ -158,6 +171,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--column", action="append", default=[], metavar="FIELD=HEADER", help=COLUMN_OPTION_HELP
     )
+    ap.add_argument(
+        "--label-from-folder",
+        action="store_true",
+        help="a clip's true label (label_name) is its top folder below --input, as in prep",
+    )
     ap.add_argument("--out", default="", help="output folder (default: --heads)")
     ap.add_argument("--size", type=int, default=0, help="ingest size (default: encoder's)")
     ap.add_argument("--frames-per-clip", type=int, default=0, help="0 = every frame")
@@ -184,6 +202,7 @@ def main(argv=None) -> int:
                 encoder=args.encoder,
                 metadata_csv=args.metadata,
                 columns=columns,
+                label_from_folder=args.label_from_folder,
                 size=args.size,
                 frames_per_clip=args.frames_per_clip,
                 batch_size=args.batch_size,
