@@ -158,3 +158,21 @@ def test_prep_labels_clips_by_their_top_folder(tmp_path, capsys):
     (warning,) = _warnings(capsys.readouterr().err)
     assert "add --label-from-folder" in warning
     assert {r["label_name"] for r in ClipStore(out / "clips").records()} == {""}
+
+
+def test_predict_reads_metadata_columns_and_class_folders(clips, tmp_path):
+    """`lusjax predict --column patient_id=HEADER` maps a header the aliases do not know;
+    --label-from-folder takes the true label from the clip's folder."""
+    from lusjax.app import predict
+
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,Subject code\nvideos/clip0.mp4,s1\nvideos/clip1.mp4,s2\n")
+    with pytest.raises(UserError, match="--column label=HEADER"):
+        predict.ingest_clips(str(clips), str(meta), 32, str(tmp_path / "a"))
+    cols = predict.parse_columns(["patient_id=Subject code"])
+    rows, _, _ = predict.ingest_clips(str(clips), str(meta), 32, str(tmp_path / "b"), cols, True)
+    rows = list(rows)
+    assert sorted(e["patient_id"] for _, _, e in rows) == ["s1", "s2"]
+    assert [e["label_name"] for _, _, e in rows] == ["videos", "videos"]
+    with pytest.raises(UserError, match="FIELD=HEADER"):
+        predict.main(["--heads", str(tmp_path), "--input", str(clips), "--column", "bogus"])
