@@ -1,6 +1,6 @@
 """A/B of backbone layer implementations inside the real train step, one process.
 
-    python benchmarks/ab_step.py --variants lusjax,stem=conv \
+    python benchmarks/ab_step.py --variants lusjax,stem=nhwc \
         --config configs/simclr_resnet.py:r18 --batch-size 256 [--config.KEY=VALUE ...]
 
 Each variant swaps some of lusjax's layers (`lusjax.models.layers`) for the plain
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/simclr_resnet.py:r18")
     p.add_argument(
-        "--variants", default="lusjax,stem=conv", help=f"comma-separated, from: {', '.join(SWAPS)}"
+        "--variants", default="lusjax,stem=nhwc", help=f"comma-separated, from: {', '.join(SWAPS)}"
     )
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--steps", type=int, default=30)
