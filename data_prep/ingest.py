@@ -497,10 +497,19 @@ def _tile_for(store: ClipStore, key: str, tiles_dir: Path) -> np.ndarray:
 
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
     """(clips, unsupported files) under root: videos, DICOM files, frame folders, and
-    still images where a folder's image names are no numbered sequence."""
+    still images where a folder's image names are no numbered sequence. Symbolic links
+    to folders are followed, except back up the folder's own path (a loop)."""
     clips, unsupported = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    # Linked folders are followed; one that links back to a folder above it is not.
+    chains = {str(root): {os.path.realpath(root)}}  # folder -> real paths down to it
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        chain, keep = chains.pop(dirpath), []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not d.startswith(".") and real not in chain:
+                keep.append(d)
+                chains[os.path.join(dirpath, d)] = chain | {real}
+        dirnames[:] = keep
         here = Path(dirpath)
         images = [
             f for f in filenames if Path(f).suffix.lower() in decode.IMAGE_EXTS and f[0] != "."

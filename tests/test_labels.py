@@ -176,3 +176,26 @@ def test_predict_reads_metadata_columns_and_class_folders(clips, tmp_path):
     assert [e["label_name"] for _, _, e in rows] == ["videos", "videos"]
     with pytest.raises(UserError, match="FIELD=HEADER"):
         predict.main(["--heads", str(tmp_path), "--input", str(clips), "--column", "bogus"])
+
+
+def test_discover_follows_linked_folders_but_not_loops(tmp_path):
+    """A class folder that is a link is walked (it was silently skipped); a link back up
+    the path is not; a second link to the same folder is walked (its clips are then
+    reported as duplicates by content)."""
+    from data_prep import ingest
+
+    real = tmp_path / "elsewhere" / "covid_clips"
+    real.mkdir(parents=True)
+    rgb, _, _ = synth_clips.lus_clip(4, seed=30)
+    synth_clips.write_video(real / "a.mp4", rgb)
+    root = tmp_path / "input"
+    root.mkdir()
+    (root / "covid").symlink_to(real)
+    (root / "again").symlink_to(real)
+    (real / "loop").symlink_to(root)  # input/covid/loop -> input: not walked again
+    specs, skips = ingest.discover(root, label_from_folder=True)
+    assert sorted((s.video_id, s.meta["label_name"]) for s in specs) == [
+        ("again/a.mp4", "again"),
+        ("covid/a.mp4", "covid"),
+    ]
+    assert not skips
