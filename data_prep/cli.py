@@ -267,7 +267,9 @@ def run(args: argparse.Namespace) -> dict:
                 "metadata": args.metadata,
                 "label_column": _has_label_column(args.metadata or args.input, columns),
                 "label_from_folder": args.label_from_folder,
-                "clips_in_subfolders": any("/" in store.meta(k)["video_id"] for k in keys),
+                "clips_in_subfolders": any(
+                    ingest.class_folder(store.meta(k)["video_id"]) for k in keys
+                ),
                 "stride": args.stride,
                 "fps": args.fps,
             }

@@ -151,7 +151,8 @@ def discover(
     index = metadata.MetaIndex(metadata_csv, columns) if metadata_csv is not None else None
     for note in index.notes if index else ():
         _warn(note, prefix="")
-    specs = [ClipSpec(str(p), _rel(p, _abs(root_dir))) for p in paths]
+    root_abs = _abs(root_dir)
+    specs = [ClipSpec(str(p), _rel(p, root_abs)) for p in paths]
     matches: dict[int, list[tuple[ClipSpec, bool]]] = {}  # id(row) -> (spec, exact)
     rows = {}
     for spec in specs:
@@ -173,8 +174,8 @@ def discover(
         spec.meta, spec.has_metadata = metadata.row_meta(rows[key]), True
     if label_from_folder:
         for spec in specs:
-            folder, sep, _ = spec.video_id.partition("/")
-            if sep and not spec.meta.get("label_name"):
+            folder = class_folder(spec.video_id)
+            if folder and not spec.meta.get("label_name"):
                 spec.meta = {**spec.meta, "label_name": folder}
     if index is not None and require_metadata:
         skips += [
@@ -527,6 +528,13 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
             elif ext not in _IGNORED_EXTS:
                 unsupported.append(p)
     return clips, unsupported
+
+
+def class_folder(video_id: str) -> str:
+    """The top folder of a clip below the input root ("" for a clip directly in it):
+    its label under --label-from-folder."""
+    folder, sep, _ = video_id.partition("/")
+    return folder if sep else ""
 
 
 def _abs(p: Path) -> Path:

@@ -391,3 +391,14 @@ def test_space_to_depth_stem_equals_stride2_conv(shape, k, block):
     g_ref = jax.grad(lambda v: (ref.apply(v, x) ** 2).sum())(v)["params"]["kernel"]
     assert _rel(g_new, g_ref) < 1e-5
     assert new.apply(v, x.astype(jnp.bfloat16)).dtype == jnp.float32  # module dtype decides
+
+
+@pytest.mark.parametrize("block, size", [(2, 64), (4, 62)])
+def test_stem_blocks_out_refuses_what_it_cannot_give(block, size):
+    """blocks_out needs block 4 and an even output size; anything else is an error, not
+    an NHWC output or a cropped one."""
+    from lusjax.models import layers
+
+    stem = layers.StemConvS2(8, 7, jnp.float32, block=block, blocks_out=True)
+    with pytest.raises(ValueError, match="blocks_out needs block 4"):
+        stem.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)))

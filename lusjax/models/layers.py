@@ -332,6 +332,8 @@ class StemConvS2(nn.Module):
         # block row i + a at offset r, where (a, r) = divmod(2q + d, n).
         t = (2 * (g - 1) + k - 1) // n + 1
         ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+        if self.blocks_out and (n != 4 or ho % 2 or wo % 2):
+            raise ValueError(f"blocks_out needs block 4 and sides divisible by 4: {h}x{w}")
         hb, wb = -(-ho // g) + t - 1, -(-wo // g) + t - 1  # input blocks needed
         # Pad p on the top/left and up to whole blocks on the bottom/right; the extra
         # rows/columns only meet zero taps or outputs that are cropped.
@@ -352,8 +354,6 @@ class StemConvS2(nn.Module):
         hq, wq = y.shape[1:3]
         y = y.reshape(b, hq, wq, g, g, f)
         if self.blocks_out:
-            if (hq * g, wq * g) != (ho, wo) or g != 2:
-                raise ValueError(f"blocks_out needs block 4 and sides divisible by 4: {h}x{w}")
             return y
         y = y.transpose(0, 1, 3, 2, 4, 5)
         return y.reshape(b, hq * g, wq * g, f)[:, :ho, :wo]
