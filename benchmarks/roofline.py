@@ -10,7 +10,7 @@ it), times it, then traces `bench_step.PROFILE_STEPS` more steps; the compiled
 executable's optimized HLO (`compiled.as_text()`) is the same one the trace ran.
 Writes into DIR: step.hlo.txt.gz, bench.json (bench's record), kernels.json.gz (the
 device kernel events of the trace, all `--from` needs), roofline.json (printed
-too) and, with --md, roofline.md. The full jax.profiler trace goes to
+too), with --md roofline.md, and with --hlo K gap_hlo.txt. The full jax.profiler trace goes to
 --profile-dir (default DIR/profile).
 
 Per kernel-level HLO instruction (fusion, custom-call, convolution, dot, copy,
@@ -1041,6 +1041,36 @@ def _read_hlo(folder: Path) -> str:
         return f.read()
 
 
+def fusion_hlo(text: str, names: list[str]) -> str:
+    """The HLO text of each named instruction and of the computation it calls (a
+    fusion's body), to read what a slow kernel computes; metadata kept (its op_name
+    names the jax source), backend configs dropped."""
+    mod = parse_hlo(text)
+    bodies, out = {}, []
+    cur = None
+    for line in text.splitlines():
+        if cur is None:
+            m = _HEADER.match(line)
+            if m and line.rstrip().endswith("{") and "->" in line:
+                cur = m.group(2)
+                bodies[cur] = [line]
+            continue
+        bodies[cur].append(line)
+        if line.strip() == "}":
+            cur = None
+    for name in names:
+        ins = next((c.instrs[name] for c in mod.computations.values() if name in c.instrs), None)
+        if ins is None:
+            out.append(f"# {name}: not in the HLO\n")
+            continue
+        out.append(f"# {name} = {ins.type} {ins.opcode}(...) {_attr(ins.attrs, 'kind') or ''}")
+        for callee in _called(ins, "calls"):
+            body = "\n".join(bodies.get(callee, []))
+            out.append(re.sub(r",? backend_config=\{.*?\}(?=,|$)", "", body, flags=re.M))
+        out.append("")
+    return "\n".join(out)
+
+
 def analyse(folder: Path, args) -> dict:
     bench = json.loads((folder / "bench.json").read_text())
     with gzip.open(folder / "kernels.json.gz", "rt") as f:
@@ -1059,6 +1089,9 @@ def analyse(folder: Path, args) -> dict:
     (folder / "roofline.json").write_text(json.dumps(rep, indent=1))
     if args.md:
         (folder / "roofline.md").write_text(markdown(rep) + "\n")
+    if args.hlo:
+        names = [k["name"] for k in sorted(rep["top"], key=lambda k: -k["gap_ms"])[: args.hlo]]
+        (folder / "gap_hlo.txt").write_text(fusion_hlo(_read_hlo(folder), names))
     return rep
 
 
@@ -1081,6 +1114,9 @@ def main(argv=None) -> int:
     p.add_argument("--peak-tflops", type=float, default=0.0, help="override peak TFLOP/s")
     p.add_argument("--peak-gbps", type=float, default=0.0, help="override peak GB/s")
     p.add_argument("--md", action="store_true", help="also print (and save) a Markdown table")
+    p.add_argument(
+        "--hlo", type=int, default=0, help="save the HLO of the K kernels with the largest gap"
+    )
     args = p.parse_args(rest)
     if not args.src and not args.out:
         p.error("give --out DIR (run the step) or --from DIR (re-analyse)")

@@ -243,14 +243,33 @@ def _blocks_fwd(y6):
     return _window_max([_block_tap(y6, di, dj, -jnp.inf) for di in range(3) for dj in range(3)])
 
 
+# The tap code that a gradient shifted by s rows (columns) lands on parity plane p with:
+# _K[s][p], -1 for none (taps 1 and 2 are unshifted, on planes 0 and 1; tap 0 is shifted).
+_K = ((1, 2), (-1, 0))
+
+
 def _blocks_bwd(idx, g):
-    zero = jnp.zeros((), g.dtype)
-
-    def untap(di, dj):  # the gradient of tap (di, dj), moved back onto its plane
-        t = jnp.where(idx == 3 * di + dj, g, zero)[:, _S[di] :, _S[dj] :]
-        return jnp.pad(t, ((0, 0), (0, _S[di]), (0, _S[dj]), (0, 0)))
-
-    return (jnp.stack(_grad_planes(untap, {0: (1,), 1: (0, 2)}), 3),)
+    """The gradient in blocks, as a sum over the four (row, column) shifts of the window
+    gradient: one broadcast select each, written once, where a tap's gradient lands on
+    its parity plane. Why: stacking the four planes (as `_argmax_bwd` does) made XLA
+    emit a concatenate fusion at 34% of the memory roof, 1.7 ms of a ResNet-18 step
+    (H100, batch 256); this form was 1.2% faster in that step (README, issue #24)."""
+    out = jnp.zeros((), g.dtype)
+    for sr in (0, 1):
+        for sc in (0, 1):
+            pad = ((0, 0), (0, sr), (0, sc), (0, 0))
+            gs = jnp.pad(g[:, sr:, sc:], pad)[:, :, :, None, None, :]
+            ids = jnp.pad(idx[:, sr:, sc:], pad, constant_values=-1)[:, :, :, None, None, :]
+            code = [
+                [
+                    3 * _K[sr][p] + _K[sc][q] if min(_K[sr][p], _K[sc][q]) >= 0 else -1
+                    for q in (0, 1)
+                ]
+                for p in (0, 1)
+            ]
+            code = jnp.asarray(code, jnp.int8)[:, :, None]
+            out = out + jnp.where(ids == code, gs, jnp.zeros((), g.dtype))
+    return (out,)
 
 
 argmax_max_pool_3x3_s2_blocks.defvjp(_blocks_fwd, _blocks_bwd)
