@@ -1090,7 +1090,11 @@ def analyse(folder: Path, args) -> dict:
     if args.md:
         (folder / "roofline.md").write_text(markdown(rep) + "\n")
     if args.hlo:
-        names = [k["name"] for k in sorted(rep["top"], key=lambda k: -k["gap_ms"])[: args.hlo]]
+        # By gap; without peaks (no bound) by time.
+        top = sorted(
+            rep["top"], key=lambda k: -(k["gap_ms"] if k["gap_ms"] is not None else k["ms"])
+        )
+        names = [k["name"] for k in top[: args.hlo]]
         (folder / "gap_hlo.txt").write_text(fusion_hlo(_read_hlo(folder), names))
     return rep
 

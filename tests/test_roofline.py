@@ -162,7 +162,8 @@ def test_cpu_step_end_to_end_and_reanalysis(tmp_path, capsys):
     for key in ("ms", "bytes", "flops", "gbps", "tflops", "frac_peak_bw", "bound_ms", "gap_ms"):
         assert key in top, key
     # Re-analysis of the saved files; a CPU has no datasheet peaks: no bound.
-    assert roofline.main(["--from", str(out)]) == 0
+    assert roofline.main(["--from", str(out), "--hlo", "2"]) == 0
+    assert (out / "gap_hlo.txt").read_text().count("\n# ") == 1  # two kernels' HLO
     again = json.loads((out / "roofline.json").read_text())
     assert again["step"]["bound_ms"] is None and again["step"]["kernel_ms"] == s["kernel_ms"]
 
@@ -194,3 +195,11 @@ def test_deduplicated_fusions_are_one_row_holding_every_launch_and_its_bytes():
     assert rows["loop_add_fusion.2"]["bytes"] == 2 * rows["loop_add_fusion.5"]["bytes"] == 2 * 8192
     assert rep["classes"]["fusion"]["bytes"] == rep["hlo"]["bytes"] == 3 * 8192
     assert rep["trace"]["matched_by"] == {"name": 6}
+
+
+def test_fusion_hlo_prints_a_kernels_body_without_backend_configs():
+    text = roofline.fusion_hlo(GPU_HLO, ["loop_multiply_fusion.3", "cudnn-conv.1", "nope"])
+    assert "# loop_multiply_fusion.3 = bf16[8,16,16,64]{3,2,1,0} fusion(...) kLoop" in text
+    assert "ROOT %multiply.3 = bf16[8,16,16,64]{3,2,1,0} multiply(%param_0.2, %broadcast.1)" in text
+    assert "# cudnn-conv.1 = " in text and "# nope: not in the HLO" in text
+    assert "backend_config" not in text
