@@ -42,6 +42,7 @@ import sys
 
 from lusjax import config as config_lib
 from lusjax.app import bench_step
+from lusjax.data import us_augment
 from lusjax.models import fused_bn, layers
 
 
@@ -63,6 +64,8 @@ SWAPS = {
     },
     "bn=pallas": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="pallas")},
     "bn=fused_jnp": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="jnp")},
+    "blur=matmul": {"us_augment.gaussian_blur": us_augment.gaussian_blur_matmul},
+    "blur=barrier": {"us_augment.gaussian_blur": us_augment.gaussian_blur_barrier},
 }
 
 
@@ -73,15 +76,20 @@ def swaps_of(variant: str) -> dict:
 
 @contextlib.contextmanager
 def swapped(names: dict):
-    """Temporarily replaces attributes of `lusjax.models.layers` (read at trace time)."""
-    old = {k: getattr(layers, k) for k in names}
+    """Temporarily replaces attributes of `lusjax.models.layers` (or, for "us_augment.NAME",
+    of `lusjax.data.us_augment`), read at trace time."""
+
+    def where(k):
+        return (us_augment, k.split(".", 1)[1]) if k.startswith("us_augment.") else (layers, k)
+
+    old = {k: getattr(*where(k)) for k in names}
     try:
         for k, v in names.items():
-            setattr(layers, k, v)
+            setattr(*where(k), v)
         yield
     finally:
         for k, v in old.items():
-            setattr(layers, k, v)
+            setattr(*where(k), v)
 
 
 def main(argv=None) -> int:
