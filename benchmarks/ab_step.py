@@ -1,11 +1,12 @@
-"""A/B of backbone layer implementations inside the real train step, one process.
+"""A/B of layer and augmentation implementations inside the real train step, one process.
 
     python benchmarks/ab_step.py --variants lusjax,stem=nhwc \
         --config configs/simclr_resnet.py:r18 --batch-size 256 [--config.KEY=VALUE ...]
 
 Each variant swaps some of lusjax's layers (`lusjax.models.layers`) for the plain
-formulation they replaced, then runs `lusjax bench step` (compile once, time the
-synthetic-input step) on this host's devices. Same model, same parameters, same
+formulation they replaced, or a function for a candidate (`blur=*`), then runs
+`lusjax bench step` (compile once, time the synthetic-input step) on this host's
+devices. Same model, same parameters, same
 outputs up to float rounding; only the way XLA is asked to compute them differs.
 Prints one JSON line per variant ("variant" key added). "A+B" applies variants A and B
 together.
@@ -40,6 +41,8 @@ import functools
 import json
 import sys
 
+import jax
+
 from lusjax import config as config_lib
 from lusjax.app import bench_step
 from lusjax.data import us_augment
@@ -48,6 +51,44 @@ from lusjax.models import fused_bn, layers
 
 def _plain_stem(features, kernel_size, dtype, name=None):
     return layers.conv(features, kernel_size, 2, dtype=dtype, name=name)
+
+
+def _blur_matrix(xp, n: int, sigma, radius: int):
+    """[n, n] banded gaussian, rows normalised: `M @ x` = `us_augment.conv_axis(x, taps, 0)` /
+    `us_augment.conv_axis(1, taps, 0)` (`gaussian_blur`'s border renormalisation)."""
+    k = xp.arange(n, dtype=xp.float32)
+    d = k[None, :] - k[:, None]
+    w = xp.where(xp.abs(d) <= radius, xp.exp(-d * d / (2.0 * xp.maximum(sigma, 1e-3) ** 2)), 0.0)
+    return (w / w.sum(axis=1, keepdims=True)).astype(xp.float32)
+
+
+def gaussian_blur_matmul(xp, x, sigma_y, sigma_x, radius_y: int, radius_x: int):
+    """`us_augment.gaussian_blur` as two matmuls with `_blur_matrix`es (jax only; a
+    candidate: XLA fuses the shift-and-add form's two passes into one loop fusion that
+    recomputes the first pass for every tap of the second)."""
+    h, w = x.shape[0], x.shape[1]
+    my, mx = _blur_matrix(xp, h, sigma_y, radius_y), _blur_matrix(xp, w, sigma_x, radius_x)
+    if x.ndim == 2:
+        return (my @ x @ mx.T).astype(xp.float32)
+    y = xp.einsum("sh,hwc->swc", my, x)
+    return xp.einsum("tw,swc->stc", mx, y).astype(xp.float32)
+
+
+def gaussian_blur_barrier(xp, x, sigma_y, sigma_x, radius_y: int, radius_x: int):
+    """`us_augment.gaussian_blur` with its first pass written to memory (a candidate: no
+    recompute per tap of the second pass)."""
+    h, w = x.shape[0], x.shape[1]
+    ty, tx = (
+        us_augment.gaussian_taps(xp, sigma_y, radius_y),
+        us_augment.gaussian_taps(xp, sigma_x, radius_x),
+    )
+    ny = us_augment.conv_axis(xp, xp.ones((h,), xp.float32), ty, 0)
+    nx = us_augment.conv_axis(xp, xp.ones((w,), xp.float32), tx, 0)
+    extra = (1,) * (x.ndim - 2)
+    y = jax.lax.optimization_barrier(
+        us_augment.conv_axis(xp, x, ty, 0) / ny.reshape((h, 1) + extra)
+    )
+    return (us_augment.conv_axis(xp, y, tx, 1) / nx.reshape((1, w) + extra)).astype(xp.float32)
 
 
 _NHWC = {"imagenet_stem": layers.imagenet_stem_nhwc}
@@ -64,8 +105,8 @@ SWAPS = {
     },
     "bn=pallas": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="pallas")},
     "bn=fused_jnp": {"batch_norm": functools.partial(fused_bn.batch_norm, impl="jnp")},
-    "blur=matmul": {"us_augment.gaussian_blur": us_augment.gaussian_blur_matmul},
-    "blur=barrier": {"us_augment.gaussian_blur": us_augment.gaussian_blur_barrier},
+    "blur=matmul": {"us_augment.gaussian_blur": gaussian_blur_matmul},
+    "blur=barrier": {"us_augment.gaussian_blur": gaussian_blur_barrier},
 }
 
 

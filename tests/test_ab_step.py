@@ -124,3 +124,20 @@ def test_the_library_uses_the_argmax_pool_on_gpus_only(monkeypatch):
     assert "select_and_scatter" not in str(
         jax.jit(jax.grad(lambda x: layers.max_pool_3x3_s2(x).sum())).lower(x).as_text()
     )
+
+
+@pytest.mark.parametrize("variant", ["blur=matmul", "blur=barrier"])
+def test_blur_candidates_equal_the_library_blur_and_swap_back(variant):
+    from lusjax.data import us_augment
+
+    blur, lib = ab_step.SWAPS[variant]["us_augment.gaussian_blur"], us_augment.gaussian_blur
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 20, 17, 1))
+    sigma = jnp.array([0.3, 1.0, 2.5])
+
+    def run(f):
+        return jax.jit(jax.vmap(lambda xi, s: f(jnp, xi, s, 0.5 * s, 6, 4)))(x, sigma)
+
+    np.testing.assert_allclose(run(blur), run(lib), rtol=1e-5, atol=1e-6)
+    with ab_step.swapped(ab_step.swaps_of(variant)):
+        assert us_augment.gaussian_blur is blur
+    assert us_augment.gaussian_blur is lib

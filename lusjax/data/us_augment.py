@@ -447,38 +447,6 @@ def gaussian_blur(xp, x, sigma_y, sigma_x, radius_y: int, radius_x: int):
     return (conv_axis(xp, y, tx, 1) / nx.reshape((1, w) + extra)).astype(xp.float32)
 
 
-def blur_matrix(xp, n: int, sigma, radius: int):
-    """[n, n] banded gaussian, rows normalised: `M @ x` = `conv_axis(x, taps, 0)` /
-    `conv_axis(1, taps, 0)` (`gaussian_blur`'s border renormalisation)."""
-    k = xp.arange(n, dtype=xp.float32)
-    d = k[None, :] - k[:, None]
-    w = xp.where(xp.abs(d) <= radius, xp.exp(-d * d / (2.0 * xp.maximum(sigma, 1e-3) ** 2)), 0.0)
-    return (w / w.sum(axis=1, keepdims=True)).astype(xp.float32)
-
-
-def gaussian_blur_matmul(xp, x, sigma_y, sigma_x, radius_y: int, radius_x: int):
-    """`gaussian_blur` as two matmuls with `blur_matrix`es."""
-    h, w = x.shape[0], x.shape[1]
-    my, mx = blur_matrix(xp, h, sigma_y, radius_y), blur_matrix(xp, w, sigma_x, radius_x)
-    if x.ndim == 2:
-        return (my @ x @ mx.T).astype(xp.float32)
-    y = xp.einsum("sh,hwc->swc", my, x)
-    return xp.einsum("tw,swc->stc", mx, y).astype(xp.float32)
-
-
-def gaussian_blur_barrier(xp, x, sigma_y, sigma_x, radius_y: int, radius_x: int):
-    """`gaussian_blur` with its first pass materialised (no recompute per tap)."""
-    import jax
-
-    h, w = x.shape[0], x.shape[1]
-    ty, tx = gaussian_taps(xp, sigma_y, radius_y), gaussian_taps(xp, sigma_x, radius_x)
-    ny = conv_axis(xp, xp.ones((h,), xp.float32), ty, 0)
-    nx = conv_axis(xp, xp.ones((w,), xp.float32), tx, 0)
-    extra = (1,) * (x.ndim - 2)
-    y = jax.lax.optimization_barrier(conv_axis(xp, x, ty, 0) / ny.reshape((h, 1) + extra))
-    return (conv_axis(xp, y, tx, 1) / nx.reshape((1, w) + extra)).astype(xp.float32)
-
-
 def speckle_field(xp, normal2, psf: tuple[float, float]):
     """Unit-mean Rayleigh speckle [H, W] from two standard normal fields [2, H, W].
 
