@@ -2,16 +2,23 @@
 with the kernels' measured times from a profile of the same compiled step (issue #24).
 
     python benchmarks/roofline.py --config configs/simclr_resnet.py:r18 --batch-size 256 \\
-        --out DIR [--md] [--top 25] [--peak-tflops T --peak-gbps G] [--config.KEY=VALUE ...]
-    python benchmarks/roofline.py --from DIR [--md] [--peak-tflops T --peak-gbps G]
+        --out DIR [--md] [--hlo K] [--top 25] [--peak-tflops T --peak-gbps G] \\
+        [--config.KEY=VALUE ...]
+    python benchmarks/roofline.py --from DIR [--md] [--hlo K] [--peak-tflops T --peak-gbps G]
 
 One process: `lusjax bench step`'s own `bench()` compiles the real step (no copy of
 it), times it, then traces `bench_step.PROFILE_STEPS` more steps; the compiled
 executable's optimized HLO (`compiled.as_text()`) is the same one the trace ran.
 Writes into DIR: step.hlo.txt.gz, bench.json (bench's record), kernels.json.gz (the
 device kernel events of the trace, all `--from` needs), roofline.json (printed
-too), with --md roofline.md, and with --hlo K gap_hlo.txt. The full jax.profiler trace goes to
---profile-dir (default DIR/profile).
+too), with --md roofline.md, and with --hlo K gap_hlo.txt (the HLO of the K kernels
+with the largest gap). The full jax.profiler trace goes to --profile-dir (default
+DIR/profile).
+
+Each listed kernel's `source` says where it comes from: the model scope most of its
+instructions' op_names share (e.g. [backbone/layer1_0/bn3]) and the Python line most
+of them were traced at, the innermost frame outside jax/flax/optax (from the HLO's
+StackFrames table), e.g. "lusjax/data/us_augment.py:435 conv_axis x149".
 
 Per kernel-level HLO instruction (fusion, custom-call, convolution, dot, copy,
 collective, ...; bodies of call/while/conditional/async wrappers are walked, a
@@ -853,6 +860,11 @@ def roofline(
     small = [
         r for r in out_rows if r["kernels_per_step"] and r["ms"] / r["kernels_per_step"] < 0.01
     ]
+    shown = {r["name"] for r in by_time[:top] + gap[:top]}
+    src = kernel_sources(hlo_text, sorted({n.split(" + ")[0] for n in shown}), top=1)
+    for r in out_rows:
+        if r["name"] in shown:
+            r["source"] = src.get(r["name"].split(" + ")[0], "")
     return {
         "module": module.name,
         "config": bench.get("config"),
@@ -909,7 +921,16 @@ def roofline(
         "gap": [
             {
                 k: r[k]
-                for k in ("name", "class", "ms", "bound_ms", "gap_ms", "gap_share", "bound_by")
+                for k in (
+                    "name",
+                    "class",
+                    "ms",
+                    "bound_ms",
+                    "gap_ms",
+                    "gap_share",
+                    "bound_by",
+                    "source",
+                )
             }
             for r in gap[:top]
         ],
@@ -960,12 +981,12 @@ def markdown(rep: dict, top: int = 15) -> str:
             "",
             f"where the {rep['step']['gap_ms']} ms between measured and bound go (top rows):",
             "",
-            "| kernel | class | ms | bound ms | gap ms | share of gap |",
-            "|---|---|---|---|---|---|",
+            "| kernel | class | ms | bound ms | gap ms | share of gap | from (scope, source) |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {r['name'][:60]} | {r['class']} | {r['ms']} | {r['bound_ms']} | {r['gap_ms']} "
-            f"| {r['gap_share']} |"
+            f"| {r['gap_share']} | {r.get('source') or ''} |"
             for r in rep["gap"][:top]
         ]
     return "\n".join(lines)
@@ -1041,13 +1062,9 @@ def _read_hlo(folder: Path) -> str:
         return f.read()
 
 
-def fusion_hlo(text: str, names: list[str]) -> str:
-    """The HLO text of each named instruction and of the computation it calls (a
-    fusion's body), to read what a slow kernel computes; metadata kept (its op_name
-    names the jax source), backend configs dropped."""
-    mod = parse_hlo(text)
-    bodies, out = {}, []
-    cur = None
+def _bodies(text: str) -> dict[str, list[str]]:
+    """Each computation's lines (header to closing brace) by name."""
+    bodies, cur = {}, None
     for line in text.splitlines():
         if cur is None:
             m = _HEADER.match(line)
@@ -1058,12 +1075,110 @@ def fusion_hlo(text: str, names: list[str]) -> str:
         bodies[cur].append(line)
         if line.strip() == "}":
             cur = None
+    return bodies
+
+
+_INSTALLED = ("/site-packages/", "/dist-packages/", "/jax/_src/", "/flax/", "/optax/")
+
+
+def _short_path(path: str) -> str:
+    for top in ("lusjax/", "benchmarks/", "configs/", "tests/"):
+        i = path.rfind("/" + top)
+        if i >= 0:
+            return path[i + 1 :]
+    return path.rsplit("/", 1)[-1]
+
+
+def stack_sources(text: str) -> dict[int, str]:
+    """stack_frame_id -> "path:line function" of the frame's innermost caller outside
+    installed packages (jax, flax, optax...), from the optimized HLO's FileNames,
+    FunctionNames, FileLocations and StackFrames tables. A frame's printed
+    parent_frame_id is its parent's id + 1 (0: none)."""
+    tables: dict[str, dict[int, str]] = {}
+    cur = None
+    for line in text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            cur = tables.setdefault(line, {})
+            continue
+        m = re.match(r"^(\d+) (.*)$", line) if cur is not None else None
+        if not m:
+            cur = None
+            continue
+        cur[int(m.group(1))] = m.group(2)
+
+    def fields(v: str) -> dict[str, int]:
+        return {k: int(x) for k, x in re.findall(r"(\w+)=(-?\d+)", v)}
+
+    files = {k: v.strip('"') for k, v in tables.get("FileNames", {}).items()}
+    funcs = {k: v.strip('"') for k, v in tables.get("FunctionNames", {}).items()}
+    locs = {k: fields(v) for k, v in tables.get("FileLocations", {}).items()}
+    frames = {k: fields(v) for k, v in tables.get("StackFrames", {}).items()}
+    out = {}
+    for fid in frames:
+        f, seen = fid, set()
+        while f in frames and f not in seen:
+            seen.add(f)
+            loc = locs.get(frames[f].get("file_location_id"), {})
+            path = files.get(loc.get("file_name_id"), "")
+            if path and not any(x in path for x in _INSTALLED):
+                fn = funcs.get(loc.get("function_name_id"), "?")
+                out[fid] = f"{_short_path(path)}:{loc.get('line')} {fn}"
+                break
+            f = frames[f].get("parent_frame_id", 0) - 1
+    return out
+
+
+def kernel_sources(text: str, names: list[str], top: int = 2) -> dict[str, str]:
+    """Per kernel: the source lines (`stack_sources`) its HLO instructions come from,
+    the most frequent first with their counts, e.g. "lusjax/models/layers.py:262
+    _blocks_bwd x9; ..."; empty when the HLO has no stack frames."""
+    mod, bodies, where = parse_hlo(text), _bodies(text), stack_sources(text)
+    found = {}
+    for name in names:
+        ins = next((c.instrs[name] for c in mod.computations.values() if name in c.instrs), None)
+        if ins is None:
+            continue
+        lines, todo, done = [ins.attrs], list(_called(ins, "calls")), set()
+        while todo:  # the fusion's body and what it calls in turn
+            c = todo.pop()
+            if c in done:
+                continue
+            done.add(c)
+            lines += bodies.get(c, [])
+            todo += [x for b in bodies.get(c, []) for x in re.findall(r"calls=%?([\w.\-]+)", b)]
+        ids = [int(x) for ln in lines for x in re.findall(r"stack_frame_id=(\d+)", ln)]
+        counts = collections.Counter(where[i] for i in ids if i in where)
+        scopes = collections.Counter(
+            sc for ln in lines for op in re.findall(r'op_name="([^"]*)"', ln) if (sc := _scope(op))
+        )
+        text_ = "; ".join(f"{src} x{n}" for src, n in counts.most_common(top))
+        if scopes:
+            text_ = f"[{scopes.most_common(1)[0][0]}] {text_}"
+        found[name] = text_
+    return found
+
+
+def _scope(op_name: str) -> str:
+    """The model scope of an op ("jit(step_fn)/jvp(Network)/backbone/bn1/sub" ->
+    "backbone/bn1"): its path without transformation wrappers and the op itself."""
+    parts = [p for p in op_name.split("/")[:-1] if "(" not in p]
+    return "/".join(parts)
+
+
+def fusion_hlo(text: str, names: list[str]) -> str:
+    """The HLO text of each named instruction and of the computation it calls (a
+    fusion's body), to read what a slow kernel computes, under the source lines it
+    comes from (`kernel_sources`); metadata kept, backend configs dropped."""
+    mod, bodies, out = parse_hlo(text), _bodies(text), []
+    sources = kernel_sources(text, names, top=5)
     for name in names:
         ins = next((c.instrs[name] for c in mod.computations.values() if name in c.instrs), None)
         if ins is None:
             out.append(f"# {name}: not in the HLO\n")
             continue
         out.append(f"# {name} = {ins.type} {ins.opcode}(...) {_attr(ins.attrs, 'kind') or ''}")
+        if sources.get(name):
+            out.append(f"# from: {sources[name]}")
         for callee in _called(ins, "calls"):
             body = "\n".join(bodies.get(callee, []))
             out.append(re.sub(r",? backend_config=\{.*?\}(?=,|$)", "", body, flags=re.M))
@@ -1119,7 +1234,11 @@ def main(argv=None) -> int:
     p.add_argument("--peak-gbps", type=float, default=0.0, help="override peak GB/s")
     p.add_argument("--md", action="store_true", help="also print (and save) a Markdown table")
     p.add_argument(
-        "--hlo", type=int, default=0, help="save the HLO of the K kernels with the largest gap"
+        "--hlo",
+        type=int,
+        default=0,
+        metavar="K",
+        help="save the HLO of the K kernels with the largest gap to DIR/gap_hlo.txt",
     )
     args = p.parse_args(rest)
     if not args.src and not args.out:

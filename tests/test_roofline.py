@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -162,8 +163,10 @@ def test_cpu_step_end_to_end_and_reanalysis(tmp_path, capsys):
     for key in ("ms", "bytes", "flops", "gbps", "tflops", "frac_peak_bw", "bound_ms", "gap_ms"):
         assert key in top, key
     # Re-analysis of the saved files; a CPU has no datasheet peaks: no bound.
+    assert any("lusjax/" in (r.get("source") or "") for r in rep["gap"])  # source lines
     assert roofline.main(["--from", str(out), "--hlo", "2"]) == 0
-    assert (out / "gap_hlo.txt").read_text().count("\n# ") == 1  # two kernels' HLO
+    heads = re.findall(r"^# (?!from:)", (out / "gap_hlo.txt").read_text(), flags=re.M)
+    assert len(heads) == 2  # two kernels' HLO
     again = json.loads((out / "roofline.json").read_text())
     assert again["step"]["bound_ms"] is None and again["step"]["kernel_ms"] == s["kernel_ms"]
 
@@ -203,3 +206,20 @@ def test_fusion_hlo_prints_a_kernels_body_without_backend_configs():
     assert "ROOT %multiply.3 = bf16[8,16,16,64]{3,2,1,0} multiply(%param_0.2, %broadcast.1)" in text
     assert "# cudnn-conv.1 = " in text and "# nope: not in the HLO" in text
     assert "backend_config" not in text
+
+
+def _helper(x):
+    return jnp.sin(x) * 2 + 1
+
+
+def test_kernel_sources_name_the_python_line_and_model_scope():
+    text = jax.jit(_helper).lower(jnp.ones(8)).compile().as_text()
+    mod = roofline.parse_hlo(text)
+    kernels = [
+        n for c in mod.computations.values() for n, i in c.instrs.items() if i.opcode == "fusion"
+    ]
+    src = roofline.kernel_sources(text, kernels)
+    line = _helper.__code__.co_firstlineno + 1
+    assert any(v.startswith(f"tests/test_roofline.py:{line} _helper x") for v in src.values()), src
+    assert roofline._scope("jit(step_fn)/jvp(Network)/backbone/bn1/sub") == "backbone/bn1"
+    assert roofline._scope("jit(step_fn)/vmap()/mul") == ""
