@@ -26,6 +26,7 @@ examples:
   %(prog)s --input unlabeled/ --out data/pretrain --splits none
   %(prog)s --input clips/ --metadata meta.csv --column label=Finding --out data/lus
   %(prog)s --input by_class/ --label-from-folder --out data/lus --folds 5
+  %(prog)s --input by_class/ --label-from-folder --patient-from-folder --out data/lus
 
 COLUMNS of --metadata (and of a CSV manifest), case, spaces and punctuation ignored:
   path        path, file, filename, file_name, filepath, video, video_name, clip, ...
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label each clip that gets no label from --metadata by its top folder "
         "below --input (covid/a.mp4, covid/p1/b.mp4: covid): one sub-folder per class",
+    )
+    src.add_argument(
+        "--patient-from-folder",
+        action="store_true",
+        help="give each clip that gets no patient id from --metadata its folder below "
+        "--input as patient (p07/a.mp4: p07; with --label-from-folder covid/p07/a.mp4: "
+        "covid/p07), so that a patient's clips stay in one split",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument(
@@ -248,6 +256,7 @@ def run(args: argparse.Namespace) -> dict:
         keys=keys,
         columns=columns,
         label_from_folder=args.label_from_folder,
+        patient_from_folder=args.patient_from_folder,
     )
     return write.write_dataset(
         store,
@@ -267,6 +276,7 @@ def run(args: argparse.Namespace) -> dict:
                 "metadata": args.metadata,
                 "label_column": _has_label_column(args.metadata or args.input, columns),
                 "label_from_folder": args.label_from_folder,
+                "patient_from_folder": args.patient_from_folder,
                 "clips_in_subfolders": any(
                     ingest.class_folder(store.meta(k)["video_id"]) for k in keys
                 ),

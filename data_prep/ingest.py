@@ -111,6 +111,7 @@ def discover(
     require_metadata: bool = False,
     columns: Mapping[str, str] | None = None,
     label_from_folder: bool = False,
+    patient_from_folder: bool = False,
 ) -> tuple[list[ClipSpec], list[Skip]]:
     """The clips under `input_path` with their metadata, and what was skipped.
 
@@ -123,6 +124,9 @@ def discover(
       label_from_folder: a clip that gets no label from the metadata is labelled by the
         name of its top folder below the input root, as torchvision's ImageFolder
         (covid/a.mp4 and covid/p1/b.mp4: "covid").
+      patient_from_folder: a clip that gets no patient id from the metadata gets its
+        folder below the input root (`patient_folder`): p07/a.mp4 and p07/b.mp4 are
+        patient "p07", covid/p07/a.mp4 patient "covid/p07".
     """
     root = Path(input_path)
     if not root.exists():
@@ -177,6 +181,11 @@ def discover(
             folder = class_folder(spec.video_id)
             if folder and not spec.meta.get("label_name"):
                 spec.meta = {**spec.meta, "label_name": folder}
+    if patient_from_folder:
+        for spec in specs:
+            folder = patient_folder(spec.video_id, label_from_folder)
+            if folder and not spec.meta.get("patient_id"):
+                spec.meta = {**spec.meta, "patient_id": folder}
     if index is not None and require_metadata:
         skips += [
             Skip(s.source, "no metadata row (metadata required)")
@@ -207,6 +216,7 @@ def ingest(
     keys: list[str] | None = None,
     columns: Mapping[str, str] | None = None,
     label_from_folder: bool = False,
+    patient_from_folder: bool = False,
 ) -> list[Skip]:
     """Decodes, crops and stores every clip under `input_path`; returns what was skipped.
 
@@ -214,7 +224,8 @@ def ingest(
       input_path: folder, CSV manifest or single clip (see `discover`).
       store: where processed clips go; clips already there (same content and
         options) are not decoded again.
-      metadata_csv, require_metadata, columns, label_from_folder: see `discover`.
+      metadata_csv, require_metadata, columns, label_from_folder, patient_from_folder:
+        see `discover`.
       size: output frames are size x size (aspect kept by padding).
       stride, fps: keep every stride-th frame, or resample to `fps` (not both).
       dedupe: drop frames nearly identical to the previous kept one (frozen video).
@@ -241,6 +252,7 @@ def ingest(
         require_metadata=require_metadata,
         columns=columns,
         label_from_folder=label_from_folder,
+        patient_from_folder=patient_from_folder,
     )
     _warn_skips(skips, input_path)
 
@@ -535,6 +547,16 @@ def class_folder(video_id: str) -> str:
     its label under --label-from-folder."""
     folder, sep, _ = video_id.partition("/")
     return folder if sep else ""
+
+
+def patient_folder(video_id: str, label_from_folder: bool = False) -> str:
+    """The folder of a clip below the input root, its patient under --patient-from-folder
+    ("" for a clip directly in the root, or, with --label-from-folder, directly in its
+    class folder: a class is not a patient)."""
+    folder = video_id.rpartition("/")[0]
+    if label_from_folder and "/" not in folder:
+        return ""
+    return folder
 
 
 def _abs(p: Path) -> Path:

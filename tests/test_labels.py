@@ -199,3 +199,47 @@ def test_discover_follows_linked_folders_but_not_loops(tmp_path):
         ("covid/a.mp4", "covid"),
     ]
     assert not skips
+
+
+def test_prep_takes_patients_from_folders(tmp_path):
+    """--patient-from-folder: a clip's folder below --input is its patient (below its class
+    folder under --label-from-folder; a class is not a patient), a metadata patient id
+    wins, and a patient's clips land in one split."""
+    from data_prep import ingest
+    from data_prep.store import ClipStore
+
+    root = tmp_path / "by_class"
+    names = ["covid/p1/a.mp4", "covid/p1/b.mp4", "covid/p2/c.mp4", "normal/d.mp4"]
+    names += ["normal/p3/e.mp4", "normal/p4/f.mp4", "normal/p4/g.mp4", "normal/p5/h.mp4"]
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        rgb, _, _ = synth_clips.lus_clip(4, seed=40 + i)
+        synth_clips.write_video(root / name, rgb)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,patient_id\ncovid/p2/c.mp4,x9\n")
+    specs, _ = ingest.discover(root, meta, label_from_folder=True, patient_from_folder=True)
+    patients = {s.video_id: s.meta.get("patient_id") for s in specs}
+    assert patients == {
+        "covid/p1/a.mp4": "covid/p1",
+        "covid/p1/b.mp4": "covid/p1",
+        "covid/p2/c.mp4": "x9",
+        "normal/d.mp4": None,  # directly in its class folder: its own clip id
+        "normal/p3/e.mp4": "normal/p3",
+        "normal/p4/f.mp4": "normal/p4",
+        "normal/p4/g.mp4": "normal/p4",
+        "normal/p5/h.mp4": "normal/p5",
+    }
+    assert ingest.patient_folder("p7/a.mp4") == "p7" and ingest.patient_folder("a.mp4") == ""
+
+    out = tmp_path / "ds"
+    argv = ["--input", str(root), "--metadata", str(meta), "--out", str(out), "--size", "32"]
+    argv += ["--label-from-folder", "--patient-from-folder", "--splits", "train=0.5,test=0.5"]
+    assert prep_cli.main(argv) == 0
+    stored = {r["video_id"]: r["patient_id"] for r in ClipStore(out / "clips").records()}
+    assert stored["covid/p1/b.mp4"] == "covid/p1" and stored["normal/d.mp4"] == "normal/d.mp4"
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["ingest"]["patient_from_folder"] is True
+    split_of = {c["video_id"]: n for n, sp in info["splits"].items() for c in sp["clips"]}
+    assert len(split_of) == 8
+    assert split_of["covid/p1/a.mp4"] == split_of["covid/p1/b.mp4"]
+    assert split_of["normal/p4/f.mp4"] == split_of["normal/p4/g.mp4"]
