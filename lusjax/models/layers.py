@@ -139,13 +139,14 @@ def reduce_window_max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-def _parity_planes(x, fill):
-    """x padded by one (`fill`) on top/left and to an even 2(Ho+1) x 2(Wo+1), viewed as
-    [B, Ho+1, 2, Wo+1, 2, C]: row 2a+p of the padded input is [:, a, p]."""
+def _parity_planes(x):
+    """x padded by one (-inf: never a window's maximum) on top/left and to an even
+    2(Ho+1) x 2(Wo+1), viewed as [B, Ho+1, 2, Wo+1, 2, C]: row 2a+p of the padded input
+    is [:, a, p]."""
     b, h, w, c = x.shape
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = jnp.pad(
-        x, ((0, 0), (1, 2 * ho + 1 - h), (1, 2 * wo + 1 - w), (0, 0)), constant_values=fill
+        x, ((0, 0), (1, 2 * ho + 1 - h), (1, 2 * wo + 1 - w), (0, 0)), constant_values=-jnp.inf
     )
     return xp.reshape(b, ho + 1, 2, wo + 1, 2, c), ho, wo
 
@@ -190,7 +191,7 @@ def argmax_max_pool_3x3_s2(x):
 
 
 def _argmax_fwd(x):
-    xr, ho, wo = _parity_planes(x, -jnp.inf)
+    xr, ho, wo = _parity_planes(x)
     win = [
         xr[:, di // 2 : di // 2 + ho, di % 2, dj // 2 : dj // 2 + wo, dj % 2, :]
         for di in range(3)
@@ -223,10 +224,10 @@ argmax_max_pool_3x3_s2.defvjp(_argmax_fwd, _argmax_bwd)
 _Q, _S = (1, 0, 1), (1, 0, 0)
 
 
-def _block_tap(y6, di, dj, fill):
+def _block_tap(y6, di, dj):
     t = y6[:, :, :, _Q[di], _Q[dj], :]
     hq, wq = t.shape[1:3]
-    t = jnp.pad(t, ((0, 0), (_S[di], 0), (_S[dj], 0), (0, 0)), constant_values=fill)
+    t = jnp.pad(t, ((0, 0), (_S[di], 0), (_S[dj], 0), (0, 0)), constant_values=-jnp.inf)
     return t[:, :hq, :wq]
 
 
@@ -240,7 +241,7 @@ def argmax_max_pool_3x3_s2_blocks(y6):
 
 
 def _blocks_fwd(y6):
-    return _window_max([_block_tap(y6, di, dj, -jnp.inf) for di in range(3) for dj in range(3)])
+    return _window_max([_block_tap(y6, di, dj) for di in range(3) for dj in range(3)])
 
 
 # The tap code that a gradient shifted by s rows (columns) lands on parity plane p with:
