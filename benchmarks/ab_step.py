@@ -6,10 +6,9 @@
 Each variant swaps some of lusjax's layers (`lusjax.models.layers`) for the plain
 formulation they replaced, or a function for a candidate (`blur=*`), then runs
 `lusjax bench step` (compile once, time the synthetic-input step) on this host's
-devices. Same model, same parameters, same
-outputs up to float rounding; only the way XLA is asked to compute them differs.
-Prints one JSON line per variant ("variant" key added). "A+B" applies variants A and B
-together.
+devices. Same model, same parameters, same outputs up to float rounding; only the way
+XLA is asked to compute them differs. Prints one JSON line per variant ("variant" key
+added). "A+B" applies variants A and B together.
 
   lusjax          the library as it is
   stem=nhwc       ResNet's stem over NHWC tensors (`layers.imagenet_stem_nhwc`: 2x2
