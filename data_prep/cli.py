@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     warning = label_warning(info)
     if warning:
         print(f"lusjax prep: warning: {warning}", file=sys.stderr)
+    note = patient_note(info)
+    if note:
+        print(f"lusjax prep: note: {note}", file=sys.stderr)
     print(f"dataset: {Path(args.out).resolve()}")
     return 0 if info["total"]["clips"] else 2
 
@@ -193,6 +196,20 @@ def label_warning(info: dict) -> str | None:
         f"{n} of {total} clips have no label ({why}); they are kept for pretraining, "
         "but `lusjax eval` cannot score the clip label on them (recorded in "
         "dataset.json under 'labels')"
+    )
+
+
+def patient_note(info: dict) -> str | None:
+    """One line when class folders hold sub-folders but clips got no patient id: those
+    sub-folders are often patients, and without --patient-from-folder one patient's
+    clips can land in both train and test."""
+    n = info.get("ingest", {}).get("clips_without_patient_in_subfolders", 0)
+    if not n:
+        return None
+    return (
+        f"clips in sub-folders of their class folder without a patient id: {n}; each is "
+        "split as its own patient. If each sub-folder holds one patient's clips, add "
+        "--patient-from-folder to keep a patient's clips in one split"
     )
 
 
@@ -280,10 +297,25 @@ def run(args: argparse.Namespace) -> dict:
                 "clips_in_subfolders": any(
                     ingest.class_folder(store.meta(k)["video_id"]) for k in keys
                 ),
+                "clips_without_patient_in_subfolders": _unplaced_patients(store, keys, args),
                 "stride": args.stride,
                 "fps": args.fps,
             }
         },
+    )
+
+
+def _unplaced_patients(store, keys: list[str], args: argparse.Namespace) -> int:
+    """Clips below a class folder's sub-folder (--label-from-folder) with no patient id."""
+    if not args.label_from_folder or args.patient_from_folder:
+        return 0
+    from data_prep import ingest
+
+    metas = [store.meta(k) for k in keys]
+    return sum(
+        1
+        for m in metas
+        if m["patient_id"] == m["video_id"] and ingest.patient_folder(m["video_id"], True)
     )
 
 

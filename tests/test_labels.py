@@ -139,8 +139,11 @@ def test_prep_labels_clips_by_their_top_folder(tmp_path, capsys):
     out = tmp_path / "ds"
     argv = ["--input", str(root), "--out", str(out), "--size", "32", "--splits", "none"]
     assert prep_cli.main([*argv, "--metadata", str(meta), "--label-from-folder"]) == 0
-    (warning,) = _warnings(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    (warning,) = _warnings(err)
     assert "1 of 5 clips have no label (no metadata label, and they sit directly" in warning
+    assert "note: clips in sub-folders of their class folder without a patient id: 1;" in err
+    assert "add --patient-from-folder" in err
     store = ClipStore(out / "clips")
     labels = {r["video_id"]: r["label_name"] for r in store.records()}
     assert labels == {
@@ -153,6 +156,7 @@ def test_prep_labels_clips_by_their_top_folder(tmp_path, capsys):
     info = json.loads((out / "dataset.json").read_text())
     assert info["labels"] == {"labelled_clips": 4, "unlabeled_clips": 1}
     assert info["ingest"]["label_from_folder"] is True
+    assert info["ingest"]["clips_without_patient_in_subfolders"] == 1  # normal/p1/b.mp4
 
     assert prep_cli.main(argv) == 0  # without the flag: the hint, and labels cleared
     (warning,) = _warnings(capsys.readouterr().err)
@@ -239,6 +243,7 @@ def test_prep_takes_patients_from_folders(tmp_path):
     assert stored["covid/p1/b.mp4"] == "covid/p1" and stored["normal/d.mp4"] == "normal/d.mp4"
     info = json.loads((out / "dataset.json").read_text())
     assert info["ingest"]["patient_from_folder"] is True
+    assert info["ingest"]["clips_without_patient_in_subfolders"] == 0
     split_of = {c["video_id"]: n for n, sp in info["splits"].items() for c in sp["clips"]}
     assert len(split_of) == 8
     assert split_of["covid/p1/a.mp4"] == split_of["covid/p1/b.mp4"]
