@@ -861,7 +861,7 @@ def roofline(
         r for r in out_rows if r["kernels_per_step"] and r["ms"] / r["kernels_per_step"] < 0.01
     ]
     shown = {r["name"] for r in by_time[:top] + gap[:top]}
-    src = kernel_sources(hlo_text, sorted({n.split(" + ")[0] for n in shown}), top=1)
+    src = kernel_sources(hlo_text, sorted({n.split(" + ")[0] for n in shown}), 1, module)
     for r in out_rows:
         if r["name"] in shown:
             r["source"] = src.get(r["name"].split(" + ")[0], "")
@@ -1128,14 +1128,23 @@ def stack_sources(text: str) -> dict[int, str]:
     return out
 
 
-def kernel_sources(text: str, names: list[str], top: int = 2) -> dict[str, str]:
+def _instr(mod: Module, name: str) -> Instr | None:
+    """The instruction of that name in any computation of the module."""
+    return next((c.instrs[name] for c in mod.computations.values() if name in c.instrs), None)
+
+
+def kernel_sources(
+    text: str, names: list[str], top: int = 2, mod: Module | None = None, bodies=None
+) -> dict[str, str]:
     """Per kernel: the source lines (`stack_sources`) its HLO instructions come from,
     the most frequent first with their counts, e.g. "lusjax/models/layers.py:262
-    _blocks_bwd x9; ..."; empty when the HLO has no stack frames."""
-    mod, bodies, where = parse_hlo(text), _bodies(text), stack_sources(text)
-    found = {}
+    _blocks_bwd x9; ..."; empty when the HLO has no stack frames. `mod` and `bodies`:
+    the text's `parse_hlo` and `_bodies`, where the caller has them already."""
+    mod = mod or parse_hlo(text)
+    bodies = bodies if bodies is not None else _bodies(text)
+    where, found = stack_sources(text), {}
     for name in names:
-        ins = next((c.instrs[name] for c in mod.computations.values() if name in c.instrs), None)
+        ins = _instr(mod, name)
         if ins is None:
             continue
         lines, todo, done = [ins.attrs], list(_called(ins, "calls")), set()
@@ -1170,9 +1179,9 @@ def fusion_hlo(text: str, names: list[str]) -> str:
     fusion's body), to read what a slow kernel computes, under the source lines it
     comes from (`kernel_sources`); metadata kept, backend configs dropped."""
     mod, bodies, out = parse_hlo(text), _bodies(text), []
-    sources = kernel_sources(text, names, top=5)
+    sources = kernel_sources(text, names, top=5, mod=mod, bodies=bodies)
     for name in names:
-        ins = next((c.instrs[name] for c in mod.computations.values() if name in c.instrs), None)
+        ins = _instr(mod, name)
         if ins is None:
             out.append(f"# {name}: not in the HLO\n")
             continue
@@ -1191,8 +1200,9 @@ def analyse(folder: Path, args) -> dict:
     with gzip.open(folder / "kernels.json.gz", "rt") as f:
         events = json.load(f)
     pf, bw, src = _peaks(args, bench.get("device"))
+    hlo = _read_hlo(folder)
     rep = roofline(
-        _read_hlo(folder),
+        hlo,
         events,
         {**bench, "peak_source": src},
         bench.get("traced_steps", 5),
@@ -1210,7 +1220,7 @@ def analyse(folder: Path, args) -> dict:
             rep["top"], key=lambda k: -(k["gap_ms"] if k["gap_ms"] is not None else k["ms"])
         )
         names = [k["name"] for k in top[: args.hlo]]
-        (folder / "gap_hlo.txt").write_text(fusion_hlo(_read_hlo(folder), names))
+        (folder / "gap_hlo.txt").write_text(fusion_hlo(hlo, names))
     return rep
 
 
@@ -1243,6 +1253,8 @@ def main(argv=None) -> int:
     args = p.parse_args(rest)
     if not args.src and not args.out:
         p.error("give --out DIR (run the step) or --from DIR (re-analyse)")
+    if args.hlo < 0:
+        p.error(f"--hlo must be >= 0, not {args.hlo}")
     folder = Path(args.src) if args.src else run(args, overrides)
     rep = analyse(folder, args)
     print(json.dumps(rep, indent=1))

@@ -223,3 +223,9 @@ def test_kernel_sources_name_the_python_line_and_model_scope():
     assert any(v.startswith(f"tests/test_roofline.py:{line} _helper x") for v in src.values()), src
     assert roofline._scope("jit(step_fn)/jvp(Network)/backbone/bn1/sub") == "backbone/bn1"
     assert roofline._scope("jit(step_fn)/vmap()/mul") == ""
+
+
+def test_negative_hlo_count_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        roofline.main(["--from", "somewhere", "--hlo", "-1"])
+    assert e.value.code == 2 and "--hlo must be >= 0, not -1" in capsys.readouterr().err
